@@ -206,7 +206,7 @@ def read_frames(path: str | os.PathLike, fps: float = 25.0, size: tuple[int, int
 
 
 def read_audio(path: str | os.PathLike, sr: int = 16000) -> np.ndarray:
-    """Decode the first audio stream as mono float32 at `sr` Hz: [N] (lossy decodes may exceed ±1 a little)."""
+    """Decode the first audio stream as mono float32 at `sr` Hz: [N] (lossy decodes may exceed ±1)."""
     info = probe(path)
     if not info.has_audio:
         raise MediaError(f"{info.path.name} has no audio track. Use a file with sound "

@@ -1,0 +1,222 @@
+"""Media I/O on real shared clips, converted containers, VFR/rotated files and broken inputs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotalk import media
+from emotalk.errors import MediaError
+from tests.conftest import shared
+
+CLIPS = [
+    "clips/may_5s_512px_25fps.mp4",
+    "clips/obama_styletalk_30s_256px_30fps.mp4",
+    "clips/retalking_face2_5s_844px_25fps.mp4",
+    "clips/hdtf_aoc_8s_512px_25fps.mp4",
+    "clips/grid/bbaf2n.mpg",
+]
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", *args], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("rel", CLIPS)
+def test_shared_clips_decode_at_25fps(rel):
+    p = shared(rel)
+    info = media.probe(p)
+    assert info.has_video and info.has_audio and info.duration > 2
+    frames = media.read_frames(p, fps=25.0, size=(96, 96), max_frames=40)
+    assert frames.shape == (40, 96, 96, 3) and frames.dtype == np.uint8
+    assert frames.std() > 5  # real picture, not a blank
+    wav = media.read_audio(p)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert abs(wav.size / 16000 - info.duration) < 0.1
+
+
+def test_frame_count_follows_duration_at_25fps():
+    p = shared("clips/obama_styletalk_30s_256px_30fps.mp4")  # 30 fps source
+    info = media.probe(p)
+    n = sum(1 for _ in media.iter_frames(p, size=(32, 32)))
+    assert abs(n - info.duration * 25) <= 2
+
+
+@pytest.fixture(scope="module")
+def src_clip(tmp_path_factory) -> Path:
+    """A 3 s excerpt of a shared clip at a small size (made at test time, never committed)."""
+    p = shared("clips/may_5s_512px_25fps.mp4")
+    out = tmp_path_factory.mktemp("media") / "src.mp4"
+    ffmpeg("-i", str(p), "-t", "3", "-vf", "scale=128:128", "-c:v", "libx264", "-c:a", "aac", str(out))
+    return out
+
+
+@pytest.mark.parametrize("ext,vcodec,acodec", [
+    (".mov", "libx264", "aac"), (".mkv", "libx264", "libvorbis"), (".webm", "libvpx-vp9", "libopus"),
+    (".avi", "mpeg4", "libmp3lame"), (".mpg", "mpeg1video", "mp2"),
+])
+def test_containers(src_clip, tmp_path, ext, vcodec, acodec):
+    out = tmp_path / f"clip{ext}"
+    ffmpeg("-i", str(src_clip), "-c:v", vcodec, "-c:a", acodec, str(out))
+    frames = media.read_frames(out)
+    assert frames.shape[1:] == (128, 128, 3)
+    assert abs(len(frames) - 75) <= 2
+    assert abs(media.read_audio(out).size / 16000 - 3.0) < 0.1
+
+
+def test_variable_frame_rate_becomes_constant(src_clip, tmp_path):
+    vfr = tmp_path / "vfr.mkv"  # drop 2 of every 3 frames in the first half: timestamps get gaps
+    ffmpeg("-i", str(src_clip), "-vf", r"select='gt(n\,37)+not(mod(n\,3))'", "-fps_mode", "vfr",
+           "-c:v", "libx264", "-an", str(vfr))
+    n = sum(1 for _ in media.iter_frames(vfr))
+    assert abs(n - 75) <= 3
+
+
+def test_rotation_metadata_is_applied(src_clip, tmp_path):
+    wide = tmp_path / "wide.mp4"
+    ffmpeg("-i", str(src_clip), "-vf", "scale=160:96", "-c:v", "libx264", "-an", str(wide))
+    rot = tmp_path / "rot.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(wide), "-c", "copy", str(rot))
+    info = media.probe(rot)
+    assert info.rotation in (90, 270)
+    assert (info.width, info.height) == (96, 160)
+    f = next(media.iter_frames(rot))
+    assert f.shape == (160, 96, 3)
+
+
+@pytest.mark.parametrize("ext,codec", [
+    (".wav", "pcm_s16le"), (".mp3", "libmp3lame"), (".m4a", "aac"), (".ogg", "libvorbis"), (".flac", "flac"),
+])
+def test_audio_formats_any_rate_stereo(tmp_path, ext, codec):
+    src = shared("audio/speech_hallo_7s.wav")  # 44.1 kHz stereo
+    out = tmp_path / f"a{ext}"
+    ffmpeg("-i", str(src), "-ar", "22050", "-ac", "2", "-c:a", codec, str(out))
+    wav = media.read_audio(out, sr=16000)
+    ref = media.read_audio(src, sr=16000)
+    assert abs(wav.size - ref.size) < 16000 * 0.1
+    n = min(wav.size, ref.size) - 4000
+    assert np.corrcoef(wav[2000:n], ref[2000:n])[0, 1] > 0.5 or ext in (".mp3", ".m4a", ".ogg")
+    assert np.abs(wav).max() > 0.05
+
+
+def test_write_video_durations_agree(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (37, 64, 48, 3), dtype=np.uint8)
+    audio = (0.3 * np.sin(np.linspace(0, 2000, 16000 * 2))).astype(np.float32)  # 2 s, longer than video
+    out = media.write_video(tmp_path / "o.mp4", frames, fps=25.0, audio=audio)
+    info = media.probe(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    got = media.read_frames(out)
+    assert len(got) == 37
+    a = media.read_audio(out)
+    assert abs(a.size / 16000 - 37 / 25) <= 1 / 25
+    head = open(out, "rb").read(4096)
+    assert head.find(b"moov") != -1 and head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head
+
+
+def test_writer_streams_and_is_atomic(tmp_path):
+    target = tmp_path / "s.mp4"
+    with pytest.raises(RuntimeError):
+        with media.VideoWriter(target) as w:
+            w.write(np.zeros((32, 32, 3), np.uint8))
+            raise RuntimeError("render failed")
+    assert not target.exists() and not list(tmp_path.glob("*.mp4"))
+    with media.VideoWriter(target) as w:
+        for i in range(10):
+            w.write(np.full((32, 32, 3), i * 20, np.uint8))
+    assert len(media.read_frames(target)) == 10
+
+
+def test_write_wav_roundtrip(tmp_path):
+    x = (0.5 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+    p = media.write_wav(tmp_path / "x.wav", x)
+    y = media.read_audio(p)
+    assert np.abs(x - y).max() < 1e-3
+
+
+def test_standardize_any_clip(tmp_path):
+    p = shared("clips/grid/bbaf2n.mpg")
+    out = media.standardize(p, tmp_path / "std.mp4", max_side=128)
+    info = media.probe(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac" and info.fps == 25.0
+    assert max(info.width, info.height) == 128
+
+
+# ---- bad input: one clear error type, never an ffmpeg traceback or a hang ----
+
+def test_zero_byte(tmp_path):
+    p = tmp_path / "empty.mp4"
+    p.write_bytes(b"")
+    with pytest.raises(MediaError, match="empty"):
+        media.probe(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MediaError, match="does not exist"):
+        media.read_audio(tmp_path / "nope.wav")
+
+
+def test_non_media(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 100)
+    with pytest.raises(MediaError, match="not a readable video or audio"):
+        media.read_frames(p)
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "noise.mov"
+    p.write_bytes(np.random.default_rng(1).integers(0, 255, 50000, dtype=np.uint8).tobytes())
+    with pytest.raises(MediaError):
+        media.read_frames(p)
+
+
+def test_truncated(src_clip, tmp_path):
+    p = tmp_path / "trunc.mp4"
+    data = src_clip.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(MediaError):
+        media.read_frames(p)
+
+
+def test_still_image(tmp_path):
+    from PIL import Image
+
+    p = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(p)
+    with pytest.raises(MediaError, match="still image"):
+        media.probe(p)
+
+
+def test_no_audio_stream(src_clip, tmp_path):
+    p = tmp_path / "silent.mp4"
+    ffmpeg("-i", str(src_clip), "-an", "-c:v", "copy", str(p))
+    with pytest.raises(MediaError, match="no audio track"):
+        media.read_audio(p)
+
+
+def test_audio_only_has_no_video():
+    with pytest.raises(MediaError, match="no video stream"):
+        media.read_frames(shared("audio/speech_obama_5s.wav"))
+
+
+def test_size_and_duration_limits(src_clip, monkeypatch):
+    monkeypatch.setattr(media, "LIMITS", media.MediaLimits(max_bytes=1000))
+    with pytest.raises(MediaError, match="limit"):
+        media.probe(src_clip)
+    monkeypatch.setattr(media, "LIMITS", media.MediaLimits(max_seconds=1.0))
+    with pytest.raises(MediaError, match="lasts 3 s; the limit is 1 s"):
+        media.probe(src_clip)
+
+
+def test_odd_frame_size_is_refused(tmp_path):
+    with pytest.raises(MediaError, match="even"):
+        media.write_video(tmp_path / "odd.mp4", np.zeros((2, 31, 32, 3), np.uint8))
+
+
+def test_hanging_decoder_is_killed(src_clip, monkeypatch):
+    monkeypatch.setattr(media, "LIMITS", media.MediaLimits(min_timeout_s=0.0, timeout_per_media_s=0.0))
+    with pytest.raises(MediaError, match="too long"):
+        list(media.iter_frames(src_clip))
