@@ -354,7 +354,9 @@ def _extract(archive: Path, member: str, out: Path) -> Path:
                 with open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
     except (KeyError, zipfile.BadZipFile, tarfile.TarError) as e:
-        raise AssetError(f"{archive.name} does not contain {member} ({e}); the registry is out of date.") from e
+        raise AssetError(
+            f"{archive.name} does not contain {member} ({e}); the registry is out of date."
+        ) from e
     return out
 
 
