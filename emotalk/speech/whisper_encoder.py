@@ -79,6 +79,11 @@ class WhisperEncoder(torch.nn.Module):
         for k, v in w.items():
             self.register_buffer(k.replace("/", "__"), v, persistent=False)
 
+    @property
+    def dim(self) -> int:
+        """Width of the encoder states (384 for tiny)."""
+        return int(self._p("layer_norm/gamma").shape[0])
+
     def _p(self, name: str) -> torch.Tensor:
         return getattr(self, name.replace("/", "__"))
 
