@@ -1,0 +1,286 @@
+"""Rasterize 3D Gaussians: gsplat on CUDA, and a pure-PyTorch reference (same inputs, differentiable).
+
+Both follow gsplat's "classic" 3DGS model: EWA projection with a 0.3 px² blur, per-pixel
+alpha = min(0.999, o·exp(-σ)), contributions under 1/255 skipped, front-to-back compositing
+that stops before transmittance falls to 1e-4, pixel centres at +0.5. Colours are given per
+Gaussian (already evaluated from SH, see `eval_sh`), so both back ends see exactly the same inputs.
+The reference is tiled (8×8 px) and culls by an opacity-aware bounding box, so it runs on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ALPHA_MIN = 1.0 / 255.0  # contributions below this are skipped (as in gsplat)
+ALPHA_MAX = 0.999  # a single Gaussian never makes a pixel fully opaque
+T_STOP = 1e-4  # a pixel is finished once its transmittance would drop to this
+EPS2D = 0.3  # px² added to every projected covariance (anti-aliasing blur)
+TILE = 8  # reference tile side in px
+
+# Real spherical-harmonics constants (degrees 0..2), the usual 3DGS convention.
+_C0 = 0.28209479177387814
+_C1 = 0.4886025119029199
+_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792,
+       0.5462742152960396)
+
+
+@dataclass
+class RasterOut:
+    """What a rasterizer returns for a batch of cameras."""
+
+    rgb: Tensor  # [B,H,W,3] premultiplied colour (sum of weight·colour)
+    alpha: Tensor  # [B,H,W,1] 1 - final transmittance
+    means2d: Tensor | None  # [B,N,2] projected centres (px); grads feed densification
+    radii: Tensor | None  # [B,N] >0 where the Gaussian was drawn
+
+
+def sh_dim(degree: int) -> int:
+    """Number of SH coefficients per colour channel for a degree."""
+    return (degree + 1) ** 2
+
+
+def eval_sh(coeffs: Tensor, dirs: Tensor, degree: int) -> Tensor:
+    """Colour from SH coefficients along view directions; +0.5 and clamped at 0 as gsplat does.
+
+    coeffs: [..., N, K, 3] with K >= (degree+1)²; dirs: [..., N, 3] (any length, normalised here).
+    """
+    d = F.normalize(dirs, dim=-1)
+    x, y, z = d[..., 0:1], d[..., 1:2], d[..., 2:3]
+    out = _C0 * coeffs[..., 0, :]
+    if degree >= 1:
+        out = out - _C1 * y * coeffs[..., 1, :] + _C1 * z * coeffs[..., 2, :] - _C1 * x * coeffs[..., 3, :]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out = (out + _C2[0] * xy * coeffs[..., 4, :] + _C2[1] * yz * coeffs[..., 5, :]
+               + _C2[2] * (2 * zz - xx - yy) * coeffs[..., 6, :] + _C2[3] * xz * coeffs[..., 7, :]
+               + _C2[4] * (xx - yy) * coeffs[..., 8, :])
+    return torch.clamp_min(out + 0.5, 0.0)
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """[..., 4] (w, x, y, z), any norm -> [..., 3, 3] rotation."""
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(quats.shape[:-1] + (3, 3))
+
+
+def project(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor,
+            width: int, height: int, near: float = 0.01) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """EWA projection of Gaussians into B cameras.
+
+    means [B,N,3], quats [B,N,4], scales [B,N,3], viewmats [B,4,4] (world->camera, OpenCV), Ks [B,3,3]
+    -> means2d [B,N,2] px, conics [B,N,3] (a,b,c of the inverse 2-D covariance), depths [B,N],
+       valid [B,N] (in front of the near plane and with a proper covariance).
+    """
+    R, t = viewmats[:, None, :3, :3], viewmats[:, None, :3, 3]  # [B,1,3,3], [B,1,3]
+    pc = (R @ means[..., None])[..., 0] + t  # [B,N,3]
+    rot = quat_to_rotmat(quats)  # [B,N,3,3]
+    M = rot * scales[..., None, :]  # R·diag(s)
+    cov_c = R @ (M @ M.transpose(-1, -2)) @ R.transpose(-1, -2)  # [B,N,3,3]
+    fx, fy = Ks[:, 0, 0][:, None], Ks[:, 1, 1][:, None]
+    cx, cy = Ks[:, 0, 2][:, None], Ks[:, 1, 2][:, None]
+    z = pc[..., 2]
+    zs = torch.where(z > near, z, torch.ones_like(z))  # avoid division by ~0 for culled points
+    # The Jacobian is evaluated at a point clamped to 1.3× the field of view, like gsplat.
+    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * width / fx, cx / fx + 0.3 * width / fx
+    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * height / fy, cy / fy + 0.3 * height / fy
+    tx = zs * torch.minimum(torch.maximum(pc[..., 0] / zs, -lim_x_neg), lim_x_pos)
+    ty = zs * torch.minimum(torch.maximum(pc[..., 1] / zs, -lim_y_neg), lim_y_pos)
+    zero = torch.zeros_like(zs)
+    J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2],
+                    dim=-1).reshape(zs.shape + (2, 3))  # [B,N,2,3]
+    cov2 = J @ cov_c @ J.transpose(-1, -2)  # [B,N,2,2]
+    a = cov2[..., 0, 0] + EPS2D
+    b = cov2[..., 0, 1]
+    c = cov2[..., 1, 1] + EPS2D
+    det = a * c - b * b
+    valid = (z > near) & (det > 0)
+    det = torch.where(valid, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
+    means2d = torch.stack([fx * pc[..., 0] / zs + cx, fy * pc[..., 1] / zs + cy], dim=-1)
+    return means2d, conics, z, valid & (a > 0) & (c > 0)
+
+
+def rasterize_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+                    viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                    background: Tensor | None = None, chunk_elems: int = 1 << 22,
+                    k_chunk: int = 96) -> RasterOut:
+    """Pure-PyTorch reference rasterizer (differentiable; CPU or GPU).
+
+    means [B,N,3] (or [N,3], shared by all cameras), quats [B,N,4], scales [B,N,3] (linear),
+    opacities [B,N] in [0,1], colors [B,N,D], viewmats [B,4,4], Ks [B,3,3].
+    Memory is bounded by `chunk_elems` (pixels × Gaussians per tile batch); Gaussians are taken
+    `k_chunk` at a time per tile and a tile stops once all its pixels are opaque.
+    """
+    B = viewmats.shape[0]
+    if means.dim() == 2:
+        means, quats, scales, opacities, colors = (x.expand(B, *x.shape) for x in
+                                                   (means, quats, scales, opacities, colors))
+    means2d, conics, depths, valid = project(means, quats, scales, viewmats, Ks, width, height)
+    D = colors.shape[-1]
+    rgb = means.new_zeros(B, height, width, D)
+    alpha = means.new_zeros(B, height, width, 1)
+    radii = means.new_zeros(B, means.shape[1])
+    tw, th = math.ceil(width / TILE), math.ceil(height / TILE)
+    ys, xs = torch.meshgrid(torch.arange(TILE, device=means.device), torch.arange(TILE, device=means.device),
+                            indexing="ij")
+    local = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).to(means.dtype)  # [P,2] within a tile
+    out_rgb, out_a = [], []
+    for bi in range(B):
+        with torch.no_grad():
+            op = opacities[bi].clamp_min(1e-12)
+            ok = valid[bi] & (op >= ALPHA_MIN)
+            # Opacity-aware extent: beyond this many σ the alpha is below 1/255.
+            ext = torch.sqrt(2.0 * torch.log(op / ALPHA_MIN).clamp_min(0)).clamp_max(3.33)
+            con = conics[bi]
+            det = (con[:, 0] * con[:, 2] - con[:, 1] ** 2).clamp_min(1e-20)
+            var_x, var_y = con[:, 2] / det, con[:, 0] / det  # diagonal of the 2-D covariance
+            rx, ry = torch.ceil(ext * var_x.sqrt()), torch.ceil(ext * var_y.sqrt())
+            m2 = means2d[bi]
+            ok &= (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < width)
+            ok &= (m2[:, 1] + ry > 0) & (m2[:, 1] - ry < height)
+            ok &= (rx > 0) | (ry > 0)
+            radii[bi] = torch.where(ok, torch.maximum(rx, ry), torch.zeros_like(rx))
+            idx = torch.nonzero(ok)[:, 0]
+            idx = idx[torch.argsort(depths[bi, idx], stable=True)]  # front to back
+            x0 = ((m2[idx, 0] - rx[idx]) / TILE).floor().clamp(0, tw).long()
+            x1 = ((m2[idx, 0] + rx[idx]) / TILE).ceil().clamp(0, tw).long()
+            y0 = ((m2[idx, 1] - ry[idx]) / TILE).floor().clamp(0, th).long()
+            y1 = ((m2[idx, 1] + ry[idx]) / TILE).ceil().clamp(0, th).long()
+            nx, ny = x1 - x0, y1 - y0
+            cnt = nx * ny
+            g = torch.repeat_interleave(torch.arange(len(idx), device=means.device), cnt)
+            start = torch.cumsum(cnt, 0) - cnt
+            k = torch.arange(len(g), device=means.device) - start[g]
+            tile = (y0[g] + k // nx[g]) * tw + (x0[g] + k % nx[g])
+            order = torch.argsort(tile, stable=True)  # by tile, depth order kept inside a tile
+            tile, gid = tile[order], idx[g[order]]
+            counts = torch.bincount(tile, minlength=tw * th)
+            offsets = torch.cumsum(counts, 0) - counts
+            tiles_sorted = torch.argsort(counts, descending=True)
+            tiles_sorted = tiles_sorted[counts[tiles_sorted] > 0]
+        P = TILE * TILE
+        tiles_img, tiles_rgb, tiles_acc = [], [], []
+        i = 0
+        while i < len(tiles_sorted):
+            kmax = int(counts[tiles_sorted[i]])
+            kc = min(kmax, k_chunk)
+            nt = max(1, min(len(tiles_sorted) - i, chunk_elems // max(1, P * kc)))
+            ts = tiles_sorted[i:i + nt]
+            i += nt
+            rgb_t, acc_t = _composite_tiles(ts, counts, offsets, gid, means2d[bi], conics[bi], opacities[bi],
+                                            colors[bi], tw, local, kc)
+            tiles_img.append(ts)
+            tiles_rgb.append(rgb_t)
+            tiles_acc.append(acc_t)
+        img = means.new_zeros(tw * th, P, D)
+        acc = means.new_zeros(tw * th, P, 1)
+        if tiles_img:
+            ts_all = torch.cat(tiles_img)
+            img = img.index_copy(0, ts_all, torch.cat(tiles_rgb))
+            acc = acc.index_copy(0, ts_all, torch.cat(tiles_acc))
+        img = img.reshape(th, tw, TILE, TILE, D).permute(0, 2, 1, 3, 4).reshape(th * TILE, tw * TILE, D)
+        acc = acc.reshape(th, tw, TILE, TILE, 1).permute(0, 2, 1, 3, 4).reshape(th * TILE, tw * TILE, 1)
+        out_rgb.append(img[:height, :width])
+        out_a.append(acc[:height, :width])
+    rgb = torch.stack(out_rgb)
+    alpha = torch.stack(out_a)
+    if background is not None:
+        rgb = rgb + (1 - alpha) * background
+    return RasterOut(rgb, alpha, means2d, radii)
+
+
+def _composite_tiles(ts: Tensor, counts: Tensor, offsets: Tensor, gid: Tensor, means2d: Tensor,
+                     conics: Tensor, opacities: Tensor, colors: Tensor, tw: int, local: Tensor,
+                     kc: int) -> tuple[Tensor, Tensor]:
+    """Front-to-back compositing of tiles `ts` [nt], `kc` Gaussians at a time.
+
+    Returns rgb [nt,P,D] and alpha [nt,P,1].
+    """
+    dev = means2d.device
+    nt, P, D = len(ts), local.shape[0], colors.shape[-1]
+    origin = torch.stack([(ts % tw) * TILE, (ts // tw) * TILE], -1).to(means2d.dtype)
+    pix = origin[:, None, :] + local[None] + 0.5  # [nt,P,2]
+    rgb = means2d.new_zeros(nt, P, D)
+    logT = means2d.new_zeros(nt, P, 1)  # log transmittance so far
+    alive = torch.arange(nt, device=dev)  # tiles with pixels still transparent and Gaussians left
+    log_stop = math.log(T_STOP)
+    k0 = 0
+    kmax = int(counts[ts].max())
+    while k0 < kmax and len(alive) > 0:
+        with torch.no_grad():
+            ar = torch.arange(k0, k0 + kc, device=dev)
+            cnt = counts[ts[alive]]
+            pad = ar[None, :] < cnt[:, None]  # [na,K]
+            sel = torch.where(pad, offsets[ts[alive]][:, None] + ar[None, :], torch.zeros_like(ar)[None, :])
+            gsel = gid[sel]  # [na,K]
+        mu, cn = means2d[gsel], conics[gsel]  # [na,K,2], [na,K,3]
+        px = pix[alive]
+        dx = px[:, :, None, 0] - mu[:, None, :, 0]  # [na,P,K]
+        dy = px[:, :, None, 1] - mu[:, None, :, 1]
+        sigma = (0.5 * (cn[:, None, :, 0] * dx * dx + cn[:, None, :, 2] * dy * dy)
+                 + cn[:, None, :, 1] * dx * dy)
+        a = torch.clamp_max(opacities[gsel][:, None, :] * torch.exp(-sigma), ALPHA_MAX)
+        a = torch.where(pad[:, None, :] & (sigma >= 0) & (a >= ALPHA_MIN), a, torch.zeros_like(a))
+        lt0 = logT[alive]
+        l1a = torch.log1p(-a)
+        lt_incl = lt0 + torch.cumsum(l1a, -1)  # [na,P,K] log T after each Gaussian
+        keep = lt_incl > log_stop  # transmittance stays above 1e-4: the Gaussian is drawn
+        w = torch.where(keep, a * torch.exp(lt_incl - l1a), torch.zeros_like(a))
+        # keep is a prefix along K (log T only falls), so the new log T is the last kept value.
+        last = torch.where(keep, lt_incl, torch.ones_like(lt_incl)).amin(-1, keepdim=True)
+        lt_new = torch.minimum(last, lt0)
+        col = colors[gsel]  # [na,K,D]
+        rgb = rgb.index_add(0, alive, torch.bmm(w, col))
+        logT = logT.index_copy(0, alive, lt_new)
+        with torch.no_grad():
+            finished = (~keep[..., -1]).all(-1) | (cnt <= k0 + kc)
+        alive = alive[~finished]
+        k0 += kc
+    return rgb, 1 - torch.exp(logT)
+
+
+def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+                     viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                     background: Tensor | None = None) -> RasterOut:
+    """gsplat's CUDA rasterizer with the same inputs and outputs as `rasterize_torch`.
+
+    Per-frame Gaussians ([B,N,...]) are rendered as B batches of one camera each.
+    """
+    import gsplat
+
+    B = viewmats.shape[0]
+    if means.dim() == 2:
+        rgb, alpha, info = gsplat.rasterization(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+            packed=False, eps2d=EPS2D, rasterize_mode="classic")
+        m2 = info["means2d"]  # [B,N,2]
+    else:
+        rgb, alpha, info = gsplat.rasterization(
+            means, quats, scales, opacities, colors, viewmats[:, None], Ks[:, None], width, height,
+            packed=False, eps2d=EPS2D, rasterize_mode="classic")
+        rgb, alpha = rgb[:, 0], alpha[:, 0]
+        m2 = info["means2d"][:, 0]
+    radii = info["radii"]
+    radii = radii.reshape(B, -1, *radii.shape[-1:]).amax(-1) if radii.dim() >= 3 else radii
+    if background is not None:
+        rgb = rgb + (1 - alpha) * background
+    return RasterOut(rgb, alpha, m2, radii)
+
+
+def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+              viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None = None,
+              backend: str = "auto") -> RasterOut:
+    """Rasterize with gsplat on CUDA tensors ('auto'/'gsplat') or the PyTorch reference ('torch')."""
+    if backend == "auto":
+        backend = "gsplat" if means.is_cuda else "torch"
+    fn = rasterize_gsplat if backend == "gsplat" else rasterize_torch
+    return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)
