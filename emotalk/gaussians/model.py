@@ -1,0 +1,260 @@
+"""The talking head: canonical 3D Gaussians (face and inside-mouth branches) in the head frame,
+deformed per frame by audio / upper-face / emotion conditioned fields, rendered and composited
+as inside-mouth under face over the body frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
+from emotalk.gaussians.raster import RasterOut, eval_sh, rasterize, sh_dim
+
+BRANCHES = ("face", "mouth")
+# CelebAMask-HQ parsing classes drawn by the face branch (skin, brows, eyes, glasses, ears, earring,
+# nose, lips, hair, hat); 11 (mouth interior) belongs to the mouth branch; neck/cloth to the body.
+FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 17, 18)
+MOUTH_CLASS = 11
+LIP_CLASSES = (11, 12, 13)
+# MediaPipe FaceMesh inner-lip ring (upper then lower), used to seed the mouth branch.
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+C0 = 0.28209479177387814  # SH band-0 constant: colour = C0·sh0 + 0.5
+
+
+@dataclass
+class ModelSettings:
+    """Shapes of the model (stored in the checkpoint, so loading can rebuild it)."""
+
+    n_face_init: int = 20000  # face Gaussians seeded from the dataset
+    n_mouth_init: int = 2000  # inside-mouth Gaussians seeded from the dataset
+    sh_degree: int = 1  # view-dependent colour: SH degree (0..2)
+    init_opacity: float = 0.3  # opacity of seeded Gaussians
+    field: FieldSettings = field(default_factory=FieldSettings)
+
+
+@dataclass
+class Frames:
+    """Cameras and conditions of a batch of B frames (all tensors on one device)."""
+
+    viewmats: Tensor  # [B,4,4] head frame -> camera (OpenCV)
+    Ks: Tensor  # [B,3,3] intrinsics at the render size
+    audio: Tensor  # [B,W,C] audio code windows
+    upper: Tensor  # [B,U] upper-face code (blinks, brows)
+    emotion: Tensor  # [B,2] valence, arousal in [-1,1]
+
+
+@dataclass
+class RenderOut:
+    """Composited frames and the branch layers they came from."""
+
+    rgb: Tensor  # [B,H,W,3] final image in [0,1]
+    face: RasterOut  # face layer (premultiplied rgb, alpha, means2d)
+    mouth: RasterOut  # inside-mouth layer
+
+
+def _inv_sigmoid(x: Tensor) -> Tensor:
+    return torch.log(x / (1 - x))
+
+
+class TalkingGaussians(nn.Module):
+    """Two Gaussian branches + their deformation fields + condition encoders."""
+
+    def __init__(self, settings: ModelSettings, n_face: int, n_mouth: int, audio_shape: tuple[int, int],
+                 upper_dim: int, lo: Tensor, hi: Tensor):
+        super().__init__()
+        self.settings = settings
+        s = settings.field
+        K = sh_dim(settings.sh_degree)
+        self.branches = nn.ModuleDict({b: nn.ParameterDict({
+            "means": nn.Parameter(torch.zeros(n, 3)),  # [N,3] canonical centres (head frame)
+            "quats": nn.Parameter(torch.tensor([1.0, 0, 0, 0]).repeat(n, 1)),  # [N,4] wxyz
+            "scales": nn.Parameter(torch.zeros(n, 3)),  # [N,3] log scales
+            "opacities": nn.Parameter(torch.zeros(n)),  # [N] logits
+            "sh0": nn.Parameter(torch.zeros(n, 1, 3)),  # [N,1,3] SH band 0
+            "shN": nn.Parameter(torch.zeros(n, K - 1, 3)),  # [N,K-1,3] higher bands
+        }) for b, n in (("face", n_face), ("mouth", n_mouth))})
+        W, C = audio_shape
+        self.audio_shape, self.upper_dim = (W, C), upper_dim
+        self.audio_enc = AudioEncoder(C, W, s.audio_dim)
+        self.upper_enc = nn.Sequential(nn.Linear(max(upper_dim, 1), s.upper_dim), nn.Tanh())
+        self.emo_enc = nn.Sequential(nn.Linear(2, s.emo_dim), nn.Tanh())
+        # face: position (3), rotation (4), log-scale (3); mouth: position (3)
+        self.fields = nn.ModuleDict({
+            "face": DeformField(lo, hi, [s.audio_dim, s.upper_dim, s.emo_dim], 10, s),
+            "mouth": DeformField(lo, hi, [s.audio_dim, s.emo_dim], 3, s),
+        })
+
+    # -- parameters -----------------------------------------------------------------------------
+    def n_gaussians(self, branch: str | None = None) -> int:
+        bs = BRANCHES if branch is None else (branch,)
+        return sum(int(self.branches[b]["means"].shape[0]) for b in bs)
+
+    def set_gaussians(self, branch: str, means: Tensor, colors: Tensor, scales: Tensor,
+                      opacity: float) -> None:
+        """Replace a branch with new Gaussians: means [N,3], colors [N,3] in [0,1], scales [N] (linear)."""
+        n, K = means.shape[0], sh_dim(self.settings.sh_degree)
+        dev = self.branches[branch]["means"].device
+        p = self.branches[branch]
+        p["means"] = nn.Parameter(means.float().to(dev))
+        p["quats"] = nn.Parameter(torch.tensor([1.0, 0, 0, 0], device=dev).repeat(n, 1))
+        p["scales"] = nn.Parameter(torch.log(scales.float().to(dev))[:, None].repeat(1, 3))
+        p["opacities"] = nn.Parameter(_inv_sigmoid(torch.full((n,), opacity, device=dev)))
+        p["sh0"] = nn.Parameter(((colors.float().to(dev) - 0.5) / C0)[:, None, :])
+        p["shN"] = nn.Parameter(torch.zeros(n, K - 1, 3, device=dev))
+
+    # -- deformation ----------------------------------------------------------------------------
+    def precompute(self, branch: str) -> SpatialCache:
+        """Frame-independent field terms for the current canonical Gaussians of a branch."""
+        return self.fields[branch].precompute(self.branches[branch]["means"])
+
+    def deform(self, branch: str, fr: Frames, cache: SpatialCache | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Deformed Gaussians of a branch for B frames.
+
+        -> means [B,N,3], quats [B,N,4], scales [B,N,3] (linear), opacities [B,N], colors [B,N,3].
+        """
+        p = self.branches[branch]
+        cache = cache if cache is not None else self.precompute(branch)
+        a = self.audio_enc(fr.audio)
+        e = self.emo_enc(fr.emotion)
+        B = fr.viewmats.shape[0]
+        if branch == "face":
+            u = self.upper_enc(fr.upper if self.upper_dim else fr.upper.new_zeros(B, 1))
+            d = self.fields["face"](cache, [a, u, e])  # [B,N,10]
+            means = p["means"][None] + d[..., :3]
+            quats = p["quats"][None] + d[..., 3:7]
+            scales = torch.exp(p["scales"][None] + d[..., 7:10])
+        else:
+            d = self.fields["mouth"](cache, [a, e])  # [B,N,3]
+            means = p["means"][None] + d
+            quats = p["quats"][None].expand(B, -1, -1)
+            scales = torch.exp(p["scales"])[None].expand(B, -1, -1)
+        opac = torch.sigmoid(p["opacities"])[None].expand(B, -1)
+        R, t = fr.viewmats[:, :3, :3], fr.viewmats[:, :3, 3]
+        campos = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [B,3] camera centre in the head frame
+        sh = torch.cat([p["sh0"], p["shN"]], 1)  # [N,K,3]
+        colors = eval_sh(sh[None].expand(B, -1, -1, -1), means - campos[:, None], self.settings.sh_degree)
+        return means, quats, scales, opac, colors
+
+    def render(self, fr: Frames, width: int, height: int, body: Tensor,
+               caches: dict[str, SpatialCache] | None = None, backend: str = "auto") -> RenderOut:
+        """Render B frames: inside-mouth under face over `body` [B,H,W,3] (float, [0,1])."""
+        layers = {}
+        for b in BRANCHES:
+            g = self.deform(b, fr, None if caches is None else caches[b])
+            layers[b] = rasterize(*g, fr.viewmats, fr.Ks, width, height, backend=backend)
+        f, m = layers["face"], layers["mouth"]
+        rgb = f.rgb + (1 - f.alpha) * (m.rgb + (1 - m.alpha) * body)
+        return RenderOut(rgb, f, m)
+
+
+# -- seeding from a dataset ---------------------------------------------------------------------
+
+def _backproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """Pixels uv [M,2] at camera depths z [M] -> head-frame points [M,3]."""
+    x = (uv[:, 0] - K[0, 2]) / K[0, 0] * z
+    y = (uv[:, 1] - K[1, 2]) / K[1, 1] * z
+    pc = np.stack([x, y, z], -1)
+    c2w = np.linalg.inv(w2c)
+    return pc @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def landmark_depth(lmk3d: np.ndarray, K: np.ndarray, w2c: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Camera depth at pixels uv [M,2], interpolated from the landmarks (nearest outside their hull)."""
+    from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+
+    pc = lmk3d @ w2c[:3, :3].T + w2c[:3, 3]
+    puv = pc[:, :2] / pc[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
+    lin = LinearNDInterpolator(puv, pc[:, 2])(uv)
+    near = NearestNDInterpolator(puv, pc[:, 2])(uv)
+    return np.where(np.isfinite(lin), lin, near)
+
+
+def seed_points(ds, n_face: int, n_mouth: int, seed: int = 0, n_views: int = 6
+                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Seed both branches from the dataset: per branch (points [N,3], colours [N,3] in [0,1], scales [N]).
+
+    Face: pixels of the head classes in a few training frames spread over the clip, back-projected at
+    the depth interpolated from the tracked 3-D landmarks. Mouth: mouth-interior pixels of the frames
+    with the widest open mouth, pushed a little behind the lips; inner-lip landmarks if none is open.
+    """
+    rng = np.random.default_rng(seed)
+    tr = np.asarray(ds.train_idx)
+    parse_all = None
+    views = tr[np.linspace(0, len(tr) - 1, min(n_views, len(tr))).round().astype(int)]
+    face_w = float(np.ptp(ds.lmk3d[tr[0]][:, 0]))  # head-frame size of the face
+    out: dict[str, list] = {"face": [[], [], []], "mouth": [[], [], []]}
+    frames = ds.frames(views)
+    parse = ds.parsing(views)
+    per_view = int(np.ceil(n_face / len(views)))
+    for i, t in enumerate(views):
+        mask = np.isin(parse[i], FACE_CLASSES)
+        vv, uu = np.nonzero(mask)
+        if len(uu) == 0:
+            continue
+        pick = rng.choice(len(uu), size=min(per_view, len(uu)), replace=False)
+        uv = np.stack([uu[pick], vv[pick]], -1).astype(np.float64) + 0.5
+        uv += rng.uniform(-0.5, 0.5, uv.shape)
+        z = landmark_depth(ds.lmk3d[t].astype(np.float64), ds.K.astype(np.float64),
+                           ds.world_to_cam[t].astype(np.float64), uv)
+        pts = _backproject(uv, z, ds.K, ds.world_to_cam[t].astype(np.float64))
+        col = frames[i][vv[pick], uu[pick]] / 255.0
+        footprint = z / ds.K[0, 0] * np.sqrt(len(uu) / len(pick))  # px spacing of samples, in head units
+        out["face"][0].append(pts)
+        out["face"][1].append(col)
+        out["face"][2].append(footprint * 0.7)
+    # mouth: frames with the most mouth-interior pixels
+    if n_mouth > 0:
+        parse_all = ds.parsing(tr)
+        area = (parse_all == MOUTH_CLASS).reshape(len(tr), -1).sum(1)
+        open_t = tr[np.argsort(-area)[:n_views]]
+        open_t = [t for t, a in zip(open_t, np.sort(area)[::-1][:n_views]) if a >= 8]
+        if open_t:
+            fr = ds.frames(np.asarray(open_t))
+            pm = ds.parsing(np.asarray(open_t))
+            per = int(np.ceil(n_mouth / len(open_t)))
+            for i, t in enumerate(open_t):
+                vv, uu = np.nonzero(pm[i] == MOUTH_CLASS)
+                pick = rng.choice(len(uu), size=min(per, len(uu)), replace=len(uu) < per)
+                uv = np.stack([uu[pick], vv[pick]], -1) + 0.5 + rng.uniform(-0.5, 0.5, (len(pick), 2))
+                z = landmark_depth(ds.lmk3d[t].astype(np.float64), ds.K.astype(np.float64),
+                                   ds.world_to_cam[t].astype(np.float64), uv)
+                z = z + face_w * rng.uniform(0.02, 0.12, len(z))  # behind the lips, inside the mouth
+                out["mouth"][0].append(_backproject(uv, z, ds.K, ds.world_to_cam[t].astype(np.float64)))
+                out["mouth"][1].append(fr[i][vv[pick], uu[pick]] / 255.0)
+                out["mouth"][2].append(np.full(len(pick), face_w * 0.01))
+        else:
+            ring = ds.lmk3d[tr][:, list(INNER_LIPS)].mean(0)  # [20,3]
+            base = ring[rng.integers(0, len(ring), n_mouth)]
+            back = np.array([0, 0, -1.0]) * face_w * rng.uniform(0.02, 0.12, (n_mouth, 1))
+            out["mouth"][0].append(base + back + rng.normal(0, face_w * 0.01, (n_mouth, 3)))
+            out["mouth"][1].append(np.full((n_mouth, 3), 0.3))
+            out["mouth"][2].append(np.full(n_mouth, face_w * 0.01))
+    res = {}
+    for b, (p, c, s) in out.items():
+        if not p:
+            raise ValueError(f"no pixels to seed the {b} branch")
+        res[b] = (np.concatenate(p).astype(np.float32), np.concatenate(c).astype(np.float32),
+                  np.concatenate(s).astype(np.float32))
+    return res
+
+
+def build_model(ds, settings: ModelSettings, audio_shape: tuple[int, int], seed: int = 0) -> TalkingGaussians:
+    """A model seeded from the dataset (see `seed_points`); fields span the seeded points' box + 15%."""
+    pts = seed_points(ds, settings.n_face_init, settings.n_mouth_init, seed)
+    allp = np.concatenate([pts["face"][0], pts["mouth"][0]])
+    lo, hi = allp.min(0), allp.max(0)
+    pad = 0.15 * (hi - lo)
+    torch.manual_seed(seed)
+    lo_t, hi_t = torch.from_numpy(lo - pad), torch.from_numpy(hi + pad)
+    model = TalkingGaussians(settings, len(pts["face"][0]), len(pts["mouth"][0]), audio_shape,
+                             int(ds.upper_face.shape[1]), lo_t, hi_t)
+    for b in BRANCHES:
+        p, c, s = (torch.from_numpy(x) for x in pts[b])
+        model.set_gaussians(b, p, c, s, settings.init_opacity)
+    return model
