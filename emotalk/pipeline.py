@@ -1,11 +1,82 @@
-"""The API that the app and the CLI call. It knows nothing of the UI."""
+"""The API that the app and the CLI call: requests in, files out. It knows nothing of the UI.
+
+Every function validates its inputs first and raises an `EmoTalkError` whose message is meant for the
+user; heavy modules (torch, the model, TTS) are imported only when a function needs them.
+"""
 
 from __future__ import annotations
 
+import re
+import shutil
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from emotalk import assets, media
+from emotalk.errors import InputError
+
+Progress = Callable[[str, float], None]  # (stage text, fraction 0..1)
+
+MAX_TEXT_CHARS = 2000  # typed text longer than this is refused (about 2.5 minutes of speech)
+MAX_SPEECH_S = 120.0  # uploaded speech longer than this is refused
+MIN_SIZE, MAX_SIZE = 64, 1024  # allowed output sides in px
+SIZE_GPU, SIZE_CPU = 512, 256  # default output side on a GPU / on a CPU
+
+
+@dataclass
+class RenderRequest:
+    """Everything one render needs; the app's inputs map onto it one to one."""
+
+    identity: str  # identity name (shipped or user), a folder path, or "hf:owner/repo"
+    audio: str | None = None  # path of a speech file ...
+    text: str | None = None  # ... or typed text (spoken by TTS)
+    voice: str | None = None  # TTS voice name (None: the default)
+    valence: float = 0.0  # [-1, 1]
+    arousal: float = 0.0  # [-1, 1]
+    intensity: float = 1.0  # scales (valence, arousal) toward neutral, [0, 1]
+    emotion_track: list[tuple[float, float, float]] | None = None  # (t s, v, a) keyframes; overrides v/a
+    size: int | None = None  # output side in px (None: SIZE_GPU, or SIZE_CPU on a CPU)
+    yaw: float = 0.0  # camera yaw offset, degrees
+    pitch: float = 0.0  # camera pitch offset, degrees
+    blink_rate: float = 1.0  # blinks relative to the identity's natural rate
+    seed: int = 0  # random seed (blinks)
+    watermark: bool = True  # small "AI-generated" label on the video
+    notices: list[str] = field(default_factory=list)  # filled by validation (clamping, CPU size, ...)
+
+
+@dataclass
+class RenderResult:
+    """What a render produced."""
+
+    video: Path  # the mp4 (H.264 + AAC)
+    speech_wav: Path  # the speech that drives it (16 kHz mono)
+    n_frames: int
+    seconds: float  # wall time of the whole request
+    tts_engine: str | None  # engine that spoke typed text; None for uploaded speech
+    notice: str | None  # fallbacks, clamping, CPU notices, joined
+    timings: dict[str, float]  # seconds per stage
+
+
+@dataclass
+class IdentityInfo:
+    """An identity the app can pick."""
+
+    name: str
+    path: Path
+    thumbnail: Path | None
+    source: str  # "shipped" | "user" | "hub"
+
+
+@dataclass
+class SpeechResult:
+    """Speech made from typed text."""
+
+    wav: Path
+    engine: str
+    notice: str | None  # why a fallback engine spoke, when one did
+    duration: float
 
 
 def new_workdir(prefix: str = "emotalk-") -> Path:
@@ -23,3 +94,153 @@ def model_files() -> list[list[str]]:
     """One row per model file: name, state in the cache, size, licence, carrier package."""
     return [[n, assets.status(n), f"{a.size / 1e6:.1f} MB", a.licence, a.carrier]
             for n, a in sorted(assets.REGISTRY.items())]
+
+
+def device_info() -> dict:
+    """Where rendering runs, the default output size there, and a notice for CPU users."""
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        cuda = False
+    if cuda:
+        return {"device": "cuda", "default_size": SIZE_GPU, "notice": None}
+    return {"device": "cpu", "default_size": SIZE_CPU,
+            "notice": f"No GPU here: rendering runs on the CPU at {SIZE_CPU}px by default and takes "
+                      "minutes, not seconds."}
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def validate_identity_name(name: str, shipped: set[str] | None = None) -> str:
+    """A safe new identity name: letters, digits, '-' and '_', not a shipped identity's name."""
+    n = (name or "").strip()
+    if not _NAME.match(n):
+        raise InputError(f"Identity name {name!r} is not allowed: use 1-64 letters, digits, '-' or '_', "
+                         "starting with a letter or digit (no spaces, dots or slashes).")
+    if shipped is None:
+        shipped = _shipped_names()
+    if n.lower() in {s.lower() for s in shipped}:
+        raise InputError(f"{n!r} is the name of a shipped identity; choose another name.")
+    return n
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """A Hugging Face repo id 'owner/name' (no URLs, no path tricks)."""
+    r = (repo_id or "").strip()
+    if r.startswith("hf:"):
+        r = r[3:]
+    if not _REPO.match(r) or ".." in r:
+        raise InputError(f"{repo_id!r} is not a Hugging Face repo id; write it as owner/name.")
+    return r
+
+
+def _shipped_names() -> set[str]:
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    return {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+
+
+def validate_request(req: RenderRequest) -> RenderRequest:
+    """Check a request before any GPU work; returns a normalised copy (notices say what changed)."""
+    from emotalk.face.emotion import EmotionTrack, clamp_to_disc
+
+    r = replace(req, notices=list(req.notices))
+    if not (r.identity or "").strip():
+        raise InputError("Pick an identity first.")
+    has_text = bool(r.text and r.text.strip())
+    if r.audio and has_text:
+        raise InputError("Give either a speech file or text to speak, not both.")
+    if not r.audio and not has_text:
+        raise InputError("Give some speech: upload or record audio, or type text to speak.")
+    if has_text and len(r.text) > MAX_TEXT_CHARS:
+        raise InputError(f"The text has {len(r.text)} characters; the limit is {MAX_TEXT_CHARS}. "
+                         "Split it into shorter renders.")
+    if r.audio:
+        info = media.probe(r.audio)
+        if not info.has_audio:
+            raise InputError(f"{Path(r.audio).name} has no audio track; upload speech.")
+        if info.duration > MAX_SPEECH_S:
+            raise InputError(f"The speech lasts {info.duration:.0f} s; the limit is {MAX_SPEECH_S:.0f} s.")
+    if not (0.0 <= r.intensity <= 1.0):
+        raise InputError(f"Intensity must be between 0 and 1, got {r.intensity}.")
+    r.valence, r.arousal, note = clamp_to_disc(float(r.valence), float(r.arousal))
+    if note:
+        r.notices.append(note)
+    if r.emotion_track:
+        track = EmotionTrack.from_keyframes(list(r.emotion_track))
+        r.notices += track.notices
+    dev = device_info()
+    if r.size is None:
+        r.size = dev["default_size"]
+        if dev["notice"]:
+            r.notices.append(dev["notice"])
+    if not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2:
+        raise InputError(f"Resolution must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
+                         f"got {r.size}.")
+    for what, val, lim in (("Camera yaw", r.yaw, 30.0), ("Camera pitch", r.pitch, 20.0)):
+        if abs(val) > lim:
+            raise InputError(f"{what} offset must be within ±{lim:.0f}°, got {val}.")
+    if not (0.0 <= r.blink_rate <= 3.0):
+        raise InputError(f"Blink rate must be between 0 and 3 (1 = natural), got {r.blink_rate}.")
+    return r
+
+
+def voices() -> list[str]:
+    """TTS voices to offer: the offline ones (always work) and the online default voices."""
+    from emotalk.speech.tts import OFFLINE_VOICES
+    from emotalk.speech.tts_edge import DEFAULT_VOICES
+
+    return [f"offline:{e}" for e in OFFLINE_VOICES] + sorted(set(DEFAULT_VOICES.values()))
+
+
+def _tts_settings(voice: str | None):
+    from emotalk.speech import tts
+
+    if voice and voice.startswith("offline:"):
+        engine = voice.split(":", 1)[1]
+        engines = tuple(e for e in tts.ENGINES if e != "edge")
+        return tts.TTSSettings(engines=engines[engines.index(engine):] if engine in engines else engines)
+    return tts.TTSSettings(voice=voice or None)
+
+
+def speak(text: str, voice: str | None = None, workdir: Path | None = None, arousal: float = 0.0,
+          progress: Progress | None = None) -> SpeechResult:
+    """Typed text -> a 16 kHz wav, saying which engine spoke and why any fallback happened."""
+    from emotalk.speech import tts
+
+    if text and len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"The text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
+    res = tts.synthesize(text, _tts_settings(voice), arousal=arousal, progress=progress)
+    out = media.write_wav(Path(workdir or new_workdir()) / "speech.wav", res.wav, res.sr)
+    return SpeechResult(out, f"{res.engine} ({res.voice})", res.fallback_reason, res.duration)
+
+
+def estimate_gpu_seconds(req: RenderRequest) -> int:
+    """A generous GPU-time budget for one render (for @spaces.GPU(duration=...))."""
+    if req.audio:
+        try:
+            dur = media.probe(req.audio).duration
+        except Exception:
+            dur = MAX_SPEECH_S
+    else:
+        dur = len(req.text or "") / 14.0  # about 14 characters per second of speech
+    return int(min(300, 20 + 1.5 * dur))
+
+
+def cleanup_old_outputs(root: Path, max_age_s: float) -> int:
+    """Delete request folders under `root` older than `max_age_s`; returns how many were removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for p in root.iterdir():
+        try:
+            if now - p.stat().st_mtime > max_age_s:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                n += 1
+        except FileNotFoundError:
+            continue
+    return n
