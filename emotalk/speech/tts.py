@@ -212,5 +212,8 @@ def synthesize(text: str, settings: TTSSettings = DEFAULT, arousal: float = 0.0,
             progress("speech ready", 1.0)
         return result
     reasons = "; ".join(f"{e}: {why}" for e, why in fallbacks)
+    if language != "en":
+        raise MediaError(f"Only the online voices speak {language!r}, and they could not be used "
+                         f"({reasons}). Check the network, write English text, or upload a recording.")
     raise MediaError(f"No voice could speak the text ({reasons}). Install espeak-ng or piper-tts for offline "
                      "speech, or check the network for the online voices.")
