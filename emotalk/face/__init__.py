@@ -1,0 +1,1 @@
+"""Face analysis: landmark tracking and head pose (tracking), face parsing (parsing, bisenet)."""

@@ -1,0 +1,522 @@
+"""Identity datasets: `preprocess` turns a talking-head clip into one (a folder), `load_dataset` reads it.
+
+Stages (each reports progress): early checks of the whole clip -> MediaPipe tracking -> crop, head pose
+and intrinsics -> AV-sync check and audio shift -> cropped frames + face parsing -> background plate ->
+head-removed body frames -> files written into a temporary folder, renamed into place at the end.
+The folder layout is documented in docs/DATASET.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emotalk.errors import DatasetError, InputError, MediaError
+from emotalk.face.parsing import ParsingSettings
+from emotalk.face.tracking import PoseSettings, TrackerSettings
+from emotalk.preprocess.checks import CheckSettings
+from emotalk.preprocess.crop import CropSettings
+from emotalk.preprocess.plate import PlateSettings
+
+DATASET_VERSION = 1
+SR = 16000  # audio sample rate of every dataset
+FILES = ("meta.json", "frames.mp4", "body.mp4", "background.png", "tracks.npz", "parsing.npz", "audio.wav")
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class PreprocessSettings:
+    """Everything that shapes a dataset; saved in meta.json."""
+
+    size: int = 512  # S: side of the square crop in px
+    fps: float = 25.0  # output frame rate (input is resampled)
+    min_seconds: float = 4.0  # shorter clips are refused
+    max_seconds: float = 600.0  # longer clips are refused
+    max_lost_fraction: float = 0.1  # refuse when the face is lost in more of the frames than this
+    max_gap_seconds: float = 1.0  # refuse when the face is lost for longer than this in one go
+    val_fraction: float = 1 / 11  # the last part of the frames, held out
+    frames_crf: int = 16  # H.264 quality of frames.mp4 (lower = better, larger)
+    body_crf: int = 18  # H.264 quality of body.mp4
+    av_max_lag: int = 10  # AV offsets searched, +- frames
+    av_min_confidence: float = 4.0  # below this the offset is not applied (and a warning is given)
+    av_warn_frames: int = 2  # |offset| above this is warned about
+    debug_dir: str | None = None  # where to write the parsing contact sheet (None: no sheet)
+    checks: CheckSettings = field(default_factory=CheckSettings)
+    crop: CropSettings = field(default_factory=CropSettings)
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    pose: PoseSettings = field(default_factory=PoseSettings)
+    parsing: ParsingSettings = field(default_factory=ParsingSettings)
+    plate: PlateSettings = field(default_factory=PlateSettings)
+
+
+PRESETS: dict[str, PreprocessSettings] = {
+    "default": PreprocessSettings(),  # 512², for training
+    "fast": PreprocessSettings(size=256),  # quicker previews
+    "test": PreprocessSettings(size=96, parsing=ParsingSettings(input_size=256)),  # unit tests
+}
+
+
+@dataclass
+class IdentityDataset:
+    """A preprocessed identity (see docs/DATASET.md). Arrays are loaded; videos decode on demand."""
+
+    root: Path
+    meta: dict
+    size: int  # S
+    fps: float
+    n_frames: int  # T
+    K: np.ndarray  # [3,3] float32 pinhole intrinsics at S×S px (OpenCV)
+    world_to_cam: np.ndarray  # [T,4,4] float32 head frame -> camera (x right, y down, z forward)
+    lmk2d: np.ndarray  # [T,478,2] float32 MediaPipe landmarks in crop px
+    lmk3d: np.ndarray  # [T,478,3] float32 landmarks in the head frame (with expression), meta["units"]
+    blendshapes: np.ndarray  # [T,52] float32
+    blendshape_names: list[str]
+    upper_face: np.ndarray  # [T,U] float32 eye-blink + brow blendshapes only
+    upper_face_names: list[str]
+    train_idx: np.ndarray  # int64
+    val_idx: np.ndarray  # int64
+    background: np.ndarray  # [S,S,3] uint8
+    found: np.ndarray  # [T] bool: face detected (False = interpolated)
+    head_template: np.ndarray  # [478,3] float32 rigid head shape in the head frame
+
+    def _video(self, name: str, idx) -> np.ndarray:
+        from emotalk import media
+
+        sel = None if idx is None else np.asarray(idx, np.int64).reshape(-1)
+        if sel is not None and len(sel) and (sel.min() < 0 or sel.max() >= self.n_frames):
+            raise IndexError(f"frame index out of range 0..{self.n_frames - 1}")
+        n = self.n_frames if sel is None or not len(sel) else int(sel.max()) + 1
+        out = np.empty((n if sel is None else len(sel), self.size, self.size, 3), np.uint8)
+        want = None if sel is None else {}
+        if sel is not None:
+            for j, i in enumerate(sel):
+                want.setdefault(int(i), []).append(j)
+        k = -1
+        for k, f in enumerate(media.iter_frames(self.root / name, fps=self.fps, max_frames=n)):
+            if want is None:
+                out[k] = f
+            else:
+                for j in want.get(k, ()):
+                    out[j] = f
+        if k + 1 < n:
+            raise DatasetError(f"{self.root / name} has {k + 1} frames, expected {n}: the dataset is "
+                               "damaged; run preprocess again.")
+        return out
+
+    def frames(self, idx=None) -> np.ndarray:
+        """[N,S,S,3] uint8 RGB crops (all when idx is None)."""
+        return self._video("frames.mp4", idx)
+
+    def body(self, idx=None) -> np.ndarray:
+        """[N,S,S,3] uint8 head-removed body frames."""
+        return self._video("body.mp4", idx)
+
+    def parsing(self, idx=None) -> np.ndarray:
+        """[N,S,S] uint8 CelebAMask-HQ labels, cleaned."""
+        from emotalk.preprocess.store import read_labels
+
+        return read_labels(self.root / "parsing.npz", idx)
+
+    def audio(self) -> np.ndarray:
+        """float32 16 kHz mono, shifted to correct the measured AV offset; n_frames/fps seconds long."""
+        import soundfile as sf
+
+        wav, sr = sf.read(str(self.root / "audio.wav"), dtype="float32")
+        if sr != SR:
+            raise DatasetError(f"{self.root / 'audio.wav'} is {sr} Hz, expected {SR}; run preprocess again.")
+        return wav.reshape(-1)
+
+
+def load_dataset(path: str | os.PathLike) -> IdentityDataset:
+    """Open a dataset folder; DatasetError when a file is missing or it is another format version."""
+    import cv2
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"No identity dataset at {root}. Create one: "
+                           f"python -m emotalk preprocess CLIP --out {root}")
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        raise DatasetError(f"The dataset at {root} is incomplete (missing {', '.join(missing)}). "
+                           "Run preprocess again.")
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{root / 'meta.json'} is unreadable ({e}). Run preprocess again.") from e
+    ver = meta.get("format_version")
+    if ver != DATASET_VERSION:
+        raise DatasetError(f"The dataset at {root} has format version {ver}; this EmoTalk reads version "
+                           f"{DATASET_VERSION}. Run preprocess again on its source clip.")
+    try:
+        with np.load(root / "tracks.npz") as z:
+            tr = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{root / 'tracks.npz'} is unreadable ({e}). Run preprocess again.") from e
+    bg = cv2.imread(str(root / "background.png"), cv2.IMREAD_COLOR)
+    if bg is None:
+        raise DatasetError(f"{root / 'background.png'} is unreadable. Run preprocess again.")
+    T, S = int(meta["n_frames"]), int(meta["size"])
+    ds = IdentityDataset(
+        root=root, meta=meta, size=S, fps=float(meta["fps"]), n_frames=T,
+        K=tr["K"].astype(np.float32), world_to_cam=tr["world_to_cam"].astype(np.float32),
+        lmk2d=tr["lmk2d"].astype(np.float32), lmk3d=tr["lmk3d"].astype(np.float32),
+        blendshapes=tr["blendshapes"].astype(np.float32),
+        blendshape_names=[str(s) for s in tr["blendshape_names"]],
+        upper_face=tr["upper_face"].astype(np.float32),
+        upper_face_names=[str(s) for s in tr["upper_face_names"]],
+        train_idx=tr["train_idx"].astype(np.int64), val_idx=tr["val_idx"].astype(np.int64),
+        background=np.ascontiguousarray(bg[..., ::-1]), found=tr["found"].astype(bool),
+        head_template=tr["head_template"].astype(np.float32),
+    )
+    shapes = {"world_to_cam": (T, 4, 4), "lmk2d": (T, 478, 2), "lmk3d": (T, 478, 3), "background": (S, S, 3)}
+    for k, shp in shapes.items():
+        if getattr(ds, k).shape != shp:
+            raise DatasetError(f"{root}: {k} has shape {getattr(ds, k).shape}, expected {shp}. "
+                               "The dataset is damaged; run preprocess again.")
+    if ds.blendshapes.shape[0] != T or ds.upper_face.shape[0] != T:
+        raise DatasetError(f"{root}: per-frame arrays disagree with n_frames={T}. Run preprocess again.")
+    return ds
+
+
+# ----------------------------------------------------------------------------------------------
+# preprocess
+
+
+class _Stages:
+    """Maps each stage's own 0..1 progress onto the whole run and records stage times."""
+
+    WEIGHTS = {"check": 0.06, "track": 0.16, "pose": 0.04, "parse": 0.56, "plate": 0.03, "body": 0.12,
+               "write": 0.03}
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.start: dict[str, float] = {}
+        self.times: dict[str, float] = {}
+        self.cur: str | None = None
+        self.t0 = time.time()
+
+    def begin(self, name: str, text: str) -> Progress:
+        now = time.time()
+        if self.cur:
+            self.times[self.cur] = round(now - self.start[self.cur], 2)
+        self.cur = name
+        self.start[name] = now
+        keys = list(self.WEIGHTS)
+        base = sum(self.WEIGHTS[k] for k in keys[: keys.index(name)])
+        w = self.WEIGHTS[name]
+
+        def report(msg: str, frac: float) -> None:
+            if self.progress:
+                self.progress(msg, min(1.0, base + w * max(0.0, min(1.0, frac))))
+
+        report(text, 0.0)
+        return report
+
+    def end(self) -> dict[str, float]:
+        if self.cur:
+            self.times[self.cur] = round(time.time() - self.start[self.cur], 2)
+        self.times["total"] = round(time.time() - self.t0, 2)
+        return self.times
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import mediapipe
+    import torch
+
+    import emotalk
+
+    return {"emotalk": emotalk.__version__, "dataset_format": str(DATASET_VERSION),
+            "python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,
+            "opencv": cv2.__version__,
+            "mediapipe": mediapipe.__version__}
+
+
+def _check_clip(clip: Path, s: PreprocessSettings, report: Progress):
+    """Probe, audio, scene cuts and sampled faces; raises InputError/MediaError before any long work."""
+    import cv2
+
+    from emotalk import media
+    from emotalk.preprocess import checks
+
+    info = media.probe(clip)
+    name = clip.name
+    if not info.has_video:
+        raise MediaError(f"{name} has no video stream. Use a video of the person talking.")
+    if not info.has_audio:
+        raise MediaError(f"{name} has no audio track. The identity learns from the person's speech: "
+                         "use a clip with its sound.")
+    if info.duration and info.duration < s.min_seconds:
+        raise InputError(f"{name} is {info.duration:.1f} s long; at least {s.min_seconds:.0f} s of talking "
+                         "is needed (a few minutes is best).")
+    if info.duration and info.duration > s.max_seconds:
+        raise InputError(f"{name} is {info.duration:.0f} s long; the limit is {s.max_seconds:.0f} s. "
+                         "Trim it (1 to 5 minutes of talking is plenty).")
+    wav = media.read_audio(clip, SR)
+    if len(wav) < SR * 0.5 or float(np.abs(wav).max(initial=0.0)) < 1e-4:
+        raise MediaError(f"The audio track of {name} is empty or silent. "
+                         "Use a clip with the person's speech.")
+
+    t_est = max(1, int(round(info.duration * s.fps)))
+    n_s = s.checks.sample_frames
+    want = set(np.linspace(0, t_est - 1, n_s).round().astype(int).tolist())
+    thumbs, samples = [], []
+    for i, f in enumerate(media.iter_frames(clip, fps=s.fps)):
+        g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
+        thumbs.append(cv2.resize(g, (s.checks.thumb, s.checks.thumb), interpolation=cv2.INTER_AREA))
+        if i in want:
+            samples.append(f.copy())
+        if i % 50 == 0:
+            report(f"checking frame {i}/{t_est}", 0.6 * i / t_est)
+    T = len(thumbs)
+    if T / s.fps < s.min_seconds:
+        raise InputError(f"{name} holds only {T / s.fps:.1f} s of video; "
+                         f"at least {s.min_seconds:.0f} s needed.")
+    cuts = checks.scene_cuts(np.stack(thumbs).astype(np.float32), s.checks)
+    if cuts:
+        ts = ", ".join(f"{c / s.fps:.1f} s" for c in cuts[:5])
+        raise InputError(f"{name} has a scene cut (at {ts}). Use one continuous shot: trim the clip to a "
+                         "single take.")
+    report("checking faces in sampled frames", 0.7)
+    h, counts, yaws = checks.check_faces(samples, s.checks, name)
+    return info, wav, checks.CheckReport(T, h, counts, yaws, cuts)
+
+
+def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
+               settings: PreprocessSettings = PreprocessSettings(),
+               progress: Progress | None = None) -> IdentityDataset:
+    """Turn a talking-head clip into an identity dataset folder at out_dir (replaced atomically)."""
+    import cv2
+
+    from emotalk import media
+    from emotalk.face import parsing as fparse
+    from emotalk.face import tracking
+    from emotalk.preprocess import avsync, plate
+    from emotalk.preprocess.crop import choose_crop
+    from emotalk.preprocess.store import LabelWriter, read_labels
+
+    s = settings
+    clip = Path(clip)
+    out_dir = Path(out_dir)
+    if s.size % 2 or s.size < 32:
+        raise InputError(f"size must be an even number of pixels >= 32, got {s.size}.")
+    if not clip.is_file():
+        raise MediaError(f"{clip} does not exist. Give the path of a video file.")
+    st = _Stages(progress)
+    S, fps = s.size, s.fps
+    hop = SR / fps
+
+    # 1. early checks --------------------------------------------------------------------------
+    rep = st.begin("check", "checking the clip")
+    info, wav, check = _check_clip(clip, s, rep)
+
+    # 2. tracking --------------------------------------------------------------------------------
+    rep = st.begin("track", "tracking the face")
+    raw = tracking.track_video(media.iter_frames(clip, fps=fps), n_frames=check.n_frames, fps=fps,
+                               settings=s.tracker, progress=rep)
+    T = len(raw.found)
+    runs = tracking.lost_runs(raw.found)
+    lost = int((~raw.found).sum())
+    longest = max((b - a for a, b in runs), default=0)
+    if lost > s.max_lost_fraction * T:
+        raise InputError(f"The face is lost in {lost} of {T} frames of {clip.name} "
+                         f"({100 * lost / T:.0f}%, limit {100 * s.max_lost_fraction:.0f}%). Use a clip where "
+                         "the face stays visible and turned to the camera.")
+    if longest > s.max_gap_seconds * fps:
+        a, b = max(runs, key=lambda r: r[1] - r[0])
+        raise InputError(f"The face is lost for {(b - a) / fps:.1f} s in a row in {clip.name} "
+                         f"(from {a / fps:.1f} s). Trim that part away or use another clip.")
+    lmk_src = tracking.fill_gaps(raw.lmk, raw.found)
+    bs = tracking.fill_gaps(raw.blendshapes, raw.found)
+
+    # 3. crop, intrinsics, head pose ----------------------------------------------------------------
+    rep = st.begin("pose", "fitting camera and head pose")
+    crop = choose_crop(lmk_src, raw.found, raw.width, raw.height, s.crop)
+    lmk_crop = crop.to_crop(lmk_src, S)  # [T,478,3]
+    poses = tracking.fit_head_poses(lmk_crop, S, s.pose, progress=rep)
+
+    # 4. AV sync ------------------------------------------------------------------------------------
+    mouth = avsync.mouth_opening(lmk_src)
+    env = avsync.speech_envelope(wav, T, SR, fps)
+    sync = avsync.estimate_offset(mouth, env, s.av_max_lag)
+    confident = sync.confidence >= s.av_min_confidence
+    shift = sync.offset_frames if confident else 0
+    av_warn = None
+    if not confident:
+        av_warn = (f"AV offset uncertain (best {sync.offset_frames:+d} frames, "
+                   f"confidence {sync.confidence:.1f} < {s.av_min_confidence}); audio left unshifted.")
+    elif abs(sync.offset_frames) > s.av_warn_frames:
+        av_warn = (f"audio was {sync.offset_frames:+d} frames out of sync with the video "
+                   f"({1000 * sync.offset_frames / fps:+.0f} ms); corrected.")
+    if av_warn:
+        warnings.warn(f"{clip.name}: {av_warn}", stacklevel=2)
+    audio_out = avsync.shift_audio(wav, shift, int(round(T * hop)), SR, fps)
+
+    # 5.-7. frames, parsing, plate, body: written into a temporary folder next to out_dir ------------
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        rep = st.begin("parse", "cropping frames and parsing faces")
+        parser = fparse.FaceParser(s.parsing)
+        n_plate = min(T, s.plate.max_frames)
+        plate_idx = set(np.linspace(0, T - 1, n_plate).round().astype(int).tolist())
+        sheet_idx = list(np.linspace(0, T - 1, 8).round().astype(int))
+        plate_frames: dict[int, np.ndarray] = {}
+        plate_labels: dict[int, np.ndarray] = {}
+        sheet: dict[int, np.ndarray] = {}
+
+        def cropped():
+            for i, f in enumerate(media.iter_frames(clip, fps=fps, max_frames=T)):
+                c = crop.apply(f, S)
+                writer.write(c)
+                if i in plate_idx or i in sheet_idx:
+                    plate_frames[i] = c
+                yield c
+
+        labels_path = tmp / "parsing.npz"
+        lw = LabelWriter(labels_path)
+        n_lab = 0
+        with media.VideoWriter(tmp / "frames.mp4", fps=fps, crf=s.frames_crf) as writer:
+            for i, lab in enumerate(parser.stream(cropped())):
+                lab = fparse.clean_labels(lab, s.parsing)
+                lw.write(lab)
+                if i in plate_idx:
+                    plate_labels[i] = lab
+                if i in sheet_idx:
+                    sheet[i] = lab
+                n_lab += 1
+                if i % 10 == 0:
+                    rep(f"parsing frame {i}/{T}", i / T)
+        lw.close()
+        if n_lab != T:
+            raise MediaError(f"{clip.name} decoded to {n_lab} frames on the second pass but {T} on the "
+                             "first; the file seems damaged. Re-encode it and try again.")
+
+        rep = st.begin("plate", "building the background plate")
+        keys = sorted(plate_labels)
+        bg, inpainted = plate.background_plate(np.stack([plate_frames[k] for k in keys]),
+                                               np.stack([plate_labels[k] for k in keys]), s.plate)
+
+        rep = st.begin("body", "making head-removed body frames")
+        body_sheet: dict[int, np.ndarray] = {}
+        with media.VideoWriter(tmp / "body.mp4", fps=fps, crf=s.body_crf) as bw:
+            chunk: np.ndarray | None = None
+            for i, f in enumerate(media.iter_frames(clip, fps=fps, max_frames=T)):
+                if i % 25 == 0:
+                    chunk = read_labels(labels_path, np.arange(i, min(T, i + 25)))
+                    rep(f"body frame {i}/{T}", i / T)
+                assert chunk is not None
+                b = plate.body_frame(crop.apply(f, S), chunk[i % 25], bg, s.plate)
+                bw.write(b)
+                if i in sheet_idx:
+                    body_sheet[i] = b
+
+        rep = st.begin("write", "writing the dataset")
+        cv2.imwrite(str(tmp / "background.png"), np.ascontiguousarray(bg[..., ::-1]))
+        media.write_wav(tmp / "audio.wav", audio_out, SR)
+        names = raw.blendshape_names
+        uf_idx = [names.index(n) for n in tracking.UPPER_FACE_NAMES]
+        n_val = max(1, int(round(T * s.val_fraction)))
+        train_idx = np.arange(T - n_val, dtype=np.int64)
+        val_idx = np.arange(T - n_val, T, dtype=np.int64)
+        np.savez_compressed(
+            tmp / "tracks.npz",
+            K=poses.K, world_to_cam=poses.world_to_cam.astype(np.float32),
+            lmk2d=lmk_crop[..., :2].astype(np.float32),
+            lmk3d=poses.lmk3d.astype(np.float16),  # metres: float16 keeps ~0.05 mm here
+            blendshapes=bs.astype(np.float32), blendshape_names=np.array(names),
+            upper_face=bs[:, uf_idx].astype(np.float32), upper_face_names=np.array(tracking.UPPER_FACE_NAMES),
+            train_idx=train_idx, val_idx=val_idx, found=raw.found,
+            head_template=poses.template.astype(np.float32),
+            mouth_open=mouth.astype(np.float32),
+        )
+        q = poses.quality
+        meta = {
+            "format_version": DATASET_VERSION,
+            "fps": fps,
+            "size": S,
+            "n_frames": T,
+            "units": "metres",
+            "head_frame": "x: subject's right-to-left eye axis, y: down, z: into the head (face looks to "
+                          "-z); origin ~8 cm behind the stable landmarks' centroid; scale from a 9 cm "
+                          "outer-eye distance",
+            "camera": "OpenCV pinhole; world_to_cam maps head-frame points to camera coordinates",
+            "crop": {"x0": crop.x0, "y0": crop.y0, "side": crop.side, "units": "source px"},
+            "source": {"path": str(clip.resolve()), "name": clip.name, "sha256": _sha256(clip),
+                       "width": raw.width, "height": raw.height, "fps": info.fps, "duration": info.duration},
+            "split": {"train": int(len(train_idx)), "val": int(len(val_idx)), "val_fraction": s.val_fraction},
+            "audio": {"sample_rate": SR, "av_offset_frames": sync.offset_frames,
+                      "av_offset_ms": round(1000 * sync.offset_frames / fps, 1),
+                      "av_confidence": round(sync.confidence, 2), "av_peak_corr": round(sync.peak_corr, 3),
+                      "av_corr_by_lag": [round(c, 3) for c in sync.corr],
+                      "shift_applied_frames": shift, "warning": av_warn},
+            "quality": {
+                "frames_lost": lost, "lost_fraction": round(lost / T, 4), "longest_gap_frames": longest,
+                "face_height_px": round(check.face_height_px, 1),
+                "reproj_err_px_at512": round(q["reproj_err_px_at512"], 3),
+                "reproj_err_raw_px_at512": round(q["reproj_err_raw_px_at512"], 3),
+                "reproj_err_p95_px_at512": round(q["reproj_err_p95_px_at512"], 3),
+                "reproj_err_px": round(q["reproj_err_px"], 3),
+                "jitter_deg": round(q["jitter_deg"], 3), "jitter_raw_deg": round(q["jitter_raw_deg"], 3),
+                "focal_px": round(q["focal_px"], 2), "fov_deg": round(q["fov_deg"], 2),
+                "yaw_deg_p5_p95": [round(v, 1) for v in q["yaw_deg_range"]],
+                "background_inpainted_fraction": round(inpainted, 4),
+            },
+            "checks": dataclasses.asdict(check),
+            "settings": dataclasses.asdict(s),
+            "versions": _versions(),
+        }
+        times = st.end()
+        meta["timings_s"] = times
+        meta["bytes"] = {p.name: p.stat().st_size for p in tmp.iterdir()}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+        if s.debug_dir:
+            _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx, plate_frames, sheet,
+                         body_sheet, bg)
+        # swap into place
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_dataset(out_dir)
+
+
+def _write_sheet(path: Path, idx: list[int], frames: dict, labels: dict, body: dict, bg: np.ndarray) -> None:
+    """Debug contact sheet: parsing overlays of sampled frames, their body frames, and the plate."""
+    import cv2
+
+    from emotalk.face.parsing import contact_sheet, overlay
+
+    tiles = [overlay(frames[i], labels[i]) for i in idx if i in labels and i in frames]
+    tiles += [body[i] for i in idx if i in body][:3]
+    tiles.append(bg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), contact_sheet(tiles, cols=4)[..., ::-1])

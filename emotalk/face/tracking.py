@@ -1,0 +1,443 @@
+"""Face tracking: MediaPipe FaceLandmarker per frame, then a rigid head pose per frame and the intrinsics.
+
+MediaPipe gives 478 landmarks (x, y normalised to the image, z in x's scale), 52 blendshapes and its
+own pose. We fit our own camera instead: a rigid head template of stable landmarks is refined with a
+small bundle adjustment over sampled frames (focal length included), then every frame is solved by PnP
+and the pose track is smoothed with a zero-phase filter (no lag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from emotalk.errors import MediaError
+
+Progress = Callable[[str, float], None]
+
+# Landmarks that move with the skull, not with expression: forehead, nose bridge and tip, eye corners,
+# temples, cheekbones, nose wings. Brows, lids, lips and jaw are left out.
+STABLE_IDX = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 127, 356, 162, 389,
+                       21, 251, 109, 338, 67, 297, 108, 337, 69, 299, 116, 345, 98, 327, 129, 358])
+EYE_OUTER = (33, 263)  # outer eye corners (subject's right, left)
+LIP_INNER = (13, 14)  # inner upper / lower lip, mid
+FACE_TOP, CHIN = 10, 152
+CHEEK_CONTOUR = (234, 454)  # face outline at ear height (right, left)
+EYE_OUTER_M = 0.09  # typical adult outer eye-corner distance in metres: sets the head frame's scale
+HEAD_CENTRE_BEHIND_M = 0.08  # head-frame origin: this far behind the stable landmarks' centroid
+
+UPPER_FACE_NAMES = ("eyeBlinkLeft", "eyeBlinkRight", "browDownLeft", "browDownRight", "browInnerUp",
+                    "browOuterUpLeft", "browOuterUpRight")
+
+
+@dataclass
+class TrackerSettings:
+    """MediaPipe FaceLandmarker options."""
+
+    min_detection_confidence: float = 0.5  # face detector threshold
+    min_presence_confidence: float = 0.5  # landmark model's face-present threshold
+    min_tracking_confidence: float = 0.5  # below this the detector runs again
+
+
+@dataclass
+class RawTrack:
+    """MediaPipe output for a clip, in source-image pixels."""
+
+    lmk: np.ndarray  # [T,478,3] float32: x, y in source px; z in px (x's scale), smaller = nearer
+    found: np.ndarray  # [T] bool: a face was found in that frame
+    blendshapes: np.ndarray  # [T,52] float32 (zeros where not found)
+    blendshape_names: list[str]
+    width: int  # source frame width, px
+    height: int  # source frame height, px
+
+
+def _landmarker(mode: str, num_faces: int, settings: TrackerSettings):
+    import mediapipe as mp  # noqa: F401  (heavy import kept local)
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    from emotalk.assets import fetch
+
+    opts = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(fetch("face_landmarker.task"))),
+        running_mode=getattr(vision.RunningMode, mode),
+        num_faces=num_faces,
+        min_face_detection_confidence=settings.min_detection_confidence,
+        min_face_presence_confidence=settings.min_presence_confidence,
+        min_tracking_confidence=settings.min_tracking_confidence,
+        output_face_blendshapes=True,
+        output_facial_transformation_matrixes=False,
+    )
+    return vision.FaceLandmarker.create_from_options(opts)
+
+
+def _mp_image(frame: np.ndarray):
+    import mediapipe as mp
+
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
+
+
+def _faces_px(res, w: int, h: int) -> list[np.ndarray]:
+    """Each detected face's landmarks [478,3] in px."""
+    out = []
+    for face in res.face_landmarks:
+        a = np.array([(p.x, p.y, p.z) for p in face], np.float32)
+        a[:, 0] *= w
+        a[:, 1] *= h
+        a[:, 2] *= w
+        out.append(a)
+    return out
+
+
+def detect_faces(frames: Iterable[np.ndarray], max_faces: int = 3,
+                 settings: TrackerSettings = TrackerSettings()) -> list[list[np.ndarray]]:
+    """Independent per-image detection (for sampled frames): per frame, a list of [478,3] px arrays."""
+    lm = _landmarker("IMAGE", max_faces, settings)
+    try:
+        out = []
+        for f in frames:
+            out.append(_faces_px(lm.detect(_mp_image(f)), f.shape[1], f.shape[0]))
+        return out
+    finally:
+        lm.close()
+
+
+def track_video(frames: Iterable[np.ndarray], n_frames: int | None = None, fps: float = 25.0,
+                settings: TrackerSettings = TrackerSettings(), progress: Progress | None = None) -> RawTrack:
+    """Run the landmarker in video mode over `frames` (RGB [H,W,3]); frames with no face are marked lost."""
+    lm = _landmarker("VIDEO", 1, settings)
+    lmks, found, bss = [], [], []
+    names: list[str] = []
+    w = h = 0
+    try:
+        for i, f in enumerate(frames):
+            h, w = f.shape[:2]
+            res = lm.detect_for_video(_mp_image(f), int(round(i * 1000.0 / fps)))
+            faces = _faces_px(res, w, h)
+            if faces:
+                lmks.append(faces[0])
+                found.append(True)
+                cats = res.face_blendshapes[0]
+                if not names:
+                    names = [c.category_name for c in cats]
+                bss.append(np.array([c.score for c in cats], np.float32))
+            else:
+                lmks.append(np.zeros((478, 3), np.float32))
+                found.append(False)
+                bss.append(None)
+            if progress and n_frames and i % 25 == 0:
+                progress(f"tracking frame {i}/{n_frames}", min(1.0, i / n_frames))
+    finally:
+        lm.close()
+    if not lmks:
+        raise MediaError("No frames could be read from the clip.")
+    nb = len(names) or 52
+    bs = np.stack([b if b is not None else np.zeros(nb, np.float32) for b in bss])
+    return RawTrack(np.stack(lmks), np.array(found), bs, names, w, h)
+
+
+# ----------------------------------------------------------------------------------------------
+# gaps
+
+
+def lost_runs(found: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of frames with no face."""
+    runs, start = [], None
+    for i, ok in enumerate(found):
+        if not ok and start is None:
+            start = i
+        if ok and start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, len(found)))
+    return runs
+
+
+def fill_gaps(x: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linear interpolation over lost frames along axis 0 (edges hold the nearest found value)."""
+    idx = np.flatnonzero(found)
+    if len(idx) == len(found):
+        return x
+    flat = x.reshape(len(x), -1)
+    out = np.empty_like(flat)
+    t = np.arange(len(x))
+    for j in range(flat.shape[1]):
+        out[:, j] = np.interp(t, idx, flat[idx, j])
+    return out.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# rotations
+
+
+def rodrigues(rv: np.ndarray) -> np.ndarray:
+    """Rotation vectors [...,3] -> matrices [...,3,3]."""
+    th = np.linalg.norm(rv, axis=-1, keepdims=True)[..., None]  # [...,1,1]
+    k = rv / np.maximum(th[..., 0], 1e-12)
+    kx, ky, kz = k[..., 0], k[..., 1], k[..., 2]
+    z = np.zeros_like(kx)
+    K = np.stack([np.stack([z, -kz, ky], -1), np.stack([kz, z, -kx], -1), np.stack([-ky, kx, z], -1)], -2)
+    eye = np.broadcast_to(np.eye(3), K.shape)
+    return eye + np.sin(th) * K + (1 - np.cos(th)) * (K @ K)
+
+
+def rotvec(R: np.ndarray) -> np.ndarray:
+    """Matrices [...,3,3] -> rotation vectors [...,3] (angles below pi)."""
+    cos = np.clip((np.trace(R, axis1=-2, axis2=-1) - 1) / 2, -1, 1)
+    th = np.arccos(cos)
+    w = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    s = np.sin(th)[..., None]
+    small = s < 1e-8
+    return np.where(small, w / 2, w * (th[..., None] / np.maximum(2 * s, 1e-12)))
+
+
+def rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
+    """Angle between rotations [...,3,3], degrees."""
+    rel = np.swapaxes(Ra, -1, -2) @ Rb
+    return np.degrees(np.arccos(np.clip((np.trace(rel, axis1=-2, axis2=-1) - 1) / 2, -1, 1)))
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising |s R src + t - dst|² for point sets [N,3]."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
+    d = np.sign(np.linalg.det(U @ Vt))
+    D = np.diag([1.0, 1.0, d])
+    R = U @ D @ Vt
+    s = float((S * np.diag(D)).sum() / (a**2).sum() * len(src)) if scale else 1.0
+    return s, R, md - s * R @ ms
+
+
+def yaw_deg(lmk_px: np.ndarray) -> np.ndarray:
+    """Head yaw from the ear-height face outline in MediaPipe's 3-D landmarks [...,478,3] (0 = frontal)."""
+    d = lmk_px[..., CHEEK_CONTOUR[1], :] - lmk_px[..., CHEEK_CONTOUR[0], :]
+    return np.degrees(np.arctan2(d[..., 2], d[..., 0]))
+
+
+def face_height_px(lmk_px: np.ndarray) -> np.ndarray:
+    """Forehead-to-chin distance of the mesh, px [...]."""
+    return np.linalg.norm(lmk_px[..., FACE_TOP, :2] - lmk_px[..., CHIN, :2], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# head pose
+
+
+@dataclass
+class PoseSettings:
+    """Camera and head-pose fitting."""
+
+    fov_min_deg: float = 8.0  # smallest vertical field of view tried for the crop
+    fov_max_deg: float = 60.0  # largest
+    ba_frames: int = 120  # frames sampled for the template / focal bundle adjustment
+    template_prior: float = 0.3  # pull of the refined template towards MediaPipe's mean shape (px units)
+    smooth_window: int = 9  # Savitzky-Golay window (frames, odd) for rotation and translation
+    smooth_order: int = 2  # its polynomial order (zero-phase: no lag)
+
+
+@dataclass
+class HeadPoses:
+    """Intrinsics and per-frame head->camera transforms at the crop's working size."""
+
+    K: np.ndarray  # [3,3] float32
+    world_to_cam: np.ndarray  # [T,4,4] float32 (smoothed)
+    template: np.ndarray  # [478,3] float32 head-frame mean shape, metres
+    lmk3d: np.ndarray  # [T,478,3] float32 per-frame landmarks in the head frame (with expression), metres
+    quality: dict  # reprojection errors (px), jitter (deg), focal, fov
+
+
+def _project(P: np.ndarray, rv: np.ndarray, t: np.ndarray, f: float, c: float) -> np.ndarray:
+    """Points [N,3] by poses rv,t [M,3] -> [M,N,2]."""
+    R = rodrigues(rv)  # [M,3,3]
+    X = np.einsum("mij,nj->mni", R, P) + t[:, None, :]
+    z = np.maximum(X[..., 2:3], 1e-6)
+    return f * X[..., :2] / z + c
+
+
+def _template_init(lmk: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Procrustes mean of MediaPipe's per-frame 3-D landmarks [M,478,3] (px) -> [478,3] in the same px."""
+    ref = lmk[len(lmk) // 2]
+    for _ in range(2):
+        acc = np.zeros_like(ref, dtype=np.float64)
+        for x in lmk:
+            s, R, t = umeyama(x[idx], ref[idx])
+            acc += (s * x @ R.T) + t
+        ref = acc / len(lmk)
+    return ref
+
+
+def _head_frame(template_px: np.ndarray) -> np.ndarray:
+    """Similarity that takes the template into the head frame (metres, x along the eyes, y down, z back)."""
+    p = template_px
+    x = p[EYE_OUTER[1]] - p[EYE_OUTER[0]]
+    scale = EYE_OUTER_M / np.linalg.norm(x)
+    x /= np.linalg.norm(x)
+    down = p[CHIN] - p[FACE_TOP]
+    y = down - x * (down @ x)
+    y /= np.linalg.norm(y)
+    z = np.cross(x, y)  # x right, y down -> z points away from the face's front (into the head)
+    R = np.stack([x, y, z])  # rows: head axes in template coords
+    centre = p[STABLE_IDX].mean(0)
+    q = (p - centre) @ R.T * scale
+    q[:, 2] -= HEAD_CENTRE_BEHIND_M
+    return q
+
+
+def _solve_pnp_all(P: np.ndarray, uv: np.ndarray, f: float, c: float,
+                   init: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame PnP: P [N,3], uv [M,N,2] -> rv, t [M,3] (each frame starts from the previous)."""
+    import cv2
+
+    K = np.array([[f, 0, c], [0, f, c], [0, 0, 1]], np.float64)
+    rvs, ts = np.zeros((len(uv), 3)), np.zeros((len(uv), 3))
+    prev = None
+    for m in range(len(uv)):
+        if init is not None:
+            guess = (init[0][m].reshape(3, 1).copy(), init[1][m].reshape(3, 1).copy())
+        else:
+            guess = prev
+        if guess is None:
+            ok, r, t = cv2.solvePnP(P, uv[m].astype(np.float64), K, None, flags=cv2.SOLVEPNP_SQPNP)
+        else:
+            ok, r, t = cv2.solvePnP(P, uv[m].astype(np.float64), K, None, guess[0], guess[1],
+                                    useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+        rvs[m], ts[m] = r.ravel(), t.ravel()
+        prev = (r, t)
+    return rvs, ts
+
+
+def _bundle_adjust(P0: np.ndarray, uv: np.ndarray, f0: float, c: float, prior: float,
+                   rv0: np.ndarray, t0: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Refine template P [N,3], focal f and poses on sampled frames (reprojection + template prior)."""
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+
+    M, N = uv.shape[:2]
+
+    def unpack(x):
+        f = np.exp(x[0])
+        P = x[1:1 + 3 * N].reshape(N, 3)
+        poses = x[1 + 3 * N:].reshape(M, 6)
+        return f, P, poses[:, :3], poses[:, 3:]
+
+    # prior weight: 1 m of template change moves the image by about f/z px
+    w = prior * f0 / max(t0[:, 2].mean(), 1e-6)
+
+    def fun(x):
+        f, P, rv, t = unpack(x)
+        r1 = (_project(P, rv, t, f, c) - uv).ravel()
+        r2 = (w * (P - P0)).ravel()
+        return np.concatenate([r1, r2])
+
+    n_par = 1 + 3 * N + 6 * M
+    S = lil_matrix((2 * M * N + 3 * N, n_par), dtype=np.int8)
+    for m in range(M):
+        rows = slice(2 * N * m, 2 * N * (m + 1))
+        S[rows, 0] = 1
+        S[rows, 1 + 3 * N + 6 * m: 1 + 3 * N + 6 * (m + 1)] = 1
+        for n in range(N):
+            S[2 * N * m + 2 * n: 2 * N * m + 2 * n + 2, 1 + 3 * n: 4 + 3 * n] = 1
+    for n in range(N):
+        for k in range(3):
+            S[2 * M * N + 3 * n + k, 1 + 3 * n + k] = 1
+    x0 = np.concatenate([[np.log(f0)], P0.ravel(), np.concatenate([rv0, t0], 1).ravel()])
+    res = least_squares(fun, x0, jac_sparsity=S, method="trf", loss="huber", f_scale=2.0,
+                        max_nfev=30, x_scale="jac")
+    f, P, rv, t = unpack(res.x)
+    return P, float(f), rv, t
+
+
+def _savgol(x: np.ndarray, window: int, order: int) -> np.ndarray:
+    from scipy.signal import savgol_filter
+
+    if len(x) <= window:
+        return x
+    return savgol_filter(x, window, order, axis=0, mode="interp")
+
+
+def jitter_deg(R: np.ndarray, rest_quantile: float = 0.3) -> float:
+    """Median frame-to-frame rotation change over the calmest frames (head at rest), degrees."""
+    if len(R) < 3:
+        return 0.0
+    step = rotation_angle_deg(R[:-1], R[1:])  # [T-1]
+    calm = np.convolve(step, np.ones(9) / 9, mode="same")
+    sel = calm <= np.quantile(calm, rest_quantile)
+    return float(np.median(step[sel]))
+
+
+def fit_head_poses(lmk: np.ndarray, size: int, settings: PoseSettings = PoseSettings(),
+                   progress: Progress | None = None) -> HeadPoses:
+    """Fit intrinsics and per-frame head poses to landmarks [T,478,3] given in crop px at `size`.
+
+    Lost frames must already be interpolated. Reprojection errors are measured on STABLE_IDX.
+    """
+    T = len(lmk)
+    c = size / 2.0
+    idx = STABLE_IDX
+    uv_all = lmk[:, idx, :2].astype(np.float64)  # [T,N,2]
+    samp = np.unique(np.linspace(0, T - 1, min(T, settings.ba_frames)).round().astype(int))
+
+    template_px = _template_init(lmk[samp].astype(np.float64), idx)
+    P_head = _head_frame(template_px)  # [478,3] metres
+    P0 = P_head[idx]
+
+    # focal search on the sampled frames: per fov, PnP and mean reprojection error
+    fovs = np.linspace(settings.fov_min_deg, settings.fov_max_deg, 14)
+    errs = []
+    for fov in fovs:
+        f = c / np.tan(np.radians(fov) / 2)
+        rv, t = _solve_pnp_all(P0, uv_all[samp], f, c)
+        errs.append(np.linalg.norm(_project(P0, rv, t, f, c) - uv_all[samp], axis=-1).mean())
+    if progress:
+        progress("fitting head template and focal length", 0.3)
+    f0 = c / np.tan(np.radians(fovs[int(np.argmin(errs))]) / 2)
+    rv0, t0 = _solve_pnp_all(P0, uv_all[samp], f0, c)
+    P_ref, f, _, _ = _bundle_adjust(P0, uv_all[samp], f0, c, settings.template_prior, rv0, t0)
+    if progress:
+        progress("solving head pose per frame", 0.6)
+
+    rv, t = _solve_pnp_all(P_ref, uv_all, f, c)
+    R_raw = rodrigues(rv)
+    err_raw = np.linalg.norm(_project(P_ref, rv, t, f, c) - uv_all, axis=-1)  # [T,N]
+
+    # zero-phase smoothing of rotation (as small rotation vectors about the median pose) and translation
+    R_med = rodrigues(np.median(rv, 0))
+    local = rotvec(np.swapaxes(R_med, -1, -2)[None] @ R_raw)
+    local_s = _savgol(local, settings.smooth_window, settings.smooth_order)
+    R_s = R_med[None] @ rodrigues(local_s)
+    t_s = _savgol(t, settings.smooth_window, settings.smooth_order)
+    rv_s = rotvec(R_s)
+    err_s = np.linalg.norm(_project(P_ref, rv_s, t_s, f, c) - uv_all, axis=-1)
+
+    w2c = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
+    w2c[:, :3, :3] = R_s
+    w2c[:, :3, 3] = t_s
+    K = np.array([[f, 0, c], [0, f, c], [0, 0, 1]], np.float32)
+
+    # per-frame landmarks with expression in the head frame: similarity-align MediaPipe's 3-D shape
+    # (crop px) onto the refined template through the stable points
+    P_all = P_head.copy()
+    P_all[idx] = P_ref
+    lmk3d = np.empty((T, 478, 3), np.float32)
+    for i in range(T):
+        s, R, tt = umeyama(lmk[i, idx].astype(np.float64), P_ref)
+        lmk3d[i] = (s * lmk[i].astype(np.float64) @ R.T) + tt
+
+    scale512 = 512.0 / size
+    quality = {
+        "focal_px": float(f),
+        "fov_deg": float(np.degrees(2 * np.arctan(c / f))),
+        "focal_search_err_px": [float(e) for e in errs],
+        "reproj_err_px": float(err_s.mean()),  # smoothed poses, at the working size
+        "reproj_err_px_at512": float(err_s.mean() * scale512),
+        "reproj_err_raw_px_at512": float(err_raw.mean() * scale512),
+        "reproj_err_p95_px_at512": float(np.percentile(err_s.mean(1), 95) * scale512),
+        "jitter_deg": jitter_deg(R_s),
+        "jitter_raw_deg": jitter_deg(R_raw),
+        "yaw_deg_range": [float(v) for v in np.percentile(np.degrees(rotvec(R_s))[:, 1], [5, 95])],
+    }
+    return HeadPoses(K, w2c, P_all.astype(np.float32), lmk3d, quality)
