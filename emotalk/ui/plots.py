@@ -1,0 +1,54 @@
+"""Matplotlib figures for the app: the emotion track and the fine-tuning loss curve."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def emotion_track_figure(track: list[tuple[float, float, float]] | None, valence: float = 0.0,
+                         arousal: float = 0.0) -> Figure:
+    """Valence and arousal over time: the keyframes (linear between them), or the constant emotion."""
+    fig, ax = plt.subplots(figsize=(5, 2.2), dpi=100)
+    if track:
+        t = [k[0] for k in track]
+        ax.plot(t, [k[1] for k in track], "o-", label="valence", color="#2a6fdb")
+        ax.plot(t, [k[2] for k in track], "s-", label="arousal", color="#db4a2a")
+        ax.set_xlim(0, max(1.0, t[-1] * 1.05))
+        ax.set_title("emotion track (held after the last keyframe)", fontsize=9)
+    else:
+        ax.axhline(valence, label=f"valence {valence:+.2f}", color="#2a6fdb")
+        ax.axhline(arousal, label=f"arousal {arousal:+.2f}", color="#db4a2a", linestyle="--")
+        ax.set_xlim(0, 1)
+        ax.set_xticks([])
+        ax.set_title("constant emotion (add keyframes for a track)", fontsize=9)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("t (s)", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def loss_figure(history: list[float]) -> Figure:
+    """Training loss per step (log scale when it spans more than a decade)."""
+    fig, ax = plt.subplots(figsize=(5, 2.4), dpi=100)
+    if history:
+        ax.plot(range(1, len(history) + 1), history, color="#6a3ddb", linewidth=1)
+        lo, hi = min(history), max(history)
+        if lo > 0 and hi / lo > 10:
+            ax.set_yscale("log")
+        ax.set_title(f"loss: {history[-1]:.4g} after {len(history)} steps", fontsize=9)
+    else:
+        ax.set_title("loss (waiting for the first steps)", fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
