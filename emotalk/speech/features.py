@@ -66,8 +66,8 @@ def _kind(kind: str) -> CodeKind:
     return KINDS[kind]
 
 
-def as_mono_16k(wav: np.ndarray, sr: int) -> np.ndarray:
-    """A float32 mono 16 kHz copy of `wav` ([N] or [N,C] with C <= 8 channels), checked for sanity."""
+def as_mono(wav: np.ndarray, sr: int) -> np.ndarray:
+    """A float32 mono copy of `wav` ([N] or [N,C] with C <= 8 channels), checked for sanity."""
     wav = np.asarray(wav)
     if wav.ndim == 2 and min(wav.shape) <= 8:
         wav = wav.mean(axis=1 if wav.shape[1] <= wav.shape[0] else 0)
@@ -84,11 +84,21 @@ def as_mono_16k(wav: np.ndarray, sr: int) -> np.ndarray:
         raise InputError("The audio contains NaN or infinite samples; it is corrupt.")
     if not isinstance(sr, int | np.integer) or sr < 1000:
         raise InputError(f"Sample rate must be an integer >= 1000 Hz, got {sr!r}.")
+    return wav
+
+
+def to_16k(wav: np.ndarray, sr: int) -> np.ndarray:
+    """Resample mono float32 audio [N] from `sr` to 16 kHz (soxr, high quality)."""
     if sr != SR:
         import soxr  # only needed for other rates; not installed on the GPU host
 
         wav = soxr.resample(wav, int(sr), SR, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(wav)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def as_mono_16k(wav: np.ndarray, sr: int) -> np.ndarray:
+    """A float32 mono 16 kHz copy of `wav` ([N] or [N,C] with C <= 8 channels), checked for sanity."""
+    return to_16k(as_mono(wav, sr), sr)
 
 
 def _device(device: str):
@@ -192,7 +202,7 @@ def compute_audio_code(wav: np.ndarray, sr: int = 16000, n_frames: int | None = 
                        chunks: ChunkSettings = DEFAULT_CHUNKS,
                        progress: Progress | None = None) -> np.ndarray:
     """Audio code [T,W,C] float32 for the video frames of `wav`: T = n_frames (the audio is padded
-    with silence or cut) or round(duration*fps). See the module docstring for the window layout."""
+    with silence, or the code is cut) or round(duration*fps). The window layout: module docstring."""
     k = _kind(kind)
     if not (isinstance(fps, int | float) and math.isfinite(fps) and 1 <= fps <= 240):
         raise InputError(f"fps must be a number in [1, 240], got {fps!r}.")
@@ -206,9 +216,8 @@ def compute_audio_code(wav: np.ndarray, sr: int = 16000, n_frames: int | None = 
     hop_samples = SR / k.rate_hz
     lead_samples = int(round(lead * hop_samples))
     need = int(math.ceil(((n_frames - 1) / fps + (k.window // 2 + 2) / k.rate_hz) * SR))
-    padded = np.zeros(lead_samples + need, np.float32)
-    m = min(len(audio), need)
-    padded[lead_samples:lead_samples + m] = audio[:m]
+    padded = np.zeros(lead_samples + max(need, len(audio)), np.float32)  # the whole audio is encoded:
+    padded[lead_samples:lead_samples + len(audio)] = audio  # Whisper's attention sees all of it
     if k.name == "whisper":
         seq = whisper_sequence(padded, device, chunks, model_dir, progress)
     else:

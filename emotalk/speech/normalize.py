@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.errors import InputError, MediaError
-from emotalk.speech.features import SR, as_mono_16k
+from emotalk.speech.features import SR, as_mono, to_16k
 
 _LOG = logging.getLogger(__name__)
 
@@ -171,9 +171,9 @@ def trim_silence(wav: np.ndarray, sr: int = SR, threshold_db: float = -40.0,
 def normalize_speech(wav: np.ndarray, sr: int = SR, settings: SpeechSettings = DEFAULT,
                      name: str = "The recording") -> np.ndarray:
     """Any waveform ([N] or [N,C], any rate) -> checked, 16 kHz mono, DC-free, loudness-normalised [N]."""
-    x = as_mono_16k(wav, sr)
+    x = as_mono(wav, sr)
+    x = to_16k(x - x.mean(), sr)  # DC offset removed before resampling (no edge transient)
     check_speech(x, SR, settings, name)
-    x = x - x.mean()  # DC offset
     from scipy.signal import butter, sosfiltfilt
 
     x = sosfiltfilt(butter(2, 20.0, "highpass", fs=SR, output="sos"), x).astype(np.float32)  # slow drift
