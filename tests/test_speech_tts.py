@@ -1,0 +1,187 @@
+"""TTS: text checks, the fallback chain (edge-tts faked online and offline), offline engines."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from emotalk.errors import InputError, MediaError
+from emotalk.speech import tts, tts_edge, tts_offline
+from emotalk.speech.tts import EXPRESSIVE, OFFLINE, TTSSettings, synthesize
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed "
+                                  "(apt-get install espeak-ng; listed in apt-packages.txt)")
+ESPEAK = TTSSettings(engines=("espeak",), align=False)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("", "empty"), ("   \n\t ", "empty"), ("😀🎉👍", "no words"), ("?!... ---", "no words"),
+    ("Привет, как дела?", "Latin"), ("你好世界", "Latin"), ("x" * 2001, "limit"), (None, "string"),
+])
+def test_refuses_bad_text(text, match):
+    with pytest.raises(InputError, match=match):
+        synthesize(text, OFFLINE)
+
+
+def test_refuses_a_language_no_offline_voice_speaks():
+    with pytest.raises(InputError, match="English only"):
+        synthesize("Bonjour tout le monde.", TTSSettings(engines=("piper", "espeak"), language="fr"))
+
+
+def test_other_language_only_online(monkeypatch):
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: "cannot reach the host (test)")
+    with pytest.raises(MediaError, match="Only the online voices speak 'de'"):
+        synthesize("Guten Tag.", TTSSettings(voice="de-DE-KatjaNeural"))
+
+
+def test_bad_prosody_and_engine():
+    with pytest.raises(InputError, match="Rate"):
+        synthesize("Hello.", TTSSettings(rate=300))
+    with pytest.raises(InputError, match="engine"):
+        synthesize("Hello.", TTSSettings(engines=("festival",)))
+
+
+def test_network_probe_is_bounded(monkeypatch):
+    def hang(*a, **k):  # a black-holed connection: nothing for a long time, then a timeout
+        time.sleep(4)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(tts_edge.socket, "create_connection", hang)
+    t0 = time.perf_counter()
+    why = tts_edge.network_reachable(timeout_s=1.0)
+    assert time.perf_counter() - t0 < 1.5
+    assert why and "no answer" in why
+
+
+@needs_espeak
+def test_offline_fallback_within_two_seconds(monkeypatch):
+    """No network (DNS fails at once, as here) -> the next engine speaks, and the result says why."""
+    def no_dns(*a, **k):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(tts_edge.socket, "create_connection", no_dns)
+    t0 = time.perf_counter()
+    res = synthesize("Hello there.", TTSSettings(engines=("edge", "espeak"), align=False))
+    assert time.perf_counter() - t0 < 2.0 + 3.0  # fallback decision + espeak
+    assert res.engine == "espeak" and res.fallbacks[0][0] == "edge"
+    assert "offline" in res.fallback_reason and "espeak" in res.summary()
+
+
+class _FakeCommunicate:
+    """Stands in for edge_tts.Communicate: yields the given chunks (or hangs)."""
+
+    chunks: list = []
+    hang = False
+    seen: list = []
+
+    def __init__(self, text, voice, **kw):
+        _FakeCommunicate.seen.append((text, voice, kw))
+
+    async def stream(self):
+        if _FakeCommunicate.hang:
+            await asyncio.sleep(100)
+        for c in _FakeCommunicate.chunks:
+            yield c
+
+
+@pytest.fixture
+def mp3_speech(tmp_path):
+    """An mp3 of espeak saying 'hello world' (what the online service would send)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from emotalk.media import ffmpeg_exe
+
+    wav = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "hello world"], check=True, timeout=30)
+    mp3 = tmp_path / "s.mp3"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-ar", "24000", str(mp3)], check=True,
+                   timeout=60)
+    return mp3.read_bytes()
+
+
+def test_edge_success_faked(monkeypatch, mp3_speech):
+    import edge_tts
+
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(edge_tts, "Communicate", _FakeCommunicate)
+    half = len(mp3_speech) // 2
+    _FakeCommunicate.hang, _FakeCommunicate.seen = False, []
+    _FakeCommunicate.chunks = [
+        {"type": "WordBoundary", "offset": 1_000_000, "duration": 3_500_000, "text": "hello"},
+        {"type": "audio", "data": mp3_speech[:half]},
+        {"type": "WordBoundary", "offset": 5_000_000, "duration": 4_000_000, "text": "world"},
+        {"type": "audio", "data": mp3_speech[half:]},
+    ]
+    res = synthesize("Hello world.", TTSSettings(voice="en-US-GuyNeural", rate=10, pitch=-5))
+    assert res.engine == "edge" and res.voice == "en-US-GuyNeural" and res.fallback_reason is None
+    assert [(w.text, w.start, w.end) for w in res.words] == [("hello", 0.1, 0.45), ("world", 0.5, 0.9)]
+    assert res.phones and res.duration > 0.5 and res.wav.dtype == np.float32
+    text, voice, kw = _FakeCommunicate.seen[0]
+    assert voice == "en-US-GuyNeural" and kw["rate"] == "+10%" and kw["pitch"] == "-5Hz"
+    assert kw["boundary"] == "WordBoundary"
+    assert "00:00:00,100 --> 00:00:00,900\nhello world" in res.srt()
+
+
+@needs_espeak
+def test_edge_failures_fall_back(monkeypatch):
+    import edge_tts
+
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(edge_tts, "Communicate", _FakeCommunicate)
+    _FakeCommunicate.hang = True  # connected, then no answer
+    t0 = time.perf_counter()
+    res = synthesize("Hello.", TTSSettings(engines=("edge", "espeak"), receive_timeout_s=1.0, align=False))
+    assert time.perf_counter() - t0 < 5.0
+    assert res.engine == "espeak" and "did not answer" in res.fallback_reason
+    _FakeCommunicate.hang, _FakeCommunicate.chunks = False, []  # answers with no audio
+    res = synthesize("Hello.", TTSSettings(engines=("edge", "espeak"), align=False))
+    assert res.engine == "espeak" and "no audio" in res.fallback_reason
+
+
+def test_all_engines_failing_is_an_error(monkeypatch):
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: "offline (test)")
+    monkeypatch.setattr(tts_offline, "piper_available", lambda: "piper missing (test)")
+    monkeypatch.setattr(tts_offline, "espeak_available", lambda: "espeak missing (test)")
+    with pytest.raises(MediaError, match="piper missing") as e:
+        synthesize("Hello.")
+    assert "espeak missing" in str(e.value) and "offline" in str(e.value)
+
+
+@needs_espeak
+def test_espeak_long_text_and_arousal():
+    text = "This is the first sentence. " * 6 + "And this is the last one!"
+    calm = synthesize(text, ESPEAK, arousal=-1.0)
+    assert calm.engine == "espeak" and calm.rate == 0.0  # arousal prosody is off by default
+    s = TTSSettings(engines=("espeak",), align=False, arousal_prosody=True)
+    fast = synthesize(text, s, arousal=1.0)
+    slow = synthesize(text, s, arousal=-1.0)
+    assert fast.rate == EXPRESSIVE.arousal_rate and slow.rate == -EXPRESSIVE.arousal_rate
+    assert fast.duration < 0.9 * slow.duration
+
+
+@needs_espeak
+def test_espeak_words_and_phones_by_alignment():
+    res = synthesize("Bob bought a map. 😀", TTSSettings(engines=("espeak",)))
+    assert res.text == "Bob bought a map."
+    assert [w.text for w in res.words] == ["bob", "bought", "a", "map"]
+    assert {"B", "M", "P"} <= {p.phone for p in res.phones}
+    assert res.phones[-1].end <= res.duration + 0.05
+
+
+@pytest.mark.slow
+def test_piper_speaks_offline(monkeypatch):
+    if tts_offline.piper_available():
+        pytest.skip(tts_offline.piper_available())
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: "offline (test)")
+    res = synthesize("The quick brown fox jumps over the lazy dog.", tts.DEFAULT)
+    assert res.engine == "piper" and res.voice == "en_US-joe-medium"
+    assert "offline" in res.fallback_reason
+    assert 1.5 < res.duration < 6 and len(res.words) == 9
+    from emotalk.speech.align import transcribe
+
+    assert "fox" in transcribe(res.wav).text.lower()  # intelligible, not garbage
