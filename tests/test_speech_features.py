@@ -186,3 +186,15 @@ def test_every_shared_file(name, capsys):
     assert code.std() > 0.1
     with capsys.disabled():
         print(f"\n  features {name}: {dur:.1f} s audio in {dt:.2f} s = {dt / dur:.3f}x real time")
+
+
+def test_encoder_only_weights_round_trip(whisper_dir, speech, tmp_path):
+    """An encoder-only model.bin (what travels to a GPU host) gives the very same code."""
+    from emotalk.speech.ct2_weights import read_ct2_variables, write_ct2_variables
+
+    enc = read_ct2_variables(whisper_dir / "model.bin", prefix="encoder/")
+    write_ct2_variables(tmp_path / "enc" / "model.bin", enc)
+    back = read_ct2_variables(tmp_path / "enc" / "model.bin")
+    assert back.keys() == enc.keys() and all(np.array_equal(back[k], enc[k]) for k in enc)
+    x = speech[:32000]
+    assert np.array_equal(compute_audio_code(x, model_dir=tmp_path / "enc"), compute_audio_code(x))

@@ -66,3 +66,27 @@ def read_ct2_variables(path: str | Path, prefix: str = "") -> dict[str, np.ndarr
     except (struct.error, IndexError, ValueError) as e:
         raise AssetError(f"{path} is not a readable CTranslate2 model ({e}); fetch it again.") from e
     return out
+
+
+def write_ct2_variables(path: str | Path, variables: dict[str, np.ndarray], spec: str = "WhisperSpec",
+                        revision: int = 3) -> Path:
+    """Write variables in the same binary layout (version 6, no aliases), e.g. an encoder-only subset
+    small enough to carry to a GPU host. Atomic."""
+    ids = {np.dtype(d): i for i, d in enumerate(_DTYPES) if d is not None}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def string(s: str) -> bytes:
+        b = s.encode("utf-8")
+        return struct.pack("<H", len(b) + 1) + b + b"\0"
+
+    parts = [struct.pack("<I", 6), string(spec), struct.pack("<II", revision, len(variables))]
+    for name, arr in variables.items():
+        a = np.ascontiguousarray(arr)
+        parts += [string(name), struct.pack("<B", a.ndim), struct.pack(f"<{a.ndim}I", *a.shape),
+                  struct.pack("<BI", ids[a.dtype], a.nbytes), a.tobytes()]
+    parts.append(struct.pack("<I", 0))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"".join(parts))
+    tmp.replace(path)
+    return path
