@@ -6,7 +6,6 @@ import html
 import json
 import os
 import queue
-import re
 import tempfile
 import threading
 import time
@@ -33,7 +32,6 @@ OUT_ROOT = Path(os.environ.get("EMOTALK_APP_OUT", Path(tempfile.gettempdir()) / 
 
 AUDIO_EXTS = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".webm"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v"}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 _TITLES = {"InputError": "Check your input", "MediaError": "Check your file",
            "AssetError": "Model file missing", "DatasetError": "Identity problem"}
 SIZES = [("auto (device default)", 0), ("256 px", 256), ("384 px", 384), ("512 px", 512), ("768 px", 768)]
@@ -80,11 +78,8 @@ def check_upload(path: str | None, exts: set[str], what: str) -> str:
 
 
 def check_repo_id(repo_id: str | None) -> str:
-    """A Hub repo id "owner/name" (letters, digits, -, _, .), without an "hf:" prefix."""
-    rid = (repo_id or "").strip().removeprefix("hf:").strip()
-    if not _REPO_ID.match(rid) or ".." in rid or rid.endswith((".", "-")):
-        raise InputError(f"'{repo_id}' is not a Hub repo id; write it as owner/name, e.g. alice/my-head.")
-    return rid
+    """A Hub repo id "owner/name", without an "hf:" prefix (the pipeline's rule)."""
+    return pipeline.validate_repo_id((repo_id or "").strip())
 
 
 def check_identity(identity: str | None, known: list[str]) -> str:
@@ -215,8 +210,8 @@ def on_load():
     notice = f"Running on **{info['device'].upper()}**; default output {info['default_size']} px."
     if info.get("notice"):
         notice += f"  \n⚠️ {info['notice']}"
-    voices = pipeline.voices()
-    return items, names, dropdown, gr.Dropdown(choices=voices, value=voices[0] if voices else None), notice
+    voices = [("default (best available)", "")] + [(v, v) for v in pipeline.voices()]
+    return items, names, dropdown, gr.Dropdown(choices=voices, value=""), notice
 
 
 def load_hub(repo_id: str, token: str | None, names: list[str]):
@@ -260,10 +255,12 @@ def preview(identity: str | None, valence: float, arousal: float, intensity: flo
         return gr.skip()
 
 
-def generate(identity: str, source: str, audio: str | None, text: str | None, voice: str | None,
-             valence: float, arousal: float, intensity: float, track: Any, size: int, yaw: float,
-             pitch: float, blink_rate: float, seed: float, watermark: bool, names: list[str] | None = None,
-             spoken: dict | None = None, progress: gr.Progress = gr.Progress()):  # noqa: B008
+def generate(identity: str, source: str = "auto", audio: str | None = None, text: str | None = None,
+             voice: str | None = None, valence: float = 0.0, arousal: float = 0.0, intensity: float = 1.0,
+             track: Any = None, size: int = 0, yaw: float = 0.0, pitch: float = 0.0,
+             blink_rate: float = 1.0, seed: float = 0, watermark: bool = True,
+             names: list[str] | None = None, spoken: dict | None = None,
+             progress: gr.Progress = gr.Progress()):  # noqa: B008
     """Validates (before any GPU work), renders into a fresh folder, returns video, wav, files, notes."""
     try:
         req = build_request(identity, names or [], source, audio, text, voice, spoken, valence, arousal,

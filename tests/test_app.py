@@ -1,11 +1,13 @@
-"""The app over HTTP: launch it on localhost and call its API with gradio_client."""
+"""The app over HTTP with the real pipeline: launch it on localhost and call its API with gradio_client."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from emotalk import media
-from tests.conftest import shared
+from emotalk import media, pipeline
+from tests.conftest import REPO, shared
 
 
 @pytest.fixture(scope="module")
@@ -14,26 +16,74 @@ def app_url():
 
     demo = app.build().queue(max_size=8, default_concurrency_limit=1)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
-                            quiet=True)
+                            quiet=True, max_file_size=app.MAX_UPLOAD)
     yield url
     demo.close()
 
 
-def test_convert_endpoint_returns_25fps_h264_aac(app_url):
-    from gradio_client import Client, handle_file
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def _path(out) -> str:
+    return out["video"] if isinstance(out, dict) else out
+
+
+def test_convert_endpoint_returns_25fps_h264_aac(client):
+    from gradio_client import handle_file
 
     clip = shared("clips/grid/bbaf2n.mpg")
-    client = Client(app_url, verbose=False)
-    out = client.predict(handle_file(str(clip)), api_name="/convert")
-    path = out["video"] if isinstance(out, dict) else out
-    info = media.probe(path)
+    info = media.probe(_path(client.predict(handle_file(str(clip)), api_name="/convert")))
     assert info.video_codec == "h264" and info.audio_codec == "aac" and info.fps == 25.0
     assert abs(info.duration - 3.0) < 0.2
 
 
-def test_model_files_endpoint(app_url):
-    from gradio_client import Client
-
-    rows = Client(app_url, verbose=False).predict(api_name="/model_files")
+def test_model_files_endpoint(client):
+    rows = client.predict(api_name="/model_files")
     data = rows["data"] if isinstance(rows, dict) else rows
     assert {r[0] for r in data} >= {"face_landmarker.task", "whisper-tiny.en"}
+
+
+def test_speak_endpoint_says_which_engine_spoke(client):
+    wav, note = client.predict("Testing one two three.", "offline:espeak", api_name="/speak")
+    x = media.read_audio(wav)
+    assert 0.8 < len(x) / 16000 < 4.0 and float(abs(x).max()) > 0.05
+    assert "espeak" in note
+
+
+def test_generate_rejects_bad_input_with_the_pipeline_message(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="limit is 2000"):
+        client.predict(identity="anyone", source="text", text="word " * 500, api_name="/generate")
+    with pytest.raises(AppError, match="Type some text"):
+        client.predict(identity="anyone", source="text", text="  ", api_name="/generate")
+
+
+def _two_seconds_of_speech(tmp_path: Path) -> Path:
+    x = media.read_audio(REPO / "examples" / "hello.wav")
+    return media.write_wav(tmp_path / "two_seconds.wav", x[:32000])
+
+
+def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path):
+    if not hasattr(pipeline, "synthesize") or not hasattr(pipeline, "list_identities"):
+        pytest.skip("pipeline.synthesize not available yet")
+    from gradio_client import handle_file
+
+    identities = pipeline.list_identities()
+    if not identities:
+        pytest.skip("no identity installed (shipped checkpoints/ or the user's folder)")
+    video, wav, files, notes = client.predict(
+        identity=identities[0].name, source="audio", audio=handle_file(str(_two_seconds_of_speech(tmp_path))),
+        valence=0.8, arousal=0.5, size=128, api_name="/generate")
+    info = media.probe(_path(video))
+    assert info.has_audio and info.audio_codec == "aac" and info.video_codec == "h264"
+    assert abs(info.duration - 2.0) < 0.15 and info.fps == 25.0
+    frames = media.read_frames(_path(video))
+    assert abs(len(frames) - 50) <= 1 and frames.shape[1:] == (128, 128, 3)
+    assert frames.std() > 5  # a picture, not a blank
+    assert f"{len(frames)} frames" in notes or "frames" in notes
+    assert {Path(f).name.split(".")[-1] for f in files} >= {"mp4", "wav", "json"}
