@@ -82,7 +82,7 @@ def write_ct2_variables(path: str | Path, variables: dict[str, np.ndarray], spec
 
     parts = [struct.pack("<I", 6), string(spec), struct.pack("<II", revision, len(variables))]
     for name, arr in variables.items():
-        a = np.ascontiguousarray(arr)
+        a = np.asarray(arr)  # (ascontiguousarray would make scalars 1-D)
         parts += [string(name), struct.pack("<B", a.ndim), struct.pack(f"<{a.ndim}I", *a.shape),
                   struct.pack("<BI", ids[a.dtype], a.nbytes), a.tobytes()]
     parts.append(struct.pack("<I", 0))
