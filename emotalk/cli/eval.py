@@ -1,0 +1,182 @@
+"""Evaluate emotion (and, as sections are added, image and lip) quality.
+
+Sections run in order and each adds a markdown block and a JSON entry to the report:
+  --ceiling            the emotion recogniser on the 21 labelled MEAD clips (its ceiling on real faces)
+  --video FILE         the recogniser on any video / render, against a target emotion
+                       (--emotion NAME, or --valence V --arousal A)
+  --generator DATASET  the lip-aligned emotional face generator on an identity dataset's frames:
+                       readability per category and mouth-opening preservation
+The report goes to stdout and to OUT/eval.md and OUT/eval.json, with the date, machine and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emotalk.errors import InputError
+
+HELP = "evaluate: emotion recogniser ceiling, a video against a target emotion, the emotion generator"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Section:
+    """One block of the evaluation report."""
+
+    name: str  # JSON key
+    markdown: str  # human-readable block
+    data: dict = field(default_factory=dict)  # machine-readable numbers
+
+
+# a section runner: (args) -> Section, or None when the section was not asked for
+Runner = Callable[[argparse.Namespace], "Section | None"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ceiling", action="store_true", help="recogniser on the labelled MEAD clips")
+    p.add_argument("--video", type=Path, help="a video or render to classify")
+    p.add_argument("--emotion", help="target category for --video (e.g. happy)")
+    p.add_argument("--valence", type=float, help="target valence for --video")
+    p.add_argument("--arousal", type=float, help="target arousal for --video")
+    p.add_argument("--generator", type=Path, metavar="DATASET",
+                   help="identity dataset folder: evaluate the emotional face generator on its frames")
+    p.add_argument("--frames", type=int, default=8, help="frames sampled from the dataset for --generator")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
+                   help="shared data folder (holds emotion/mead_video)")
+    p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
+    p.add_argument("--out", type=Path, default=REPO / "out" / "eval", help="report folder")
+
+
+def _progress(msg: str, frac: float) -> None:
+    print(f"  [{frac * 100:5.1f}%] {msg}", file=sys.stderr, flush=True)
+
+
+def section_ceiling(args: argparse.Namespace) -> Section | None:
+    if not args.ceiling:
+        return None
+    from emotalk.emotion_metrics import confusion_markdown, mead_ceiling, summary_markdown
+
+    t = time.time()
+    summary, results = mead_ceiling(args.data, max_frames=args.max_frames, progress=_progress)
+    md = "\n\n".join([
+        "### Recogniser ceiling on real MEAD clips",
+        "fer FER2013 model on landmark-aligned crops; 3 actors (M030, W009, W011) x 7 emotions (level 3; "
+        "neutral level 1; contempt has no fer class). Clip verdict = argmax of the mean probability.",
+        summary_markdown(summary, "MEAD ceiling"),
+        confusion_markdown(summary),
+        f"({time.time() - t:.0f} s)"])
+    per_clip = [{"clip": r.name, "target": r.target, "predicted": r.predicted,
+                 "va": [round(float(x), 4) for x in r.va], "frames": r.n_frames,
+                 "probs": [round(float(x), 4) for x in r.probs]} for r in results]
+    return Section("ceiling", md, {"summary": summary, "clips": per_clip})
+
+
+def _target(args: argparse.Namespace) -> tuple[str, tuple[float, float], list[str]]:
+    """Target category and (v, a) from --emotion or --valence/--arousal (nearest fer category)."""
+    from emotalk.face.emotion import FER_CLASSES, FER_VA, category_va, clamp_to_disc
+
+    notes = []
+    if args.emotion:
+        name = args.emotion.strip().lower()
+        va = category_va(name)
+        if name not in FER_CLASSES:
+            raise InputError(f"'{name}' has no class in the recogniser; use one of {', '.join(FER_CLASSES)} "
+                             "or give --valence/--arousal.")
+        return name, va, notes
+    if args.valence is None or args.arousal is None:
+        raise InputError("--video needs a target: --emotion NAME, or both --valence and --arousal.")
+    v, a, note = clamp_to_disc(args.valence, args.arousal)
+    if note:
+        notes.append(note)
+    k = int(np.argmin(((FER_VA - np.array([v, a])) ** 2).sum(1)))
+    notes.append(f"target class = nearest category to ({v:.2f}, {a:.2f}): {FER_CLASSES[k]}")
+    return FER_CLASSES[k], (v, a), notes
+
+
+def section_video(args: argparse.Namespace) -> Section | None:
+    if args.video is None:
+        return None
+    from emotalk.emotion_metrics import clip_result, recognise_clip
+    from emotalk.face.emotion import FER_CLASSES, FER_VA
+
+    target, va, notes = _target(args)
+    probs = recognise_clip(args.video, max_frames=args.max_frames)
+    ok = np.isfinite(probs).all(1)
+    r = clip_result(args.video.name, target, probs, va)
+    frame_acc = float((np.argmax(probs[ok], 1) == FER_CLASSES.index(target)).mean()) if ok.any() else 0.0
+    fva = probs[ok] @ FER_VA  # [T',2] per-frame (v, a)
+    data = {"video": str(args.video), "target": target, "target_va": list(va), "frames": int(len(probs)),
+            "frames_with_face": int(ok.sum()), "clip_predicted": r.predicted,
+            "clip_correct": r.predicted == target, "frame_accuracy": frame_acc,
+            "va_mean": [float(x) for x in r.va], "v_error": float(r.va[0] - va[0]),
+            "a_error": float(r.va[1] - va[1]),
+            "frame_v_rmse": float(np.sqrt(((fva[:, 0] - va[0]) ** 2).mean())) if ok.any() else None,
+            "frame_a_rmse": float(np.sqrt(((fva[:, 1] - va[1]) ** 2).mean())) if ok.any() else None,
+            "mean_probs": {c: float(p) for c, p in zip(FER_CLASSES, r.probs)}, "notes": notes}
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = args.out / f"{args.video.stem}_frames.csv"
+    with open(csv, "w") as f:
+        f.write("frame," + ",".join(FER_CLASSES) + ",valence,arousal\n")
+        for i, p in enumerate(probs):
+            vv = p @ FER_VA
+            f.write(f"{i}," + ",".join(f"{x:.4f}" for x in p) + f",{vv[0]:.4f},{vv[1]:.4f}\n")
+    md = "\n".join([
+        f"### Recogniser on {args.video.name} (target {target}, v={va[0]:.2f}, a={va[1]:.2f})", "",
+        "| frames (face) | clip verdict | frame acc | mean v | mean a | V err | A err |",
+        "|---|---|---|---|---|---|---|",
+        f"| {len(probs)} ({ok.sum()}) | {r.predicted} | {frame_acc:.2f} | {r.va[0]:.2f} | {r.va[1]:.2f} | "
+        f"{data['v_error']:+.2f} | {data['a_error']:+.2f} |",
+        *[f"- {n}" for n in notes], f"- per-frame probabilities: {csv}"])
+    return Section("video", md, data)
+
+
+def section_generator(args: argparse.Namespace) -> Section | None:
+    if args.generator is None:
+        return None
+    from emotalk.face.generator import evaluate_generator, generator_markdown
+
+    res = evaluate_generator(args.generator, n_frames=args.frames, progress=_progress)
+    return Section("generator", generator_markdown(res), res)
+
+
+# Sections in report order; other evaluations (image, lips) append their runner here.
+SECTIONS: list[Runner] = [section_ceiling, section_video, section_generator]
+
+
+def _header() -> dict:
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    import os
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit or "unknown",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, "
+                       f"Python {platform.python_version()}"}
+
+
+def run(args: argparse.Namespace) -> int:
+    sections = [s for s in (r(args) for r in SECTIONS) if s is not None]
+    if not sections:
+        raise InputError("Nothing to evaluate: give --ceiling, --video FILE, or --generator DATASET.")
+    head = _header()
+    md = "\n\n".join([f"_{head['date']}, {head['machine']}, commit {head['commit']}_"]
+                     + [s.markdown for s in sections]) + "\n"
+    print(md)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval.md").write_text(md)
+    (args.out / "eval.json").write_text(json.dumps({"header": head, **{s.name: s.data for s in sections}},
+                                                   indent=1, default=float))
+    print(f"wrote {args.out / 'eval.md'} and eval.json", file=sys.stderr)
+    return 0

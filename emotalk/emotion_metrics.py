@@ -1,0 +1,191 @@
+"""Emotion metrics: Emotion Accuracy, V/A-RMSE, V/A sign agreement, expression fidelity, lip preservation.
+
+Definitions (used everywhere in the project's emotion tables):
+- A clip's prediction is the argmax of its **mean class probability** over frames (not a majority vote:
+  the mean uses the recogniser's confidence and has no ties); its predicted (v, a) is the mean of the
+  per-frame probability-weighted category coordinates (equal to the coordinates of the mean
+  probabilities).
+- **V-RMSE / A-RMSE**: root mean square of predicted minus target valence / arousal over clips.
+- **V-SA / A-SA** (sign agreement): the fraction of clips with s(pred) == sign(target), where
+  s(x) = 0 when |x| < SIGN_DEADZONE, else sign(x). A neutral target (0) agrees only with a prediction
+  inside the dead zone; a non-neutral target needs a prediction of its sign beyond the dead zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotalk.face.emotion import CATEGORIES, FER_CLASSES, FER_VA, LIP_MID, MOUTH_CORNERS
+
+SIGN_DEADZONE = 0.1  # |v| or |a| below this counts as sign 0 (neutral)
+
+
+@dataclass
+class ClipResult:
+    """The recogniser's verdict on one clip (or one generated image / render) with a known target."""
+
+    name: str  # clip or image name
+    target: str  # target category
+    target_va: tuple[float, float]  # target (valence, arousal)
+    probs: np.ndarray  # [7] mean class probabilities over frames (fer order)
+    va: np.ndarray  # [2] predicted (valence, arousal)
+    n_frames: int  # frames that had a face
+
+    @property
+    def predicted(self) -> str:
+        return FER_CLASSES[int(np.argmax(self.probs))]
+
+
+def clip_result(name: str, target: str, frame_probs: np.ndarray,
+                target_va: tuple[float, float] | None = None) -> ClipResult:
+    """Aggregate per-frame probabilities [T,7] (rows of NaN = no face) into a ClipResult."""
+    ok = np.isfinite(frame_probs).all(1)
+    p = frame_probs[ok].mean(0) if ok.any() else np.full(7, np.nan, np.float32)
+    tva = target_va if target_va is not None else CATEGORIES[target]
+    return ClipResult(name, target, (float(tva[0]), float(tva[1])), p.astype(np.float32),
+                      (p @ FER_VA).astype(np.float32), int(ok.sum()))
+
+
+def sign_agreement(pred: np.ndarray, target: np.ndarray, deadzone: float = SIGN_DEADZONE) -> float:
+    """Fraction of s(pred) == sign(target) (see the module docstring) over arrays [N]."""
+    s = np.where(np.abs(pred) < deadzone, 0.0, np.sign(pred))
+    return float((s == np.sign(target)).mean())
+
+
+def summarise(results: list[ClipResult]) -> dict:
+    """Emotion Accuracy, V/A-RMSE, V/A-SA, per-category accuracy and the confusion counts."""
+    res = [r for r in results if r.n_frames > 0]
+    pred = np.array([r.va for r in res], np.float64).reshape(-1, 2)
+    tgt = np.array([r.target_va for r in res], np.float64).reshape(-1, 2)
+    correct = np.array([r.predicted == r.target for r in res])
+    cats = sorted({r.target for r in res}, key=lambda c: list(CATEGORIES).index(c))
+    return {
+        "n": len(res),
+        "accuracy": float(correct.mean()) if len(res) else float("nan"),
+        "v_rmse": float(np.sqrt(((pred[:, 0] - tgt[:, 0]) ** 2).mean())) if len(res) else float("nan"),
+        "a_rmse": float(np.sqrt(((pred[:, 1] - tgt[:, 1]) ** 2).mean())) if len(res) else float("nan"),
+        "v_sa": sign_agreement(pred[:, 0], tgt[:, 0]) if len(res) else float("nan"),
+        "a_sa": sign_agreement(pred[:, 1], tgt[:, 1]) if len(res) else float("nan"),
+        "per_category_accuracy": {c: float(np.mean([r.predicted == c for r in res if r.target == c]))
+                                  for c in cats},
+        "confusion": {c: {p: int(sum(r.predicted == p for r in res if r.target == c)) for p in FER_CLASSES}
+                      for c in cats},
+    }
+
+
+def mouth_opening(lmk: np.ndarray) -> np.ndarray:
+    """Inner-lip mid gap / mouth-corner width of landmarks [...,478,2+] -> [...] (scale free)."""
+    gap = np.linalg.norm(lmk[..., LIP_MID[1], :2] - lmk[..., LIP_MID[0], :2], axis=-1)
+    width = np.linalg.norm(lmk[..., MOUTH_CORNERS[1], :2] - lmk[..., MOUTH_CORNERS[0], :2], axis=-1)
+    return gap / np.maximum(width, 1e-9)
+
+
+def lip_preservation(lmk_ref: np.ndarray, lmk_new: np.ndarray, eye_dist: np.ndarray | None = None) -> dict:
+    """How well an emotional image keeps the reference's mouth opening, both landmark sets [T,478,2+].
+
+    gap_ratio: median of new / reference inner-lip gap over frames with an open mouth (> 2 % of the
+    outer-eye distance); gap_mae: mean |Δ gap| in outer-eye-distance units over all frames.
+    """
+    def gap(lm):
+        return np.linalg.norm(lm[..., LIP_MID[1], :2] - lm[..., LIP_MID[0], :2], axis=-1)
+
+    if eye_dist is None:
+        eye_dist = np.linalg.norm(lmk_ref[..., 263, :2] - lmk_ref[..., 33, :2], axis=-1)
+    eye = eye_dist
+    g0, g1 = gap(lmk_ref) / eye, gap(lmk_new) / eye
+    open_ = g0 > 0.02
+    return {
+        "gap_ratio": float(np.median(g1[open_] / g0[open_])) if open_.any() else float("nan"),
+        "gap_mae": float(np.abs(g1 - g0).mean()),
+        "n_open": int(open_.sum()),
+        "n": int(len(np.atleast_1d(g0))),
+    }
+
+
+def expression_fidelity(measured_delta: np.ndarray, target_delta: np.ndarray) -> dict:
+    """Agreement of a measured blendshape change with the target change, both [...,52] (same columns).
+
+    cosine: direction agreement (1 = same mix of blendshapes); gain: projection of the measured change on
+    the target's direction over the target's length (1 = full strength); mae: mean absolute difference.
+    """
+    m = np.asarray(measured_delta, np.float64).reshape(-1)
+    t = np.asarray(target_delta, np.float64).reshape(-1)
+    tn = np.linalg.norm(t)
+    return {
+        "cosine": float(m @ t / max(np.linalg.norm(m) * tn, 1e-12)),
+        "gain": float(m @ t / max(tn**2, 1e-12)),
+        "mae": float(np.abs(m - t).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# runners
+
+
+MEAD_CEILING_EMOTIONS = ("angry", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
+MEAD_CEILING_ACTORS = ("M030", "W009", "W011")
+
+
+def mead_ceiling_clips(data_dir: str | Path) -> list[tuple[str, str, Path]]:
+    """The 21 labelled MEAD clips of the ceiling: (name, category, path); level 3 (neutral: level 1)."""
+    from emotalk.errors import DatasetError
+
+    folder = Path(data_dir) / "emotion" / "mead_video"
+    out = []
+    for actor in MEAD_CEILING_ACTORS:
+        for emo in MEAD_CEILING_EMOTIONS:
+            name = f"{actor}_front_{emo}_level{1 if emo == 'neutral' else 3}_001"
+            p = folder / f"{name}.mp4"
+            if not p.is_file():
+                raise DatasetError(f"MEAD clip missing: {p}. Point --data at the shared data folder "
+                                   "(it holds emotion/mead_video/).")
+            out.append((name, emo, p))
+    return out
+
+
+def recognise_clip(path: str | Path, recognizer=None, max_frames: int | None = None) -> np.ndarray:
+    """Per-frame class probabilities [T,7] of a video file (NaN rows where no face was found)."""
+    from emotalk.face.recognizer import recognise_video
+    from emotalk.media import read_frames
+
+    frames = read_frames(path, fps=25.0, max_frames=max_frames)
+    return recognise_video(frames, recognizer)[0]
+
+
+def mead_ceiling(data_dir: str | Path, recognizer=None, max_frames: int | None = None,
+                 progress=None) -> tuple[dict, list[ClipResult]]:
+    """The recogniser on the real MEAD ceiling clips: (summary, per-clip results)."""
+    from emotalk.face.recognizer import EmotionRecognizer
+
+    rec = recognizer or EmotionRecognizer()
+    results = []
+    clips = mead_ceiling_clips(data_dir)
+    for k, (name, emo, path) in enumerate(clips):
+        results.append(clip_result(name, emo, recognise_clip(path, rec, max_frames)))
+        if progress:
+            progress(f"{name}: {results[-1].predicted}", (k + 1) / len(clips))
+    return summarise(results), results
+
+
+def summary_markdown(summary: dict, title: str) -> str:
+    """A markdown table of a summary (accuracy, RMSEs, sign agreement, per-category accuracy)."""
+    cats = list(summary["per_category_accuracy"])
+    lines = [f"**{title}** (n = {summary['n']})", "",
+             "| Emotion Acc | V-RMSE | A-RMSE | V-SA | A-SA | " + " | ".join(cats) + " |",
+             "|---" * (5 + len(cats)) + "|",
+             f"| {summary['accuracy']:.3f} | {summary['v_rmse']:.3f} | {summary['a_rmse']:.3f} | "
+             f"{summary['v_sa']:.3f} | {summary['a_sa']:.3f} | "
+             + " | ".join(f"{summary['per_category_accuracy'][c]:.2f}" for c in cats) + " |"]
+    return "\n".join(lines)
+
+
+def confusion_markdown(summary: dict) -> str:
+    """Confusion counts as a markdown table (rows: target, columns: predicted)."""
+    cols = list(FER_CLASSES)
+    lines = ["| target \\ predicted | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for t, row in summary["confusion"].items():
+        lines.append(f"| {t} | " + " | ".join(str(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
