@@ -65,7 +65,7 @@ class PreprocessSettings:
 PRESETS: dict[str, PreprocessSettings] = {
     "default": PreprocessSettings(),  # 512², for training
     "fast": PreprocessSettings(size=256),  # quicker previews
-    "test": PreprocessSettings(size=96, parsing=ParsingSettings(input_size=256)),  # unit tests
+    "test": PreprocessSettings(size=96),  # unit tests: small crops (parsing still runs at 512²)
 }
 
 
@@ -377,60 +377,54 @@ def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        rep = st.begin("parse", "cropping frames and parsing faces")
+        rep = st.begin("parse", "cropping frames")
+        # decode + crop once, as fast as the decoder goes, into a raw array on disk (the slower stages
+        # below read it; a slow reader must not hold the decoder up)
+        crops = np.lib.format.open_memmap(tmp / "crops.npy", mode="w+", dtype=np.uint8, shape=(T, S, S, 3))
+        n_dec = 0
+        with media.VideoWriter(tmp / "frames.mp4", fps=fps, crf=s.frames_crf) as writer:
+            for i, f in enumerate(media.iter_frames(clip, fps=fps, max_frames=T)):
+                crops[i] = crop.apply(f, S)
+                writer.write(crops[i])
+                n_dec += 1
+                if i % 25 == 0:
+                    rep(f"cropping frame {i}/{T}", 0.1 * i / T)
+        if n_dec != T:
+            raise MediaError(f"{clip.name} decoded to {n_dec} frames on the second pass but {T} on the "
+                             "first; the file seems damaged. Re-encode it and try again.")
         parser = fparse.FaceParser(s.parsing)
         n_plate = min(T, s.plate.max_frames)
-        plate_idx = set(np.linspace(0, T - 1, n_plate).round().astype(int).tolist())
+        plate_idx = np.linspace(0, T - 1, n_plate).round().astype(int)
         sheet_idx = list(np.linspace(0, T - 1, 8).round().astype(int))
-        plate_frames: dict[int, np.ndarray] = {}
-        plate_labels: dict[int, np.ndarray] = {}
         sheet: dict[int, np.ndarray] = {}
-
-        def cropped():
-            for i, f in enumerate(media.iter_frames(clip, fps=fps, max_frames=T)):
-                c = crop.apply(f, S)
-                writer.write(c)
-                if i in plate_idx or i in sheet_idx:
-                    plate_frames[i] = c
-                yield c
-
         labels_path = tmp / "parsing.npz"
         lw = LabelWriter(labels_path)
-        n_lab = 0
-        with media.VideoWriter(tmp / "frames.mp4", fps=fps, crf=s.frames_crf) as writer:
-            for i, lab in enumerate(parser.stream(cropped())):
-                lab = fparse.clean_labels(lab, s.parsing)
-                lw.write(lab)
-                if i in plate_idx:
-                    plate_labels[i] = lab
-                if i in sheet_idx:
-                    sheet[i] = lab
-                n_lab += 1
-                if i % 10 == 0:
-                    rep(f"parsing frame {i}/{T}", i / T)
+        for i, lab in enumerate(parser.stream(crops[j] for j in range(T))):
+            lab = fparse.clean_labels(lab, s.parsing)
+            lw.write(lab)
+            if i in sheet_idx:
+                sheet[i] = lab
+            if i % 10 == 0:
+                rep(f"parsing frame {i}/{T}", 0.1 + 0.9 * i / T)
         lw.close()
-        if n_lab != T:
-            raise MediaError(f"{clip.name} decoded to {n_lab} frames on the second pass but {T} on the "
-                             "first; the file seems damaged. Re-encode it and try again.")
 
         rep = st.begin("plate", "building the background plate")
-        keys = sorted(plate_labels)
-        bg, inpainted = plate.background_plate(np.stack([plate_frames[k] for k in keys]),
-                                               np.stack([plate_labels[k] for k in keys]), s.plate)
+        bg, inpainted = plate.background_plate(crops[plate_idx], read_labels(labels_path, plate_idx), s.plate)
 
         rep = st.begin("body", "making head-removed body frames")
         body_sheet: dict[int, np.ndarray] = {}
         with media.VideoWriter(tmp / "body.mp4", fps=fps, crf=s.body_crf) as bw:
-            chunk: np.ndarray | None = None
-            for i, f in enumerate(media.iter_frames(clip, fps=fps, max_frames=T)):
-                if i % 25 == 0:
-                    chunk = read_labels(labels_path, np.arange(i, min(T, i + 25)))
-                    rep(f"body frame {i}/{T}", i / T)
-                assert chunk is not None
-                b = plate.body_frame(crop.apply(f, S), chunk[i % 25], bg, s.plate)
-                bw.write(b)
-                if i in sheet_idx:
-                    body_sheet[i] = b
+            for i0 in range(0, T, 25):
+                labs = read_labels(labels_path, np.arange(i0, min(T, i0 + 25)))
+                rep(f"body frame {i0}/{T}", i0 / T)
+                for k, lab in enumerate(labs):
+                    b = plate.body_frame(crops[i0 + k], lab, bg, s.plate)
+                    bw.write(b)
+                    if i0 + k in sheet_idx:
+                        body_sheet[i0 + k] = b
+        sheet_frames = {i: np.array(crops[i]) for i in sheet_idx}
+        del crops
+        (tmp / "crops.npy").unlink()
 
         rep = st.begin("write", "writing the dataset")
         cv2.imwrite(str(tmp / "background.png"), np.ascontiguousarray(bg[..., ::-1]))
@@ -493,7 +487,7 @@ def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
         if s.debug_dir:
-            _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx, plate_frames, sheet,
+            _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx, sheet_frames, sheet,
                          body_sheet, bg)
         # swap into place
         old = None

@@ -231,9 +231,10 @@ def face_height_px(lmk_px: np.ndarray) -> np.ndarray:
 class PoseSettings:
     """Camera and head-pose fitting."""
 
-    fov_min_deg: float = 8.0  # smallest vertical field of view tried for the crop
-    fov_max_deg: float = 60.0  # largest
-    ba_frames: int = 120  # frames sampled for the template / focal bundle adjustment
+    fovs_deg: tuple[float, ...] = (10.0, 15.0, 20.0, 27.0, 36.0, 48.0)  # crop fields of view tried
+    fov_prior_deg: float = 20.0  # preferred when the clip cannot tell fields of view apart
+    fov_tolerance: float = 0.03  # fovs whose error is within this fraction of the best count as equal
+    ba_frames: int = 80  # frames sampled for the template / focal bundle adjustment
     template_prior: float = 0.3  # pull of the refined template towards MediaPipe's mean shape (px units)
     smooth_window: int = 9  # Savitzky-Golay window (frames, odd) for rotation and translation
     smooth_order: int = 2  # its polynomial order (zero-phase: no lag)
@@ -385,20 +386,23 @@ def fit_head_poses(lmk: np.ndarray, size: int, settings: PoseSettings = PoseSett
     P_head = _head_frame(template_px)  # [478,3] metres
     P0 = P_head[idx]
 
-    # focal search on the sampled frames: per fov, PnP and mean reprojection error
-    fovs = np.linspace(settings.fov_min_deg, settings.fov_max_deg, 14)
-    errs = []
-    for fov in fovs:
-        f = c / np.tan(np.radians(fov) / 2)
-        rv, t = _solve_pnp_all(P0, uv_all[samp], f, c)
-        errs.append(np.linalg.norm(_project(P0, rv, t, f, c) - uv_all[samp], axis=-1).mean())
+    # focal search: for each field of view, refine template and poses on the sampled frames; the clip
+    # rarely pins the focal length down (small head turns), so among near-equal fits take the prior's
+    uv_s = uv_all[samp]
+    fits, errs = [], []
+    for i, fov in enumerate(settings.fovs_deg):
+        f0 = c / np.tan(np.radians(fov) / 2)
+        rv0, t0 = _solve_pnp_all(P0, uv_s, f0, c)
+        P, f, rv, t = _bundle_adjust(P0, uv_s, f0, c, settings.template_prior, rv0, t0)
+        fits.append((P, f))
+        errs.append(float(np.linalg.norm(_project(P, rv, t, f, c) - uv_s, axis=-1).mean()))
+        if progress:
+            progress(f"fitting head template, fov {fov:.0f} deg", 0.8 * (i + 1) / len(settings.fovs_deg))
+    ok = [i for i, e in enumerate(errs) if e <= min(errs) * (1 + settings.fov_tolerance)]
+    best = min(ok, key=lambda i: abs(settings.fovs_deg[i] - settings.fov_prior_deg))
+    P_ref, f = fits[best]
     if progress:
-        progress("fitting head template and focal length", 0.3)
-    f0 = c / np.tan(np.radians(fovs[int(np.argmin(errs))]) / 2)
-    rv0, t0 = _solve_pnp_all(P0, uv_all[samp], f0, c)
-    P_ref, f, _, _ = _bundle_adjust(P0, uv_all[samp], f0, c, settings.template_prior, rv0, t0)
-    if progress:
-        progress("solving head pose per frame", 0.6)
+        progress("solving head pose per frame", 0.85)
 
     rv, t = _solve_pnp_all(P_ref, uv_all, f, c)
     R_raw = rodrigues(rv)
@@ -431,7 +435,7 @@ def fit_head_poses(lmk: np.ndarray, size: int, settings: PoseSettings = PoseSett
     quality = {
         "focal_px": float(f),
         "fov_deg": float(np.degrees(2 * np.arctan(c / f))),
-        "focal_search_err_px": [float(e) for e in errs],
+        "focal_search": {f"{v:g}": round(e * scale512, 3) for v, e in zip(settings.fovs_deg, errs)},
         "reproj_err_px": float(err_s.mean()),  # smoothed poses, at the working size
         "reproj_err_px_at512": float(err_s.mean() * scale512),
         "reproj_err_raw_px_at512": float(err_raw.mean() * scale512),

@@ -53,8 +53,15 @@ def check_faces(samples: list[np.ndarray], s: CheckSettings,
                 name: str) -> tuple[float, list[int], list[float]]:
     """Refuse a clip by its sampled frames; returns (median face height, faces per sample, yaw per sample)."""
     faces = tracking.detect_faces(samples, max_faces=3)
+    H, W = samples[0].shape[:2]
+    return judge_faces(faces, W, H, s, name)
+
+
+def judge_faces(faces: list[list[np.ndarray]], W: int, H: int, s: CheckSettings,
+                name: str) -> tuple[float, list[int], list[float]]:
+    """The decisions of check_faces, given per sample the detected faces' landmarks [478,3] in px."""
     counts = [len(f) for f in faces]
-    n = len(samples)
+    n = len(faces)
     with_face = [i for i in range(n) if counts[i] > 0]
     if len(with_face) < (1 - s.most) * n:
         raise InputError(f"No face found in most of {name} ({len(with_face)} of {n} sampled frames). "
@@ -63,7 +70,6 @@ def check_faces(samples: list[np.ndarray], s: CheckSettings,
     if multi >= s.multi_face_frac * n:
         raise InputError(f"{name} shows two or more faces in {multi} of {n} sampled frames. "
                          "Use a clip with a single person (crop the video to them first).")
-    H, W = samples[0].shape[:2]
     heights, yaws, cut = [], [], 0
     for i in with_face:
         # the largest face is the speaker

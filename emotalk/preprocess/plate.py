@@ -21,7 +21,8 @@ class PlateSettings:
 
     max_frames: int = 120  # frames sampled for the plate
     person_grow: float = 1 / 64  # person mask dilation for the plate, fraction of the side
-    head_grow: float = 1 / 128  # head mask dilation in body frames (removes hair fringe), fraction of side
+    head_grow: float = 1 / 128  # head mask dilation over everything in body frames, fraction of the side
+    fringe_grow: float = 1 / 40  # ...and over background only (flyaway hair, soft edges), fraction of side
     neck_extend: float = 0.10  # how far the neck continues up under the chin, fraction of the side
     neck_shade: float = 0.92  # brightness of the continued neck (it sits in the chin's shadow)
 
@@ -86,10 +87,11 @@ def body_frame(frame: np.ndarray, lab: np.ndarray, plate: np.ndarray,
     import cv2
 
     S = frame.shape[0]
-    head = np.isin(lab, HEAD_CLASSES)
-    head = cv2.dilate(head.astype(np.uint8), _disk(s.head_grow * S)) > 0
+    head0 = np.isin(lab, HEAD_CLASSES).astype(np.uint8)
+    head = cv2.dilate(head0, _disk(s.head_grow * S)) > 0
+    fringe = cv2.dilate(head0, _disk(s.fringe_grow * S)) > 0
     body = np.isin(lab, BODY_CLASSES) & ~head
-    keep = body | ((lab == BG) & ~head)
+    keep = body | ((lab == BG) & ~fringe)
     out = np.where(keep[..., None], frame, plate)
     neck = (lab == NECK) & body
     cols = np.flatnonzero(neck.any(0))

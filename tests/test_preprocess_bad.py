@@ -1,0 +1,128 @@
+"""Bad input is refused with a clear message before any long work (no tracking, no parsing).
+
+Each bad clip is made at run time from a shared clip (never stored): faces cropped away, two clips side
+by side or joined, audio dropped, shrunk, trimmed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotalk.data import PRESETS, preprocess
+from emotalk.errors import EmoTalkError, InputError, MediaError
+from emotalk.face import tracking
+from emotalk.preprocess import checks
+from tests.conftest import shared
+
+MAY = "clips/may_5s_512px_25fps.mp4"
+OBAMA = "clips/obama_address_20s_450px_25fps.mp4"
+
+
+def ffmpeg(*args: str) -> None:
+    from emotalk.media import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args], check=True, timeout=120)
+
+
+def refuse(clip: Path, out: Path, match: str, exc=EmoTalkError, **over) -> str:
+    """Run preprocess, expect `exc` matching `match`, and check no tracking started."""
+    import dataclasses
+
+    stages: list[str] = []
+    s = dataclasses.replace(PRESETS["test"], **over)
+    with pytest.raises(exc, match=match) as e:
+        preprocess(clip, out, s, progress=lambda msg, f: stages.append(msg))
+    assert not any("tracking" in m or "parsing" in m for m in stages), stages
+    assert not out.exists()
+    return str(e.value)
+
+
+def test_no_audio(tmp_path):
+    clip = tmp_path / "silent_film.mp4"
+    ffmpeg("-i", str(shared(MAY)), "-an", "-c:v", "copy", str(clip))
+    refuse(clip, tmp_path / "ds", "no audio track", MediaError)
+
+
+def test_too_short(tmp_path):
+    clip = tmp_path / "short.mp4"
+    ffmpeg("-i", str(shared(MAY)), "-t", "2", str(clip))
+    refuse(clip, tmp_path / "ds", "at least 4 s", InputError)
+
+
+def test_too_long_setting(tmp_path):
+    refuse(shared(MAY), tmp_path / "ds", "the limit is 4 s", InputError, max_seconds=4.0)
+
+
+def test_not_media(tmp_path):
+    clip = tmp_path / "notes.mp4"
+    clip.write_text("this is not a video\n" * 100)
+    msg = refuse(clip, tmp_path / "ds", r"\w", MediaError)
+    assert "notes.mp4" in msg
+
+
+def test_missing_file(tmp_path):
+    refuse(tmp_path / "nothing.mp4", tmp_path / "ds", "does not exist", MediaError)
+
+
+def test_no_face(tmp_path):
+    clip = tmp_path / "collar.mp4"  # the strip below the chin: neck and collar, no face
+    ffmpeg("-i", str(shared(MAY)), "-vf", "crop=512:76:0:436", "-c:a", "copy", str(clip))
+    refuse(clip, tmp_path / "ds", "No face found", InputError)
+
+
+def test_two_faces(tmp_path):
+    clip = tmp_path / "two.mp4"
+    ffmpeg("-i", str(shared(MAY)), "-i", str(shared(OBAMA)), "-filter_complex",
+           "[1:v]scale=512:512,setsar=1[b];[0:v][b]hstack=inputs=2[v]", "-map", "[v]", "-map", "0:a",
+           "-t", "5", str(clip))
+    refuse(clip, tmp_path / "ds", "two or more faces", InputError)
+
+
+def test_face_too_small(tmp_path):
+    clip = tmp_path / "small.mp4"
+    ffmpeg("-i", str(shared(MAY)), "-vf", "scale=160:160", "-c:a", "copy", str(clip))
+    refuse(clip, tmp_path / "ds", "too small", InputError)
+
+
+def test_face_cut_by_edge(tmp_path):
+    clip = tmp_path / "cut.mp4"  # the right quarter of the face is outside the picture
+    ffmpeg("-i", str(shared(MAY)), "-vf", "crop=300:512:0:0", "-c:a", "copy", str(clip))
+    refuse(clip, tmp_path / "ds", "cut by the frame edge", InputError)
+
+
+def test_scene_cut(tmp_path):
+    clip = tmp_path / "joined.mp4"
+    ffmpeg("-i", str(shared(MAY)), "-i", str(shared(OBAMA)), "-filter_complex",
+           "[0:v]trim=0:3,setpts=PTS-STARTPTS[v0];[1:v]trim=0:3,scale=512:512,setsar=1,setpts=PTS-STARTPTS[v1];"
+           "[0:a]atrim=0:3,aresample=16000,asetpts=PTS-STARTPTS[a0];"
+           "[1:a]atrim=0:3,aresample=16000,asetpts=PTS-STARTPTS[a1];"
+           "[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]", "-map", "[v]", "-map", "[a]", str(clip))
+    msg = refuse(clip, tmp_path / "ds", "scene cut", InputError)
+    assert "3.0 s" in msg
+
+
+def _rotate_yaw(lmk: np.ndarray, deg: float) -> np.ndarray:
+    """Turn MediaPipe-style landmarks [478,3] (px, z in x's scale) about the vertical axis."""
+    c = lmk.mean(0)
+    R = tracking.rodrigues(np.array([0.0, np.radians(deg), 0.0]))
+    return ((lmk - c) @ R.T + c).astype(np.float32)
+
+
+def test_head_turned_away():
+    """Decision on real landmarks, turned in 3-D (a 2-D edit of a video cannot turn a head)."""
+    from emotalk import media
+
+    frames = media.read_frames(shared(MAY), max_frames=6)
+    faces = tracking.detect_faces(list(frames), max_faces=3)
+    s = checks.CheckSettings()
+    h, counts, yaws = checks.judge_faces(faces, 512, 512, s, "may")
+    assert counts == [1] * 6 and max(abs(y) for y in yaws) < 15
+    turned = [[_rotate_yaw(f[0], 60.0)] for f in faces]
+    with pytest.raises(InputError, match="turned away"):
+        checks.judge_faces(turned, 512, 512, s, "may")
+    slight = [[_rotate_yaw(f[0], 25.0)] for f in faces]
+    checks.judge_faces(slight, 512, 512, s, "may")
