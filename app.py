@@ -539,8 +539,10 @@ def launch(demo: gr.Blocks | None = None, **kwargs):
     """Queue (length and per-GPU limits) and launch with the upload size limit."""
     demo = demo or build()
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=GPU_CONCURRENCY)
-    opts = dict(server_name=os.environ.get("EMOTALK_HOST", "127.0.0.1"),
-                server_port=int(os.environ.get("EMOTALK_PORT", "7860")), max_file_size=MAX_UPLOAD,
+    env = os.environ.get  # on a Space, Gradio's own variables say where to listen
+    opts = dict(server_name=env("EMOTALK_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
+                server_port=int(env("EMOTALK_PORT") or env("GRADIO_SERVER_PORT") or 7860),
+                max_file_size=MAX_UPLOAD,
                 allowed_paths=[str(OUT_ROOT)])
     opts.update(kwargs)
     return demo.launch(**opts)
