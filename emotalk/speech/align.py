@@ -120,9 +120,34 @@ def guess_pronunciation(word: str) -> str:
     return " ".join(out) or "AH"
 
 
-@functools.lru_cache(maxsize=1)
-def _decoder_config() -> dict:
-    return {"samprate": SR, "bestpath": False, "loglevel": "FATAL"}
+# Alignment searches with wide beams (the only path must survive synthetic voices too); a retry widens more.
+_BEAMS = ({"beam": 1e-80, "wbeam": 1e-60, "pbeam": 1e-80}, {"beam": 1e-140, "wbeam": 1e-100, "pbeam": 1e-140})
+
+
+def _align_once(pcm: bytes, words: list[str], beams: dict):
+    from pocketsphinx import Decoder
+
+    dec = Decoder(samprate=SR, bestpath=False, loglevel="FATAL", **beams)
+    for w in set(words):
+        if not dec.lookup_word(w):
+            dec.add_word(w, guess_pronunciation(w), False)
+    dec.set_align_text(" ".join(words))
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+    if dec.hyp() is None:
+        raise RuntimeError("no path through the text")
+    dec.set_alignment()
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+    al = dec.get_alignment()
+    if al is None:
+        raise RuntimeError("no alignment")
+    def entries(seq):
+        return [(e.name, e.start, e.duration) for e in seq]
+
+    return entries(al.words()), entries(al.phones())
 
 
 def align_phones(wav: np.ndarray, text: str, sr: int = SR) -> Transcript:
@@ -130,33 +155,23 @@ def align_phones(wav: np.ndarray, text: str, sr: int = SR) -> Transcript:
 
     Words missing from the CMU dictionary get a pronunciation guessed from their spelling.
     """
-    from pocketsphinx import Decoder
-
     audio = as_mono_16k(wav, sr)
     words = spoken_words(text)
     if not words:
         raise InputError("The text to align has no words in it.")
     peak = float(np.abs(audio).max())
     pcm = (np.clip(audio / max(peak, 1e-9) * 0.9, -1, 1) * 32767).astype("<i2").tobytes()
-    try:
-        dec = Decoder(**_decoder_config())
-        for w in set(words):
-            if not dec.lookup_word(w):
-                dec.add_word(w, guess_pronunciation(w), False)
-        dec.set_align_text(" ".join(words))
-        dec.start_utt()
-        dec.process_raw(pcm, full_utt=True)
-        dec.end_utt()
-        dec.set_alignment()
-        dec.start_utt()
-        dec.process_raw(pcm, full_utt=True)
-        dec.end_utt()
-        al = dec.get_alignment()
-        aligned = [(e.name, e.start, e.duration) for e in al.words()] if al is not None else []
-        phones_raw = [(e.name, e.start, e.duration) for e in al.phones()] if al is not None else []
-    except RuntimeError as e:
-        raise MediaError(f"The speech could not be aligned to the text ({e}). Check that the text is what "
-                         "is said in the recording.") from e
+    err: Exception | None = None
+    aligned, phones_raw = [], []
+    for beams in _BEAMS:
+        try:
+            aligned, phones_raw = _align_once(pcm, words, beams)
+            break
+        except RuntimeError as e:
+            err = e
+    else:
+        raise MediaError(f"The speech could not be aligned to the text ({err}). Check that the text is what "
+                         "is said in the recording.") from err
     if not phones_raw:
         raise MediaError("The speech could not be aligned to the text: does the recording say it?")
     out_words: list[Word] = []
