@@ -64,6 +64,16 @@ def test_alignment_with_unknown_words(obama):
     assert "zorblax" in [w.text for w in al.words] and "twelve" in [w.text for w in al.words]
 
 
+def test_written_words_keep_spelling():
+    from emotalk.speech.align import Word, written_words
+
+    spoken = [Word(w, i * 0.1, i * 0.1 + 0.08) for i, w in enumerate(["i", "owe", "three", "point", "five"])]
+    got = written_words("I owe 3.5!", spoken)
+    assert [(w.text, w.start, w.end) for w in got] == [
+        ("I", 0.0, 0.08), ("owe", 0.1, 0.18), ("3.5!", 0.2, 0.48)]
+    assert written_words("something else entirely", spoken) == spoken
+
+
 def test_bad_input(obama):
     with pytest.raises(InputError, match="English"):
         transcribe(obama, language="fr")

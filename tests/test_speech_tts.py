@@ -124,7 +124,7 @@ def test_edge_success_faked(monkeypatch, mp3_speech):
     text, voice, kw = _FakeCommunicate.seen[0]
     assert voice == "en-US-GuyNeural" and kw["rate"] == "+10%" and kw["pitch"] == "-5Hz"
     assert kw["boundary"] == "WordBoundary"
-    assert "00:00:00,100 --> 00:00:00,900\nhello world" in res.srt()
+    assert "00:00:00,100 --> 00:00:00,900\nHello world." in res.srt()
 
 
 @needs_espeak
@@ -171,6 +171,8 @@ def test_espeak_words_and_phones_by_alignment():
     assert [w.text for w in res.words] == ["bob", "bought", "a", "map"]
     assert {"B", "M", "P"} <= {p.phone for p in res.phones}
     assert res.phones[-1].end <= res.duration + 0.05
+    srt = res.srt()
+    assert "Bob bought a map." in srt  # subtitles keep the written spelling
 
 
 @pytest.mark.slow

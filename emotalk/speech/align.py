@@ -194,6 +194,22 @@ def align_phones(wav: np.ndarray, text: str, sr: int = SR) -> Transcript:
     return Transcript(" ".join(w.text for w in out_words), out_words, phones)
 
 
+def written_words(text: str, spoken: list[Word]) -> list[Word]:
+    """Timings of the written tokens of `text` ("$3.50," keeps its spelling) from the timings of its
+    spoken words (as `align_phones` returns them); `spoken` unchanged if the two do not match up."""
+    out: list[Word] = []
+    i = 0
+    for token in text.split():
+        n = len(spoken_words(token))
+        if n == 0:
+            continue
+        if i + n > len(spoken):
+            return spoken
+        out.append(Word(token, spoken[i].start, spoken[i + n - 1].end, min(w.score for w in spoken[i:i + n])))
+        i += n
+    return out if i == len(spoken) else spoken
+
+
 def transcribe_and_align(wav: np.ndarray, sr: int = SR, device: str = "cpu",
                          progress: Progress | None = None) -> Transcript:
     """Whisper transcript, then phone alignment of that transcript (for speech with no known text)."""

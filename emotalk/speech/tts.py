@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from emotalk.errors import EmoTalkError, InputError, MediaError
-from emotalk.speech.align import Phone, Word, align_phones
+from emotalk.speech.align import Phone, Word, align_phones, written_words
 from emotalk.speech.features import SR
 from emotalk.speech.normalize import normalize_speech
 from emotalk.speech.textnorm import MAX_CHARS, check_text, split_sentences
@@ -84,8 +84,8 @@ class TTSResult:
         return s + (f"; fell back because {self.fallback_reason}" if self.fallbacks else "")
 
     def srt(self, max_words: int = 8, max_gap_s: float = 0.7) -> str:
-        """Subtitles (SRT) from the word timings."""
-        return words_to_srt(self.words, max_words, max_gap_s)
+        """Subtitles (SRT) from the word timings, in the text's own spelling where possible."""
+        return words_to_srt(written_words(self.text, self.words), max_words, max_gap_s)
 
 
 def _srt_time(t: float) -> str:
