@@ -67,7 +67,8 @@ def test_alignment_with_unknown_words(obama):
 def test_written_words_keep_spelling():
     from emotalk.speech.align import Word, written_words
 
-    spoken = [Word(w, i * 0.1, i * 0.1 + 0.08) for i, w in enumerate(["i", "owe", "three", "point", "five"])]
+    names = ["i", "owe", "three", "point", "five"]
+    spoken = [Word(w, round(i * 0.1, 3), round(i * 0.1 + 0.08, 3)) for i, w in enumerate(names)]
     got = written_words("I owe 3.5!", spoken)
     assert [(w.text, w.start, w.end) for w in got] == [
         ("I", 0.0, 0.08), ("owe", 0.1, 0.18), ("3.5!", 0.2, 0.48)]
