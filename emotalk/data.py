@@ -51,7 +51,7 @@ class PreprocessSettings:
     frames_crf: int = 16  # H.264 quality of frames.mp4 (lower = better, larger)
     body_crf: int = 18  # H.264 quality of body.mp4
     av_max_lag: int = 10  # AV offsets searched, +- frames
-    av_min_confidence: float = 4.0  # below this the offset is not applied (and a warning is given)
+    av_min_confidence: float = 3.5  # below this the offset is not applied (and a warning is given)
     av_warn_frames: int = 2  # |offset| above this is warned about
     debug_dir: str | None = None  # where to write the parsing contact sheet (None: no sheet)
     checks: CheckSettings = field(default_factory=CheckSettings)

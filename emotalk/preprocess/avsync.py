@@ -30,15 +30,25 @@ def mouth_opening(lmk: np.ndarray) -> np.ndarray:
     return gap / np.maximum(eyes, 1e-6)
 
 
-def speech_envelope(wav: np.ndarray, n_frames: int, sr: int = 16000, fps: float = 25.0) -> np.ndarray:
-    """Log RMS energy per video frame [T] (frame t covers [t/fps, (t+1)/fps))."""
+def speech_envelope(wav: np.ndarray, n_frames: int, sr: int = 16000, fps: float = 25.0,
+                    band: tuple[float, float] = (300.0, 3000.0)) -> np.ndarray:
+    """RMS of the speech band (zero-phase band-pass) per video frame [T]; frame t covers [t/fps, (t+1)/fps).
+
+    The speech band follows the mouth better than the full-band or log energy (measured on the shared
+    clips: higher correlation peaks, same lags).
+    """
+    from scipy.signal import butter, sosfiltfilt
+
     hop = sr / fps
-    out = np.full(n_frames, -12.0, np.float64)
+    x = np.asarray(wav, np.float64).reshape(-1)
+    if len(x) > 64:
+        sos = butter(4, [band[0] / (sr / 2), min(band[1] / (sr / 2), 0.99)], "band", output="sos")
+        x = sosfiltfilt(sos, x)
+    out = np.zeros(n_frames, np.float64)
     for t in range(n_frames):
-        a, b = int(round(t * hop)), int(round((t + 1) * hop))
-        seg = wav[a:b]
+        seg = x[int(round(t * hop)): int(round((t + 1) * hop))]
         if len(seg):
-            out[t] = np.log(np.sqrt(np.mean(seg.astype(np.float64) ** 2)) + 1e-5)
+            out[t] = np.sqrt(np.mean(seg**2))
     return out
 
 
