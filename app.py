@@ -393,8 +393,8 @@ def build() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    gallery = gr.Gallery(label="Identity (click a face)", columns=4, height=190,
-                                         allow_preview=False, object_fit="cover")
+                    gallery = gr.Gallery(label="Identity (click a face)", columns=6, rows=1, height=150,
+                                         allow_preview=False, object_fit="cover", elem_id="identities")
                     with gr.Row():
                         identity = gr.Dropdown(label="Identity", choices=[], allow_custom_value=True,
                                                scale=2)
@@ -535,15 +535,20 @@ def build() -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks | None = None, **kwargs):
+APP_CSS = """
+#identities .grid-container { grid-template-columns: repeat(auto-fill, 112px) !important; }
+#identities .thumbnail-item { aspect-ratio: 1; }
+"""
+
+
+def launch(demo: gr.Blocks | None = None, queue_size: int = QUEUE_SIZE, **kwargs):
     """Queue (length and per-GPU limits) and launch with the upload size limit."""
     demo = demo or build()
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=GPU_CONCURRENCY)
+    demo.queue(max_size=queue_size, default_concurrency_limit=GPU_CONCURRENCY)
     env = os.environ.get  # on a Space, Gradio's own variables say where to listen
     opts = dict(server_name=env("EMOTALK_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
                 server_port=int(env("EMOTALK_PORT") or env("GRADIO_SERVER_PORT") or 7860),
-                max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(OUT_ROOT)])
+                max_file_size=MAX_UPLOAD, allowed_paths=[str(OUT_ROOT)], css=APP_CSS)
     opts.update(kwargs)
     return demo.launch(**opts)
 

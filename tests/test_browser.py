@@ -24,8 +24,9 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 def app_url():
     import app
 
-    demo = app.build().queue(max_size=8, default_concurrency_limit=1)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    demo = app.build()
+    _, url, _ = app.launch(demo, queue_size=8, server_name="127.0.0.1", server_port=None,
+                           prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()
 

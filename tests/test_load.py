@@ -22,8 +22,9 @@ WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 def _launch(max_size: int):
     import app
 
-    demo = app.build().queue(max_size=max_size, default_concurrency_limit=1)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    demo = app.build()
+    _, url, _ = app.launch(demo, queue_size=max_size, server_name="127.0.0.1", server_port=None,
+                           prevent_thread_lock=True, quiet=True)
     assert url.startswith("http://127.0.0.1:")  # never anything but localhost
     return demo, url
 

@@ -23,6 +23,6 @@ def thumbnail_for(name: str, thumbnail: Path | None) -> str:
         hue = np.frombuffer(bytes.fromhex(digest[:6]), dtype=np.uint8)
         img = Image.new("RGB", (128, 128), tuple(int(c) // 2 + 64 for c in hue))
         draw = ImageDraw.Draw(img)
-        draw.text((54, 52), (name[:1] or "?").upper(), fill=(255, 255, 255), font_size=28)
+        draw.text((64, 64), (name[:1] or "?").upper(), fill=(255, 255, 255), font_size=48, anchor="mm")
         img.save(path)
     return str(path)
