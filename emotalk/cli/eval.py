@@ -143,7 +143,7 @@ def section_video(args: argparse.Namespace) -> Section | None:
 def section_generator(args: argparse.Namespace) -> Section | None:
     if args.generator is None:
         return None
-    from emotalk.face.generator import evaluate_generator, generator_markdown
+    from emotalk.emotion_metrics import evaluate_generator, generator_markdown
 
     res = evaluate_generator(args.generator, n_frames=args.frames, progress=_progress)
     return Section("generator", generator_markdown(res), res)

@@ -1,0 +1,195 @@
+"""Lip-aligned emotional face generator: an identity frame + (valence, arousal) -> that face with the emotion.
+
+The expression model (`emotalk.face.emotion`) gives 3-D landmark offsets in a head-aligned frame. They are
+mapped into the frame's image through a weak-perspective fit of the model's neutral face to the frame's
+rigid landmarks (so a turned head gets turned offsets), and the image is moved by a dense, smooth warp:
+a thin-plate spline through the moved landmarks (backward map), faded to zero outside the face by a
+soft mask from the face parsing, so background, hair, ears, neck and torso stay still and nothing tears.
+Each inner-lip upper/lower pair moves together vertically, so the mouth opening of the original frame -
+the audio's business - is kept. A landmark warp can move brows, lids and mouth corners; it cannot add
+wrinkles, teeth or shading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from emotalk.errors import InputError
+from emotalk.face.emotion import RIGID_IDX, ExpressionChange, ExpressionModel, clamp_to_disc
+
+# CelebAMask-HQ classes that move with the expression: skin, brows, eyes, glasses, nose, mouth, lips
+FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
+FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
+                      109])
+IRIS = np.arange(468, 478)  # refined iris points: follow the eyes, left out of the spline
+
+
+@dataclass
+class GeneratorSettings:
+    """How strongly and where the face is warped."""
+
+    gain: float = 1.0  # multiplies the expression change (1 = as measured on MEAD level-3 acting)
+    mask_feather: float = 0.06  # soft-mask edge width as a fraction of the face height (Gaussian sigma)
+    mask_grow: float = 0.0  # grow (+) or shrink (-) the face mask before feathering, fraction of face height
+    grid_step: int = 4  # the spline is evaluated every this many px, then bilinearly upsampled
+    smoothing: float = 1e-3  # thin-plate regularisation (relative to the mean kernel value): no ringing
+    border_anchors: int = 8  # zero-motion anchors per image side (keeps the spline from extrapolating)
+
+
+@dataclass
+class GeneratedFace:
+    """A generated emotional frame and its targets for the emotion branch."""
+
+    image: np.ndarray  # [H,W,3] uint8 warped frame
+    lmk: np.ndarray  # [478,2] float32 warped landmarks, px (the source landmarks moved by the offsets)
+    offsets_px: np.ndarray  # [478,2] float32 landmark motion in the image, px
+    blendshape_delta: np.ndarray  # [52] float32 target blendshape change (speech-mouth ones are zero)
+    blendshape_names: list[str]  # the 52 names
+    valence: float  # (clamped) valence used
+    arousal: float  # (clamped) arousal used
+    mask: np.ndarray  # [H,W] float32 soft face mask the motion was faded with (1 = full motion)
+
+
+def project_offsets(change: ExpressionChange, model: ExpressionModel, lmk: np.ndarray) -> np.ndarray:
+    """Model offsets [478,3] (head frame) -> image offsets [478,2] px for a face with landmarks [478,2+].
+
+    Weak perspective: the 2×3 linear part of the least-squares affine map that takes the model's neutral
+    face (rigid points, 3-D) onto the frame's rigid points (2-D) carries scale, in-plane rotation and
+    the foreshortening of a turned head.
+    """
+    X = model.neutral_shape[RIGID_IDX].astype(np.float64)  # [N,3]
+    Y = lmk[RIGID_IDX, :2].astype(np.float64)  # [N,2]
+    Xh = np.concatenate([X - X.mean(0), np.ones((len(X), 1))], 1)
+    A, *_ = np.linalg.lstsq(Xh, Y, rcond=None)  # [4,2]
+    return (change.offsets.astype(np.float64) @ A[:3]).astype(np.float32)
+
+
+def face_mask(shape: tuple[int, int], lmk: np.ndarray, parsing: np.ndarray | None,
+              settings: GeneratorSettings) -> np.ndarray:
+    """Soft mask [H,W] float32 of the moving face: parsing's face classes (or the landmark oval), feathered.
+    """
+    import cv2
+
+    H, W = shape
+    face_h = float(np.linalg.norm(lmk[152, :2] - lmk[10, :2]))
+    if parsing is not None:
+        lab = parsing
+        if lab.shape != (H, W):
+            lab = cv2.resize(lab, (W, H), interpolation=cv2.INTER_NEAREST)
+        m = np.isin(lab, FACE_CLASSES).astype(np.uint8)
+    else:
+        m = np.zeros((H, W), np.uint8)
+        cv2.fillPoly(m, [np.round(lmk[FACE_OVAL, :2]).astype(np.int32)], 1)
+    grow = int(round(abs(settings.mask_grow) * face_h))
+    if grow:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+        m = cv2.dilate(m, k) if settings.mask_grow > 0 else cv2.erode(m, k)
+    sigma = max(settings.mask_feather * face_h, 0.5)
+    soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma)
+    # feathering halves the mask at its edge: rescale so the face interior moves fully
+    return np.clip(soft * 2.0, 0.0, 1.0) * (soft > 0)
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """Thin-plate radial function U = r² log r², with U(0) = 0."""
+    return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-20)), 0.0)
+
+
+def tps_fit(ctrl: np.ndarray, values: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Thin-plate spline through control points [N,2], values [N,C] -> (weights [N,C], affine [3,C], scale).
+    """
+    scale = float(np.abs(ctrl - ctrl.mean(0)).max()) or 1.0
+    c = ctrl / scale
+    K = _tps_kernel(((c[:, None] - c[None]) ** 2).sum(-1))
+    n = len(c)
+    lam = smoothing * (np.abs(K).mean() or 1.0)
+    P = np.concatenate([np.ones((n, 1)), c], 1)
+    A = np.zeros((n + 3, n + 3))
+    A[:n, :n] = K + lam * np.eye(n)
+    A[:n, n:] = P
+    A[n:, :n] = P.T
+    b = np.concatenate([values, np.zeros((3, values.shape[1]))])
+    sol = np.linalg.solve(A, b)
+    return sol[:n], sol[n:], scale
+
+
+def tps_eval(ctrl: np.ndarray, w: np.ndarray, aff: np.ndarray, scale: float, pts: np.ndarray,
+             chunk: int = 8192) -> np.ndarray:
+    """Evaluate a fitted spline at points [M,2] -> [M,C]."""
+    c = ctrl / scale
+    out = np.empty((len(pts), w.shape[1]))
+    for s in range(0, len(pts), chunk):
+        p = pts[s:s + chunk] / scale
+        K = _tps_kernel(((p[:, None] - c[None]) ** 2).sum(-1))
+        out[s:s + chunk] = K @ w + np.concatenate([np.ones((len(p), 1)), p], 1) @ aff
+    return out
+
+
+def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, mask: np.ndarray,
+               settings: GeneratorSettings) -> np.ndarray:
+    """Move image [H,W,3] so points src [N,2] land on dst [N,2]; motion faded by mask [H,W] (output frame)."""
+    import cv2
+
+    H, W = image.shape[:2]
+    k = settings.border_anchors
+    t = np.linspace(0, 1, k, endpoint=False)
+    border = np.concatenate([np.stack([t * (W - 1), np.zeros(k)], 1),
+                             np.stack([np.full(k, W - 1), t * (H - 1)], 1),
+                             np.stack([(1 - t) * (W - 1), np.full(k, H - 1)], 1),
+                             np.stack([np.zeros(k), (1 - t) * (H - 1)], 1)])
+    ctrl = np.concatenate([dst, border]).astype(np.float64)  # backward map: fitted at the destinations
+    back = np.concatenate([src - dst, np.zeros_like(border)]).astype(np.float64)
+    w, aff, scale = tps_fit(ctrl, back, settings.smoothing)
+    g = max(1, settings.grid_step)
+    gy, gx = np.arange(0, H + g, g, dtype=np.float64), np.arange(0, W + g, g, dtype=np.float64)
+    pts = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
+    disp = tps_eval(ctrl, w, aff, scale, pts).reshape(len(gy), len(gx), 2).astype(np.float32)
+    # bilinear upsampling of the coarse field: pixel x sits at grid coordinate x / g
+    xx, yy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    full = cv2.remap(disp, xx / g, yy / g, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    full *= mask[..., None]
+    return cv2.remap(image, xx + full[..., 0], yy + full[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+class EmotionalFaceGenerator:
+    """Applies the expression model to identity frames by an image warp (see the module docstring)."""
+
+    def __init__(self, model: ExpressionModel | None = None,
+                 settings: GeneratorSettings = GeneratorSettings()):
+        self.model = model or ExpressionModel.load()
+        self.settings = settings
+
+    def __call__(self, image: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None,
+                 valence: float, arousal: float) -> GeneratedFace:
+        """image [H,W,3] uint8, lmk [478,2+] px, parsing [S,S] uint8 CelebAMask-HQ labels (or None)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"The identity frame must be an [H,W,3] uint8 image, got {image.shape} "
+                             f"{image.dtype}.")
+        if lmk.ndim != 2 or lmk.shape[0] < 478 or lmk.shape[1] < 2:
+            raise InputError(f"Face landmarks must be MediaPipe's [478,2+] array, got {lmk.shape}.")
+        if not np.isfinite(lmk[:, :2]).all():
+            raise InputError("The face landmarks contain NaN or infinite values (was a face found?).")
+        v, a, _ = clamp_to_disc(valence, arousal)
+        s = self.settings
+        change = self.model.change(v, a)
+        off = project_offsets(change, self.model, lmk) * s.gain  # [478,2]
+        src = lmk[:478, :2].astype(np.float32)
+        dst = src + off
+        mask = face_mask(image.shape[:2], src, parsing, s)
+        keep = np.arange(468)  # iris points left out: near-duplicates of the eyelids' motion
+        if np.abs(off).max() < 1e-3:
+            out = image.copy()
+        else:
+            out = warp_image(image, src[keep], dst[keep], mask, s)
+        # landmarks move with the faded field, as the pixels do
+        H, W = image.shape[:2]
+        xi = np.clip(np.round(dst[:, 0]).astype(int), 0, W - 1)
+        yi = np.clip(np.round(dst[:, 1]).astype(int), 0, H - 1)
+        moved = src + off * mask[yi, xi][:, None]
+        return GeneratedFace(out, moved.astype(np.float32), (moved - src).astype(np.float32),
+                             (change.blendshapes * s.gain).astype(np.float32), change.blendshape_names,
+                             v, a, mask)

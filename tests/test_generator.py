@@ -1,0 +1,106 @@
+"""Lip-aligned emotional face generator: warp correctness, stillness outside the face, lip opening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotalk.errors import InputError
+from emotalk.face.emotion import CATEGORIES, INNER_LIP_PAIRS, ExpressionModel
+from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings, tps_eval, tps_fit
+from tests.conftest import shared
+
+
+def _synthetic_face(size: int = 160):
+    """A smooth textured image and landmarks: the model's neutral face placed in the image."""
+    m = ExpressionModel.load()
+    lmk = m.neutral_shape[:, :2] * 40 + size / 2  # eye distance 40 px
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(xx / 9), 128 + 100 * np.cos(yy / 11),
+                    128 + 60 * np.sin((xx + yy) / 13)], -1)
+    return np.clip(img, 0, 255).astype(np.uint8), lmk.astype(np.float32)
+
+
+def test_tps_interpolates_and_reproduces_affine():
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0, 100, (30, 2))
+    vals = c @ np.array([[0.5, -0.2], [0.1, 0.3]]) + [2, 3]
+    w, aff, s = tps_fit(c, vals, 0.0)
+    q = rng.uniform(0, 100, (50, 2))
+    np.testing.assert_allclose(tps_eval(c, w, aff, s, q), q @ np.array([[0.5, -0.2], [0.1, 0.3]]) + [2, 3],
+                               atol=1e-6)
+    v2 = rng.normal(size=(30, 1))
+    w, aff, s = tps_fit(c, v2, 0.0)
+    np.testing.assert_allclose(tps_eval(c, w, aff, s, c), v2, atol=1e-6)
+
+
+def test_neutral_is_identity_and_background_stays_still():
+    img, lmk = _synthetic_face()
+    gen = EmotionalFaceGenerator(settings=GeneratorSettings(gain=2.0))
+    g0 = gen(img, lmk, None, 0.0, 0.0)
+    assert np.array_equal(g0.image, img) and np.allclose(g0.lmk, lmk)
+    g = gen(img, lmk, None, *CATEGORIES["surprised"])
+    assert not np.array_equal(g.image, img)
+    still = g.mask == 0
+    assert still.mean() > 0.2 and np.array_equal(g.image[still], img[still])
+
+
+def test_pixels_follow_the_landmarks_and_lip_gap_is_kept():
+    img, lmk = _synthetic_face()
+    gen = EmotionalFaceGenerator(settings=GeneratorSettings(gain=2.0, grid_step=1))
+    g = gen(img, lmk, None, *CATEGORIES["happy"])
+    assert np.abs(g.offsets_px).max() > 1.0  # the face really moves
+    # pixels at the moved landmarks show what was at the original ones (sampled inside the face)
+    inner = [i for i in (1, 4, 6, 9, 33, 61, 105, 133, 159, 291, 334, 362, 386) if g.mask[
+        int(lmk[i, 1]), int(lmk[i, 0])] > 0.999]
+    assert len(inner) > 8
+    src = img[np.round(lmk[inner, 1]).astype(int), np.round(lmk[inner, 0]).astype(int)].astype(float)
+    dst = g.image[np.round(g.lmk[inner, 1]).astype(int), np.round(g.lmk[inner, 0]).astype(int)].astype(float)
+    unmoved = g.image[np.round(lmk[inner, 1]).astype(int), np.round(lmk[inner, 0]).astype(int)].astype(float)
+    assert np.abs(dst - src).mean() < 0.5 * np.abs(unmoved - src).mean()
+    up, lo = INNER_LIP_PAIRS[:, 0], INNER_LIP_PAIRS[:, 1]
+    np.testing.assert_allclose(g.lmk[lo, 1] - g.lmk[up, 1], lmk[lo, 1] - lmk[up, 1], atol=1e-3)
+    names = dict(zip(g.blendshape_names, g.blendshape_delta))
+    assert names["jawOpen"] == 0 and names["mouthSmileLeft"] > 0
+
+
+def test_bad_inputs():
+    img, lmk = _synthetic_face(64)
+    gen = EmotionalFaceGenerator()
+    with pytest.raises(InputError):
+        gen(img.astype(np.float32), lmk, None, 0.5, 0.5)
+    with pytest.raises(InputError):
+        gen(img, lmk[:100], None, 0.5, 0.5)
+    bad = lmk.copy()
+    bad[5] = np.nan
+    with pytest.raises(InputError):
+        gen(img, bad, None, 0.5, 0.5)
+    with pytest.raises(InputError):
+        gen(img, lmk, None, float("nan"), 0.5)
+    g = gen(img, lmk, None, 3.0, 4.0)  # outside the disc: clamped, not an error
+    assert abs(g.valence - 0.6) < 1e-9 and abs(g.arousal - 0.8) < 1e-9
+
+
+def test_real_face_smiles_and_frowns():
+    """On a real neutral MEAD frame, re-tracked blendshapes move the way the emotion says."""
+    from emotalk.face.tracking import track_video
+    from emotalk.media import read_frames
+
+    frame = read_frames(shared("emotion/mead_video/M030_front_neutral_level1_001.mp4"), max_frames=1)[0]
+    tr = track_video([frame], 1)
+    assert tr.found[0]
+    gen = EmotionalFaceGenerator(settings=GeneratorSettings(gain=2.0))
+    names = tr.blendshape_names
+    bs0 = dict(zip(names, tr.blendshapes[0]))
+
+    def after(cat):
+        g = gen(frame, tr.lmk[0], None, *CATEGORIES[cat])
+        t = track_video([g.image], 1)
+        assert t.found[0]
+        return dict(zip(names, t.blendshapes[0]))
+
+    happy, angry = after("happy"), after("angry")
+    smile = lambda d: d["mouthSmileLeft"] + d["mouthSmileRight"]  # noqa: E731
+    brow_down = lambda d: d["browDownLeft"] + d["browDownRight"]  # noqa: E731
+    assert smile(happy) > smile(bs0) + 0.05
+    assert brow_down(angry) > brow_down(bs0) + 0.05
