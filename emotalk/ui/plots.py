@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+
+from emotalk.face.emotion import EmotionTrack
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -14,11 +17,16 @@ def emotion_track_figure(track: list[tuple[float, float, float]] | None, valence
     """Valence and arousal over time: the keyframes (linear between them), or the constant emotion."""
     fig, ax = plt.subplots(figsize=(5, 2.2), dpi=100)
     if track:
-        t = [k[0] for k in track]
-        ax.plot(t, [k[1] for k in track], "o-", label="valence", color="#2a6fdb")
-        ax.plot(t, [k[2] for k in track], "s-", label="arousal", color="#db4a2a")
-        ax.set_xlim(0, max(1.0, t[-1] * 1.05))
-        ax.set_title("emotion track (held after the last keyframe)", fontsize=9)
+        curve = EmotionTrack.from_keyframes(track)  # the pipeline's own blend and disc clamping
+        end = max(1.0, float(curve.times[-1]) * 1.1)
+        ts = np.linspace(0.0, end, 200)
+        va = curve.at(ts)
+        ax.plot(ts, va[:, 0], label="valence", color="#2a6fdb")
+        ax.plot(ts, va[:, 1], label="arousal", color="#db4a2a")
+        ax.plot(curve.times, curve.va[:, 0], "o", color="#2a6fdb")
+        ax.plot(curve.times, curve.va[:, 1], "s", color="#db4a2a")
+        ax.set_xlim(0, end)
+        ax.set_title("emotion track (eased between keyframes, held after the last)", fontsize=9)
     else:
         ax.axhline(valence, label=f"valence {valence:+.2f}", color="#2a6fdb")
         ax.axhline(arousal, label=f"arousal {arousal:+.2f}", color="#db4a2a", linestyle="--")
