@@ -52,11 +52,43 @@ def track_clip(path: Path, cache: Path | None) -> tuple[np.ndarray, np.ndarray, 
     return tr.lmk[tr.found], tr.blendshapes[tr.found], tr.blendshape_names
 
 
+def plot_map(model: ExpressionModel, path: Path, exaggerate: float = 4.0) -> None:
+    """Landmark offsets (x, y: frontal view) as arrows at 9 disc points over the mean neutral face (dots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emotalk.face.emotion import CATEGORIES
+
+    names = ["angry", "surprised", "happy", "fear", "neutral", "calm", "disgusted", "contempt", "sad"]
+    base = model.neutral_shape[:468, :2]
+    fig, axes = plt.subplots(3, 3, figsize=(10, 11))
+    for ax, name in zip(axes.ravel(), names):
+        v, a = CATEGORIES[name]
+        off = model.change(v, a).offsets[:468, :2] * exaggerate
+        ax.scatter(base[:, 0], base[:, 1], s=1.5, c="0.6")
+        big = np.linalg.norm(off, axis=1) > 0.004 * exaggerate
+        ax.quiver(base[big, 0], base[big, 1], off[big, 0], off[big, 1], angles="xy", scale_units="xy",
+                  scale=1.0, width=0.004, color="tab:red")
+        ax.set_title(f"{name}  (v={v:+.2f}, a={a:+.2f})", fontsize=10)
+        ax.set_aspect("equal")
+        ax.invert_yaxis()
+        ax.axis("off")
+    fig.suptitle(f"Expression model: landmark offsets ×{exaggerate:g} (unit: outer-eye distance), "
+                 "mouth opening removed", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=None, help="folder for per-clip tracks")
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
+    ap.add_argument("--plot", type=Path, default=None, help="also draw the map (landmark dots, no images)")
     args = ap.parse_args()
 
     folder = args.data / "emotion" / "mead_video"
@@ -78,6 +110,9 @@ def main() -> int:
     norms = {c: round(float(np.linalg.norm(d[: ExpressionModel.n_lmk])), 3)
              for c, d in zip(model.categories, model.category_changes)}
     print("landmark-offset norm per category (eye-distance units):", json.dumps(norms))
+    if args.plot:
+        plot_map(model, args.plot)
+        print(f"wrote {args.plot}")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.1f} kB) in {time.time() - t0:.1f} s")
     return 0
 

@@ -287,6 +287,11 @@ def lip_gap(norm: np.ndarray) -> np.ndarray:
     return (norm[..., INNER_LIP_PAIRS[:, 1], 1] - norm[..., INNER_LIP_PAIRS[:, 0], 1]).mean(-1)
 
 
+def jaw_drop(norm: np.ndarray) -> np.ndarray:
+    """Chin height below the rigid points' centre [...] of normalised landmarks [...,478,3] (jaw opening)."""
+    return norm[..., CHIN, 1] - norm[..., RIGID_IDX, 1].mean(-1)
+
+
 def keep_lip_gap(offsets: np.ndarray) -> np.ndarray:
     """Offsets [...,478,3] with each inner-lip pair moved together vertically: the opening is unchanged."""
     out = offsets.copy()
@@ -421,9 +426,10 @@ def measure_changes(clips: list[ClipTrack], blendshape_names: list[str]
     """Per-category change against the same actor's neutral, averaged over actors.
 
     Speech moves the mouth in every clip, and some emotions are spoken with a wider mouth. So per actor,
-    every output value y (landmark coordinate or blendshape) is regressed on the inner-lip opening g over
-    all that actor's frames, y = c_emotion + β·g, and the emotion's change is c_emotion - c_neutral: the
-    difference at the same mouth opening. That removes jaw drop and lip parting (and what moves with
+    every output value y (landmark coordinate or blendshape) is regressed over all that actor's frames
+    on the emotion (one-hot) and two speech regressors, the inner-lip opening and the jaw drop:
+    y = c_emotion + β·(gap, jaw), and the emotion's change is c_emotion - c_neutral, the difference at
+    the same mouth opening and jaw position. That removes lip parting and jaw drop (and what moves with
     them) from the expression; `keep_lip_gap` then pins the inner-lip opening exactly.
     Returns ({category: [D]}, neutral shape [478,3] normalised, info).
     """
@@ -440,14 +446,14 @@ def measure_changes(clips: list[ClipTrack], blendshape_names: list[str]
         for k, c in enumerate(mine):
             n = normalise_faces(c.lmk, ref)  # [T,478,3]
             ys.append(np.concatenate([n.reshape(len(n), -1), c.blendshapes], 1))
-            gs.append(lip_gap(n))
+            gs.append(np.stack([lip_gap(n), jaw_drop(n)], 1))
             oh = np.zeros((len(n), len(mine)))
             oh[:, k] = 1.0
             onehot.append(oh)
             info["frames"][f"{actor}_{c.emotion}"] = len(n)
         Y = np.concatenate(ys).astype(np.float64)  # [N,D]
-        g = np.concatenate(gs)[:, None]
-        X = np.concatenate([np.concatenate(onehot), g - g.mean()], 1)  # [N,K+1]
+        g = np.concatenate(gs)  # [N,2] speech regressors: lip opening, jaw drop
+        X = np.concatenate([np.concatenate(onehot), g - g.mean(0)], 1)  # [N,K+2]
         coef, *_ = np.linalg.lstsq(X, Y, rcond=None)
         cneu = coef[emos.index("neutral")]
         neutral_shapes.append(cneu[:ExpressionModel.n_lmk].reshape(478, 3))
