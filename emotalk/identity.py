@@ -1,0 +1,244 @@
+"""Identity checkpoint: one folder that holds everything needed to render a person.
+
+    identity.json      name, format version, source clip + sha256, settings, metrics, provenance, shapes
+    model.safetensors  Gaussians, fields and encoders (means fp32, the rest fp16), plus the body track's
+                       head poses ("track.world_to_cam" [L,4,4]) and upper-face codes ("track.upper" [L,U])
+    body.mp4           the body track: L head-removed body frames, looped when rendering
+    thumbnail.png      a render, for pickers
+
+Never pickle: tensors go through safetensors, the rest is JSON. Loading checks the version and shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emotalk.errors import DatasetError
+from emotalk.gaussians.model import BRANCHES, TalkingGaussians
+
+FORMAT = "emotalk-identity"
+FORMAT_VERSION = 1
+BODY_SECONDS = 10.0  # longest body loop kept in a checkpoint
+FILES = ("identity.json", "model.safetensors", "body.mp4")
+
+
+@dataclass
+class Identity:
+    """A loaded identity, ready to render."""
+
+    root: Path
+    meta: dict  # identity.json
+    model: TalkingGaussians
+    K: np.ndarray  # [3,3] intrinsics at `size`
+    size: int  # render side in px
+    fps: float
+    track_w2c: np.ndarray  # [L,4,4] head poses of the body track
+    track_upper: np.ndarray  # [L,U] upper-face codes of the body track
+    upper_names: list[str]  # names of the upper-face channels
+    body_path: Path  # body.mp4
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.root.name))
+
+    def body_frames(self) -> np.ndarray:
+        """[L,S,S,3] uint8 body frames of the loop."""
+        return read_video(self.body_path, self.size)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_video_file(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Body loop to mp4: H.264 through emotalk.media when ffmpeg is there, else OpenCV's MPEG-4."""
+    try:
+        from emotalk import media
+
+        media.write_video(path, frames, fps=fps)
+        return
+    except ImportError:
+        pass
+    import cv2
+
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.mp4")
+    w = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.shape[2], frames.shape[1]))
+    for f in frames:
+        w.write(np.ascontiguousarray(f[..., ::-1]))
+    w.release()
+    os.replace(tmp, path)
+
+
+def read_video(path: Path, size: int) -> np.ndarray:
+    """All frames of a short video as [L,size,size,3] uint8 RGB (OpenCV: works without ffmpeg)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        if f.shape[0] != size or f.shape[1] != size:
+            f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
+        out.append(f[..., ::-1])
+    cap.release()
+    if not out:
+        raise DatasetError(f"{path} has no readable frames: the identity is damaged. Train it again.")
+    return np.ascontiguousarray(np.stack(out))
+
+
+def choose_loop(w2c: np.ndarray, idx: np.ndarray, length: int) -> np.ndarray:
+    """A contiguous run of `length` frames of idx whose ends are the calmest (slow head motion there),
+    so the back-and-forth replay turns where the head is nearly still."""
+    if len(idx) <= length:
+        return idx
+    t = w2c[idx, :3, 3]
+    speed = np.r_[0, np.linalg.norm(np.diff(t, axis=0), axis=1)]
+    speed = np.convolve(speed, np.ones(5) / 5, mode="same")
+    starts = np.arange(0, len(idx) - length + 1)
+    score = speed[starts] + speed[starts + length - 1]
+    s0 = int(starts[np.argmin(score)])
+    return idx[s0:s0 + length]
+
+
+def _state_tensors(model: TalkingGaussians) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        keep32 = k.endswith(".means") or k.endswith(".lo") or k.endswith(".hi")
+        out[k] = v if keep32 or not v.is_floating_point() else v.half()
+    return out
+
+
+def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings, summary: dict,
+                  name: str | None = None, source_clip: str | None = None, size: int | None = None,
+                  thumbnail: np.ndarray | None = None) -> Path:
+    """Write an identity folder atomically (a temp folder renamed into place)."""
+    from safetensors.torch import save_file
+
+    root = Path(path)
+    S = int(size or ds.size)
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    L = int(min(len(ds.train_idx), round(BODY_SECONDS * ds.fps)))
+    loop = choose_loop(ds.world_to_cam, np.asarray(ds.train_idx), L)
+    body = ds.body(loop)
+    if body.shape[1] != S:
+        import cv2
+
+        body = np.stack([cv2.resize(b, (S, S), interpolation=cv2.INTER_AREA) for b in body])
+    write_video_file(tmp / "body.mp4", body, ds.fps)
+    tensors = _state_tensors(model)
+    tensors["track.world_to_cam"] = torch.as_tensor(ds.world_to_cam[loop], dtype=torch.float32)
+    tensors["track.upper"] = torch.as_tensor(ds.upper_face[loop], dtype=torch.float32)
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    K = ds.K.astype(np.float64).copy()
+    K[:2] *= S / ds.size
+    src_meta = ds.meta.get("source") if isinstance(ds.meta.get("source"), dict) else {}
+    src = source_clip or src_meta.get("path")
+    sha = sha256_file(src) if source_clip and Path(source_clip).is_file() else src_meta.get("sha256")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name or root.name,
+        "source": {"clip": str(src) if src else None, "name": src_meta.get("name"), "sha256": sha,
+                   "dataset": str(ds.root)},
+        "settings": asdict(settings),
+        "metrics": summary,
+        "provenance": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "torch": torch.__version__, "method": "EmoTalkingGaussian-style 3DGS talking head"},
+        "model": {"n_face": model.n_gaussians("face"), "n_mouth": model.n_gaussians("mouth"),
+                  "audio_shape": list(model.audio_shape), "audio_kind": settings.audio_kind,
+                  "upper_dim": model.upper_dim, "size": S, "fps": float(ds.fps), "K": K.tolist(),
+                  "upper_names": list(getattr(ds, "upper_face_names", [])),
+                  "track_frames": int(len(loop))},
+    }
+    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
+    if thumbnail is not None:
+        import cv2
+
+        cv2.imwrite(str(tmp / "thumbnail.png"), np.ascontiguousarray(thumbnail[..., ::-1]))
+    if root.exists():
+        old = root.with_name(root.name + f".old{os.getpid()}")
+        os.replace(root, old)
+        os.replace(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, root)
+    return root
+
+
+def load_identity(path: str | os.PathLike, device: str = "cpu") -> Identity:
+    """Open an identity folder; DatasetError says what is wrong (missing file, version, shapes)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from emotalk.train import settings_from_dict
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"No identity at {root}. Train one: python -m emotalk train DATASET --out {root}")
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        raise DatasetError(f"The identity at {root} is incomplete (missing {', '.join(missing)}). "
+                           "Train it again.")
+    try:
+        meta = json.loads((root / "identity.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{root / 'identity.json'} is unreadable ({e}). Train the identity again.") from e
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(f"{root} is format {meta.get('format')!r} version {meta.get('format_version')}; "
+                           f"this EmoTalk reads {FORMAT!r} version {FORMAT_VERSION}. "
+                           "Train the identity again.")
+    try:
+        t = load_file(str(root / "model.safetensors"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DatasetError(f"{root / 'model.safetensors'} is not a readable safetensors model file ({e}). "
+                           "Replace it with the file written by training, or train again.") from e
+    m = meta["model"]
+    settings = settings_from_dict(meta["settings"])
+    model = TalkingGaussians(settings.model, int(m["n_face"]), int(m["n_mouth"]), tuple(m["audio_shape"]),
+                             int(m["upper_dim"]), torch.zeros(3), torch.ones(3))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in t.items() if not k.startswith("track.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise DatasetError(f"{root / 'model.safetensors'} does not match identity.json "
+                           f"({first[1].strip() if len(first) > 1 else first[0]}). The files come from "
+                           "different trainings or are damaged; train again.") from e
+    for k in ("track.world_to_cam", "track.upper"):
+        if k not in t:
+            raise DatasetError(f"{root / 'model.safetensors'} lacks {k}: the identity is damaged. "
+                               "Train again.")
+    w2c, upper = t["track.world_to_cam"].float().numpy(), t["track.upper"].float().numpy()
+    L = int(m["track_frames"])
+    if w2c.shape != (L, 4, 4) or upper.shape != (L, int(m["upper_dim"])):
+        raise DatasetError(f"{root}: body track shapes {w2c.shape} / {upper.shape} do not match "
+                           f"{L} frames and {m['upper_dim']} upper-face channels. Train again.")
+    model.to(device).eval()
+    for b in BRANCHES:
+        model.branches[b].requires_grad_(False)
+    return Identity(root=root, meta=meta, model=model, K=np.asarray(m["K"], np.float32), size=int(m["size"]),
+                    fps=float(m["fps"]), track_w2c=w2c, track_upper=upper,
+                    upper_names=list(m.get("upper_names", [])), body_path=root / "body.mp4")
+
+
+def identity_size_mb(path: str | os.PathLike) -> float:
+    """Size of an identity folder in MB."""
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file()) / 1e6

@@ -1,0 +1,148 @@
+"""Render an identity saying new speech: frames composited over the body track, encoded as they come.
+
+Speech longer than the body track replays the track's head poses, body frames and upper-face codes
+back and forth; the turns are rounded (the replay slows down, stops and comes back over a few frames),
+so there is no jump at loop points. Blinks: the track's own blinks are replayed; when the track blinks
+rarely, natural blinks (every 2-6 s, ~0.25 s long) are added to the eye-blink channels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emotalk.errors import InputError
+from emotalk.gaussians.model import BRANCHES, Frames
+from emotalk.identity import Identity
+
+Progress = Callable[[str, float], None]
+TURN_FRAMES = 6  # half-width of the rounded turn of the back-and-forth replay
+
+
+def pingpong_schedule(n: int, length: int, turn: int = TURN_FRAMES) -> np.ndarray:
+    """Track frame for each of n output frames: 0..L-1, then back, ... with rounded turns. -> [n] int."""
+    if length <= 1:
+        return np.zeros(n, np.int64)
+    if n <= length:
+        return np.arange(n, dtype=np.int64)
+    period = 2 * (length - 1)
+    r = min(turn, (length - 1) // 2)
+    t = np.arange(-r, n + r)
+    ph = np.mod(t, period)
+    tri = np.where(ph < length - 1, ph, period - ph).astype(np.float64)  # triangle wave
+    if r > 0:
+        k = np.hanning(2 * r + 3)[1:-1]
+        tri = np.convolve(tri, k / k.sum(), mode="valid")  # rounds each corner over ~2r frames
+    return np.clip(np.rint(tri[:n]), 0, length - 1).astype(np.int64)
+
+
+def blink_channels(names: list[str]) -> list[int]:
+    """Indices of the eye-blink channels among the upper-face code names."""
+    return [i for i, n in enumerate(names) if "blink" in n.lower()]
+
+
+def add_blinks(upper: np.ndarray, names: list[str], fps: float, seed: int = 0,
+               min_rate_hz: float = 1 / 8) -> np.ndarray:
+    """Upper-face codes [T,U] with natural blinks added when they blink less than `min_rate_hz`."""
+    ch = blink_channels(names)
+    if not ch or len(upper) < fps:
+        return upper
+    b = upper[:, ch].mean(1)
+    lo, hi = np.percentile(b, 20), max(np.percentile(b, 99.5), 0.5)
+    closed = b > lo + 0.5 * (hi - lo)
+    n_blinks = int(np.sum(closed[1:] & ~closed[:-1]))
+    if n_blinks >= min_rate_hz * len(upper) / fps:
+        return upper
+    rng = np.random.default_rng(seed)
+    out = upper.copy()
+    prof = np.concatenate([np.linspace(0, 1, max(2, round(0.1 * fps)) + 1)[1:],
+                           np.linspace(1, 0, max(2, round(0.15 * fps)) + 1)[1:]])  # close fast, open slower
+    amp = max(hi, 0.8)
+    t = rng.uniform(1.0, 3.0) * fps
+    while t < len(upper) - len(prof):
+        i = int(t)
+        for c in ch:
+            seg = out[i:i + len(prof), c]
+            out[i:i + len(prof), c] = np.maximum(seg, amp * prof)
+        t += rng.uniform(2.0, 6.0) * fps
+    return out
+
+
+def _as_emotion(emotion, n: int) -> np.ndarray:
+    e = np.asarray(emotion if emotion is not None else (0.0, 0.0), np.float32)
+    if e.ndim == 1:
+        e = np.broadcast_to(e, (n, 2))
+    if e.shape != (n, 2):
+        raise InputError(f"The emotion track must be (valence, arousal) or one pair per frame ({n}x2), "
+                         f"got shape {e.shape}.")
+    if not np.all(np.isfinite(e)) or np.abs(e).max() > 1:
+        raise InputError("Valence and arousal must be numbers in [-1, 1].")
+    return e
+
+
+def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batch: int = 8,
+                  size: int | None = None, device: str = "cpu", backend: str = "auto",
+                  blinks: bool = True, body: np.ndarray | None = None,
+                  progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """Yield rendered frames in batches ([b,S,S,3] uint8) for an audio code [T,W,C] and emotion."""
+    model = identity.model
+    code = np.asarray(audio_code, np.float32)
+    if code.ndim != 3 or tuple(code.shape[1:]) != tuple(model.audio_shape):
+        raise InputError(f"The audio code has shape {code.shape}; this identity needs [T, "
+                         f"{model.audio_shape[0]}, {model.audio_shape[1]}] "
+                         f"({identity.meta['model'].get('audio_kind')} features).")
+    T = len(code)
+    emo = np.array(_as_emotion(emotion, T), np.float32)
+    S = int(size or identity.size)
+    if S % 2 or S < 16:
+        raise InputError(f"The render size must be an even number of pixels >= 16, got {S}.")
+    K = identity.K.astype(np.float32).copy()
+    K[:2] *= S / identity.size
+    frames_body = body if body is not None else identity.body_frames()
+    if frames_body.shape[1] != S:
+        import cv2
+
+        frames_body = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in frames_body])
+    L = min(len(frames_body), len(identity.track_w2c))
+    sched = pingpong_schedule(T, L)
+    upper = np.array(identity.track_upper[sched], np.float32)
+    if blinks:
+        upper = add_blinks(upper, identity.upper_names, identity.fps)
+    dev = torch.device(device)
+    model.to(dev)
+    body_t = torch.as_tensor(frames_body[:L]).to(dev)
+    w2c_t = torch.as_tensor(identity.track_w2c[:L]).to(dev)
+    Kt = torch.as_tensor(K).to(dev)
+    with torch.no_grad():
+        caches = {b: model.precompute(b) for b in BRANCHES}
+        for i in range(0, T, batch):
+            j = min(T, i + batch)
+            si = torch.as_tensor(sched[i:j], device=dev)
+            fr = Frames(w2c_t[si], Kt[None].expand(j - i, 3, 3), torch.as_tensor(code[i:j]).to(dev),
+                        torch.as_tensor(upper[i:j]).to(dev), torch.as_tensor(emo[i:j]).to(dev))
+            out = model.render(fr, S, S, body_t[si].float() / 255, caches=caches, backend=backend)
+            yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            if progress:
+                progress("render", j / T)
+
+
+def synthesize(identity: Identity, audio_code: np.ndarray, emotion, out_path: str | os.PathLike,
+               audio: np.ndarray | None = None, sr: int = 16000, progress: Progress | None = None,
+               batch: int = 8, size: int | None = None, device: str = "cpu", backend: str = "auto",
+               blinks: bool = True) -> Path:
+    """Render the identity for audio_code [T,W,C] with emotion (pair or [T,2]) into an mp4 at out_path.
+
+    Encoding (H.264 + AAC with `audio`) runs in a background process while the next batch renders.
+    """
+    from emotalk.media import VideoWriter
+
+    out_path = Path(out_path)
+    with VideoWriter(out_path, fps=identity.fps, audio=audio, sr=sr) as w:
+        for frames in render_frames(identity, audio_code, emotion, batch=batch, size=size, device=device,
+                                    backend=backend, blinks=blinks, progress=progress):
+            w.write_batch(frames)
+    return out_path
