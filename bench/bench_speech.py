@@ -64,6 +64,13 @@ def bench(kinds: list[str]) -> None:
                   f"({wall / dur:.3f}x rt), cpu {cpu:.2f} s ({cpu / dur:.3f}x rt)")
         if files:
             print(f"{kind:8s} all {tot_d:.1f} s: wall {tot_w / tot_d:.3f}x rt, cpu {tot_c / tot_d:.3f}x rt")
+    from emotalk.speech.features import FAST_CHUNKS
+
+    for f in files:
+        wav = load_speech(f)
+        dur = len(wav) / 16000
+        _, wall, cpu = _timed(compute_audio_code, wav, 16000, chunks=FAST_CHUNKS)
+        print(f"whisper 10 s windows {f.name:28s}: wall {wall / dur:.3f}x rt, cpu {cpu / dur:.3f}x rt")
     if files:
         long = np.tile(load_speech(files[-1]), 10)[: 16000 * 120]
         _, wall, cpu = _timed(compute_audio_code, long, 16000)
