@@ -365,7 +365,7 @@ def convert(clip: str | None) -> str:
 
 
 def examples_rows() -> list[list[Any]]:
-    """Example inputs (identity, speech file, valence, arousal, intensity) with our own TTS audio."""
+    """Example inputs (identity, speech file, its text, valence, arousal, intensity); our own TTS spoke."""
     ex = Path(__file__).parent / "examples"
     try:
         spec = json.loads((ex / "examples.json").read_text())
@@ -376,7 +376,8 @@ def examples_rows() -> list[list[Any]]:
     for r in spec:
         identity = r["identity"] if r["identity"] in known else next(iter(sorted(known)), None)
         if identity and (ex / r["audio"]).is_file():
-            rows.append([identity, str(ex / r["audio"]), r["valence"], r["arousal"], r["intensity"]])
+            rows.append([identity, str(ex / r["audio"]), r["text"], r["valence"], r["arousal"],
+                         r["intensity"]])
     return rows
 
 
@@ -384,6 +385,7 @@ def examples_rows() -> list[list[Any]]:
 
 def build() -> gr.Blocks:
     """The whole studio: Generate, Fine-tune, About."""
+    examples = examples_rows()
     with gr.Blocks(title="EmoTalk", delete_cache=(1800, int(OUTPUT_MAX_AGE_S))) as demo:
         names = gr.State([])
         spoken = gr.State(None)
@@ -396,7 +398,8 @@ def build() -> gr.Blocks:
                     gallery = gr.Gallery(label="Identity (click a face)", columns=6, rows=1, height=150,
                                          allow_preview=False, object_fit="cover", elem_id="identities")
                     with gr.Row():
-                        identity = gr.Dropdown(label="Identity", choices=[], allow_custom_value=True,
+                        identity = gr.Dropdown(label="Identity", allow_custom_value=True,
+                                               choices=sorted({r[0] for r in examples}),
                                                scale=2)
                         hub_repo = gr.Textbox(label="…or load from the Hub", placeholder="owner/repo",
                                               scale=2)
@@ -456,7 +459,7 @@ def build() -> gr.Blocks:
                     with gr.Accordion("Downloads", open=False):
                         wav_out = gr.Audio(label="Speech (wav)", interactive=False, type="filepath")
                         files = gr.File(label="Files", file_count="multiple")
-            gr.Examples(examples_rows(), [identity, audio, valence, arousal, intensity],
+            gr.Examples(examples, [identity, audio, text, valence, arousal, intensity],
                         label="Examples (speech made by our own TTS)")
 
         with gr.Tab("Fine-tune"):
@@ -532,6 +535,8 @@ def build() -> gr.Blocks:
         push_btn.click(push, [push_name, push_repo, push_token], push_md, api_name="push",
                        concurrency_id="cpu", concurrency_limit=2)
         demo.load(lambda v, a: format_va(v, a), [valence, arousal], pad, api_visibility="private",
+                  queue=False)
+        demo.load(update_track_plot, [track, valence, arousal], track_plot, api_visibility="private",
                   queue=False)
     return demo
 

@@ -319,3 +319,14 @@ def test_gpu_decorator_is_a_no_op_without_spaces():
     def f(x):
         return x
     assert app.gpu(duration=5)(f) is f
+
+
+def test_examples_are_our_tts_speech_with_an_installed_identity(fake):
+    from emotalk import media
+
+    rows = app.examples_rows()
+    assert len(rows) >= 3 and {r[0] for r in rows} == {"alice"}  # no named identity installed: the first
+    assert len({(r[3], r[4]) for r in rows}) == len(rows)  # each example a different emotion
+    for _, wav, text, *_ in rows:
+        seconds = len(media.read_audio(wav)) / 16000
+        assert 1.0 < seconds < 8.0 and len(text.split()) >= 4
