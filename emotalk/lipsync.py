@@ -227,10 +227,13 @@ def track_mouth(frames: Iterable[np.ndarray], fps: float = 25.0,
     return lmk, m
 
 
-def _align_robust(wav: np.ndarray, words: Sequence, chunk_words: int = 6) -> tuple[list, list[str]]:
-    """Phones of `words` (objects with .text/.start/.end) in `wav`: the whole text at once; else without
-    the last word or two (clips often end mid-word); else in chunks of words cut at Whisper's word times
-    (a chunk that still fails is left out and noted)."""
+def align_robust(wav: np.ndarray, words: Sequence, chunk_words: int = 6) -> tuple[list, list, list[str]]:
+    """Forced alignment of `words` (objects with .text/.start/.end, e.g. Whisper's) in 16 kHz `wav`.
+
+    The whole text at once; else without the last word or two (clips often end mid-word); else in
+    chunks of words cut at the given word times (a chunk that still fails is left out and noted).
+    Returns (aligned words, phones, notes); times in seconds of `wav`.
+    """
     from dataclasses import replace
 
     from emotalk.errors import EmoTalkError
@@ -241,10 +244,11 @@ def _align_robust(wav: np.ndarray, words: Sequence, chunk_words: int = 6) -> tup
         if len(texts) - drop < 1:
             break
         try:
-            return align_phones(wav, " ".join(texts[:len(texts) - drop])).phones, (
-                [f"phone alignment without the last {drop} word(s)"] if drop else [])
+            al = align_phones(wav, " ".join(texts[:len(texts) - drop]))
+            return al.words, al.phones, ([f"phone alignment without the last {drop} word(s)"] if drop else [])
         except EmoTalkError:
             continue
+    out_words: list = []
     phones: list = []
     failed: list[str] = []
     dur = len(wav) / SR
@@ -256,10 +260,12 @@ def _align_robust(wav: np.ndarray, words: Sequence, chunk_words: int = 6) -> tup
         except EmoTalkError:
             failed.append(" ".join(w.text for w in g))
             continue
-        phones += [replace(p, start=round(p.start + a, 3), end=round(p.end + a, 3), word=-1)
-                   for p in al.phones]
+        n0 = len(out_words)
+        out_words += [replace(w, start=round(w.start + a, 3), end=round(w.end + a, 3)) for w in al.words]
+        phones += [replace(p, start=round(p.start + a, 3), end=round(p.end + a, 3),
+                           word=p.word + n0 if p.word >= 0 else -1) for p in al.phones]
     notes = ["phone alignment in word chunks"] + ([f"not aligned: {'; '.join(failed)}"] if failed else [])
-    return phones, notes
+    return out_words, phones, notes
 
 
 def phones_for(wav: np.ndarray, language: str = "en", text: str | None = None) -> tuple[list, str, list[str]]:
@@ -279,7 +285,7 @@ def phones_for(wav: np.ndarray, language: str = "en", text: str | None = None) -
             text, words = tr.text, tr.words
         else:
             words = [Word(t, 0.0, len(wav) / SR) for t in text.split()]
-        phones, notes = _align_robust(wav, words)
+        _, phones, notes = align_robust(wav, words)
         return phones, text, notes + ([] if phones else ["no phone timings: alignment failed"])
     except EmoTalkError as e:
         return [], text or "", [f"no phone timings: {e}"]

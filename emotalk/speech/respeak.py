@@ -1,0 +1,376 @@
+"""Self-supervised lip-sync data: a dataset's own words, re-spoken by other voices, as audio codes
+aligned to the dataset's frames.
+
+Why: a model that only ever heard one speaker ties the lips to that voice. Other voices saying the same
+words at the same frames teach it to listen to *what* is said. We never warp video: the re-spoken
+audio's code is warped in time onto the original frames.
+
+Steps (`respeak`):
+1. Whisper transcript of the original speech; pocketsphinx forced alignment of that text to the
+   original audio and to each re-spoken version (same dictionary, so the same word list).
+2. Words of the two alignments are matched in order (difflib); matched words give time anchors
+   (word starts and ends, and phone boundaries where both sides have the same phones).
+3. A monotone piecewise-linear map from original time to re-spoken time passes through the anchors;
+   before the first and after the last anchor it continues with slope 1.
+4. For frame t and window step i the original code looks at time t/fps + (i - W/2)/rate; the warped
+   code looks at map(that time) in the re-spoken audio's feature sequence (linear interpolation;
+   silence outside it), giving a code [T,W,C] on the original frames.
+Quality per voice (`respoken/index.json`): words matched; mean |time error| of an independent check
+(Whisper's own word times on the re-spoken audio vs the mapped original Whisper word times); and the
+validation that the warped speech still "moves" with the original mouth (correlations at lag 0).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotalk.errors import InputError, MediaError
+from emotalk.speech.features import KINDS, SR
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One offline TTS voice setting used for re-speaking."""
+
+    name: str  # file stem under respoken/
+    engine: str  # "piper" or "espeak"
+    voice: str = ""  # espeak-ng voice (with +variant); ignored by Piper (one voice, en_US-joe-medium)
+    rate: float = 0.0  # speaking-rate change, percent
+    pitch: float = 0.0  # pitch change, Hz (espeak only)
+
+
+VOICES: dict[str, Voice] = {v.name: v for v in (
+    Voice("piper-joe", "piper"),
+    Voice("piper-joe-fast", "piper", rate=25.0),
+    Voice("espeak-en-us", "espeak", "en-us"),
+    Voice("espeak-en-gb-f3-high", "espeak", "en-gb+f3", rate=-10.0, pitch=30.0),
+    Voice("espeak-en-scotland-low-slow", "espeak", "en-gb-scotland+m3", rate=-20.0, pitch=-30.0),
+    Voice("espeak-en-029-fast", "espeak", "en-029+m7", rate=20.0, pitch=10.0),
+)}
+DEFAULT_VOICES = tuple(VOICES)
+
+
+def speak(text: str, v: Voice) -> np.ndarray:
+    """16 kHz speech of `text` in voice `v` (MediaError when the engine cannot run here)."""
+    from emotalk.speech.tts_offline import EngineUnavailable, speak_espeak, speak_piper
+
+    try:
+        if v.engine == "piper":
+            return speak_piper(text, v.rate)
+        if v.engine == "espeak":
+            return speak_espeak(text, v.rate, v.pitch, v.voice or "en-us")
+    except EngineUnavailable as e:
+        raise MediaError(f"Voice {v.name} could not speak: {e}") from e
+    raise InputError(f"Unknown engine {v.engine!r} for voice {v.name}; use piper or espeak.")
+
+
+# --- time map -----------------------------------------------------------------------------------------
+
+def _key(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalnum())
+
+
+def match_words(a: Sequence, b: Sequence) -> list[tuple[int, int]]:
+    """Pairs (i, j) of words with the same text, in order (longest matching blocks of difflib)."""
+    sm = difflib.SequenceMatcher(a=[_key(w.text) for w in a], b=[_key(w.text) for w in b], autojunk=False)
+    return [(blk.a + k, blk.b + k) for blk in sm.get_matching_blocks() for k in range(blk.size)]
+
+
+def anchors(words_a: Sequence, phones_a: Sequence, words_b: Sequence, phones_b: Sequence,
+            pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Time anchors (ta [K] in a, tb [K] in b), strictly increasing in both, from matched words.
+
+    Each matched word gives its start and end; when both sides have the same phone sequence for it,
+    the inner phone boundaries too.
+    """
+    def by_word(phones: Sequence) -> dict[int, list]:
+        out: dict[int, list] = {}
+        for p in phones:
+            if p.word >= 0 and p.phone != "SIL":
+                out.setdefault(p.word, []).append(p)
+        return out
+
+    pa, pb = by_word(phones_a), by_word(phones_b)
+    pts: list[tuple[float, float]] = []
+    for i, j in pairs:
+        wa, wb = words_a[i], words_b[j]
+        pts.append((wa.start, wb.start))
+        qa, qb = pa.get(i, []), pb.get(j, [])
+        if qa and [p.phone for p in qa] == [p.phone for p in qb]:
+            pts += [(x.end, y.end) for x, y in zip(qa[:-1], qb[:-1], strict=True)]
+        pts.append((wa.end, wb.end))
+    pts.sort()
+    ta: list[float] = []
+    tb: list[float] = []
+    for x, y in pts:  # keep a strictly increasing chain (drop anchors that would fold time back)
+        if not ta or (x > ta[-1] + 1e-4 and y > tb[-1] + 1e-4):
+            ta.append(x)
+            tb.append(y)
+    return np.array(ta), np.array(tb)
+
+
+def time_map(t: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """Piecewise-linear, monotone map of times t (any shape) through anchors; slope 1 outside them."""
+    t = np.asarray(t, np.float64)
+    if len(ta) == 0:
+        return t.copy()
+    if len(ta) == 1:
+        return t + (tb[0] - ta[0])
+    out = np.interp(t, ta, tb)
+    out = np.where(t < ta[0], tb[0] + (t - ta[0]), out)
+    return np.where(t > ta[-1], tb[-1] + (t - ta[-1]), out)
+
+
+# --- features -----------------------------------------------------------------------------------------
+
+def feature_sequence(wav: np.ndarray, kind: str = "whisper", device: str = "cpu") -> tuple[np.ndarray, float]:
+    """Per-step features of 16 kHz speech [S,C] and the time (s) of step 0's centre (negative: the
+    silence padded in front, as `compute_audio_code` does, so windows near 0 s see real context)."""
+    from emotalk.speech.features import mel_sequence, whisper_sequence
+
+    k = KINDS[kind]
+    lead = k.window // 2 + 2
+    tail = k.window // 2 + 2
+    lead_samples = int(round(lead * SR / k.rate_hz))
+    padded = np.concatenate([np.zeros(lead_samples, np.float32), np.asarray(wav, np.float32),
+                             np.zeros(int(round(tail * SR / k.rate_hz)), np.float32)])
+    seq = whisper_sequence(padded, device) if kind == "whisper" else mel_sequence(padded, device)
+    return seq, -lead / k.rate_hz
+
+
+def sample_code(seq: np.ndarray, t0: float, kind: str, frame_times: np.ndarray,
+                warp: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Code [T,W,C] from a feature sequence seq [S,C] (step s centred at t0 + s/rate): frame t's window
+    step i reads time warp(frame_times[t] + (i - W/2)/rate), interpolated linearly; times outside the
+    sequence read its end steps (padded silence, from `feature_sequence`)."""
+    k = KINDS[kind]
+    tau = frame_times[:, None] + (np.arange(k.window)[None, :] - k.window // 2) / k.rate_hz  # [T,W]
+    if warp is not None:
+        tau = warp(tau)
+    pos = np.clip((tau - t0) * k.rate_hz, 0, len(seq) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(seq) - 1)
+    frac = (pos - lo)[..., None].astype(np.float32)
+    return ((1 - frac) * seq[lo] + frac * seq[hi]).astype(np.float32)
+
+
+# --- one voice ----------------------------------------------------------------------------------------
+
+@dataclass
+class VoiceQuality:
+    """How well one re-spoken version lines up with the original."""
+
+    voice: str  # Voice.name
+    words: int  # aligned words in the original
+    matched: int  # of them, matched in the re-spoken version
+    anchors: int  # time anchors of the map
+    check_words: int  # Whisper words matched between the two for the independent check
+    mean_abs_error_s: float  # mean |Whisper word centre in re-spoken - map(original Whisper centre)|
+    mean_abs_error_unwarped_s: float  # the same with no map (the TTS's own timing), for comparison
+    duration_ratio: float  # re-spoken duration / original duration
+    corr0_energy: float  # band-energy of the warped speech vs original mouth opening, lag 0
+    corr0_model: float  # sync model's predicted opening of the warped speech vs the mouth, lag 0
+    code_cosine: float  # mean cosine of warped vs original code (centre step), per frame
+    code_cosine_unwarped: float  # the same for the re-spoken code with no warp
+    seconds: float  # time taken
+
+
+def warped_signal(x: np.ndarray, rate_hz: float, times: np.ndarray) -> np.ndarray:
+    """Sample a per-step signal x [S] (step s at s/rate_hz) at `times` (s) -> [len(times)]."""
+    return np.interp(np.asarray(times) * rate_hz, np.arange(len(x)), x)
+
+
+def _lag0_corr(mouth: np.ndarray, sig: np.ndarray, fps: float) -> float:
+    from emotalk.syncnet import bandpass
+
+    a, b = bandpass(mouth, fps, (1.0, 6.0)), bandpass(sig, fps, (1.0, 6.0))
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _energy_100hz(wav: np.ndarray) -> np.ndarray:
+    from emotalk.lipsync import speech_band_energy
+
+    n = int(math.ceil(len(wav) / SR * 100)) + 1
+    return speech_band_energy(wav, n, fps=100.0)
+
+
+def _model_100hz(wav: np.ndarray) -> np.ndarray:
+    """The sync model's expected opening at 100 Hz (unfiltered), to be sampled at warped times."""
+    from emotalk import syncnet
+
+    m = syncnet.load()
+    n = int(math.ceil(len(wav) / SR * 100)) + 1
+    X = syncnet.audio_features(wav, n, 100.0, m.mel)
+    return (X - m.mean) @ m.weight
+
+
+@dataclass
+class Original:
+    """The original speech, analysed once for all voices."""
+
+    wav: np.ndarray  # [N] 16 kHz
+    n_frames: int  # T video frames
+    fps: float  # video frame rate
+    text: str  # Whisper transcript
+    whisper_words: list  # Whisper words with times
+    words: list  # forced-aligned words
+    phones: list  # forced-aligned phones
+    code: np.ndarray | None  # [T,W,C] original audio code (for the cosine check), or None
+    mouth: np.ndarray | None  # [T] mouth opening of the original frames, or None
+
+
+def analyse_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "whisper",
+                     mouth: np.ndarray | None = None, device: str = "cpu") -> Original:
+    """Transcript, forced alignment and code of the original speech."""
+    from emotalk.lipsync import align_robust
+    from emotalk.speech.align import transcribe
+
+    tr = transcribe(wav)
+    words, phones, _ = align_robust(wav, tr.words)
+    if not words:
+        raise MediaError("The original speech could not be aligned to its transcript; nothing to re-speak.")
+    seq, t0 = feature_sequence(wav, kind, device)
+    code = sample_code(seq, t0, kind, np.arange(n_frames) / fps)
+    return Original(wav, n_frames, fps, tr.text, tr.words, words, phones, code, mouth)
+
+
+def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
+                  device: str = "cpu") -> tuple[np.ndarray, VoiceQuality, np.ndarray]:
+    """Code [T,W,C] of `orig`'s words spoken by `v`, warped onto the original frames; its quality; the
+    re-spoken wav."""
+    from emotalk.lipsync import align_robust
+    from emotalk.speech.align import transcribe
+
+    t_start = time.time()
+    wav_b = speak(orig.text, v)
+    tr_b = transcribe(wav_b)
+    words_b, phones_b, _ = align_robust(wav_b, [type(w)(w.text, 0.0, len(wav_b) / SR) for w in orig.words])
+    pairs = match_words(orig.words, words_b)
+    ta, tb = anchors(orig.words, orig.phones, words_b, phones_b, pairs)
+
+    def warp(t):
+        return time_map(t, ta, tb)
+
+    seq, t0 = feature_sequence(wav_b, kind, device)
+    frame_times = np.arange(orig.n_frames) / orig.fps
+    code = sample_code(seq, t0, kind, frame_times, warp)
+    unwarped = sample_code(seq, t0, kind, frame_times)
+
+    # independent timing check: Whisper's own word times on both sides
+    wp = match_words(orig.whisper_words, tr_b.words)
+    ca = np.array([(orig.whisper_words[i].start + orig.whisper_words[i].end) / 2 for i, _ in wp])
+    cb = np.array([(tr_b.words[j].start + tr_b.words[j].end) / 2 for _, j in wp])
+    err = float(np.mean(np.abs(warp(ca) - cb))) if len(wp) else float("nan")
+    err_raw = float(np.mean(np.abs(ca - cb))) if len(wp) else float("nan")
+
+    def cos(x: np.ndarray, y: np.ndarray) -> float:
+        c = KINDS[kind].window // 2
+        a, b = x[:, c], y[:, c]
+        norm = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-9
+        return float(np.mean((a * b).sum(-1) / norm))
+
+    c0e = c0m = float("nan")
+    if orig.mouth is not None:
+        tw = warp(frame_times)
+        c0e = _lag0_corr(orig.mouth, warped_signal(_energy_100hz(wav_b), 100.0, tw), orig.fps)
+        c0m = _lag0_corr(orig.mouth, warped_signal(_model_100hz(wav_b), 100.0, tw), orig.fps)
+    q = VoiceQuality(v.name, len(orig.words), len(pairs), len(ta), len(wp), round(err, 4), round(err_raw, 4),
+                     round(len(wav_b) / max(len(orig.wav), 1), 3), round(c0e, 4), round(c0m, 4),
+                     round(cos(code, orig.code), 4) if orig.code is not None else float("nan"),
+                     round(cos(unwarped, orig.code), 4) if orig.code is not None else float("nan"),
+                     round(time.time() - t_start, 1))
+    return code, q, wav_b
+
+
+def original_quality(orig: Original) -> dict:
+    """The same lag-0 correlations for the original speech itself (the bar the voices are held to)."""
+    if orig.mouth is None:
+        return {}
+    t = np.arange(orig.n_frames) / orig.fps
+    return {"corr0_energy": round(_lag0_corr(orig.mouth, warped_signal(_energy_100hz(orig.wav), 100.0, t),
+                                             orig.fps), 4),
+            "corr0_model": round(_lag0_corr(orig.mouth, warped_signal(_model_100hz(orig.wav), 100.0, t),
+                                            orig.fps), 4)}
+
+
+# --- datasets -----------------------------------------------------------------------------------------
+
+def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
+            voices: Sequence[str] = DEFAULT_VOICES, kind: str = "whisper", mouth: np.ndarray | None = None,
+            device: str = "cpu", progress: Progress | None = None, keep_wav: bool = False) -> list[Path]:
+    """Write out_dir/{voice}.npy ([T,W,C] float16) for each voice and out_dir/index.json; return the
+    .npy paths. A voice whose engine cannot run here is skipped and recorded in index.json."""
+    unknown = [v for v in voices if v not in VOICES]
+    if unknown:
+        raise InputError(f"Unknown voice(s) {unknown}; choose from {', '.join(VOICES)}.")
+    if kind not in KINDS:
+        raise InputError(f"Unknown audio code kind {kind!r}; choose one of: {', '.join(KINDS)}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress("transcribing and aligning the original speech", 0.0)
+    orig = analyse_original(wav, n_frames, fps, kind, mouth, device)
+    index = {"kind": kind, "fps": fps, "n_frames": n_frames, "text": orig.text, "voices": [], "skipped": {},
+             "original": original_quality(orig)}
+    paths: list[Path] = []
+    for i, name in enumerate(voices):
+        if progress:
+            progress(f"re-speaking with {name}", (i + 0.5) / (len(voices) + 1))
+        try:
+            code, q, wav_b = respeak_voice(orig, VOICES[name], kind, device)
+        except MediaError as e:
+            index["skipped"][name] = str(e)
+            continue
+        p = out / f"{name}.npy"
+        tmp = out / f".{name}.tmp.npy"
+        np.save(tmp, code.astype(np.float16))
+        tmp.replace(p)
+        if keep_wav:
+            from emotalk.media import write_wav
+
+            write_wav(out / f"{name}.wav", wav_b, SR)
+        paths.append(p)
+        index["voices"].append(dict(asdict(q), voice_settings=asdict(VOICES[name])))
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    if progress:
+        progress("re-spoken codes written", 1.0)
+    return paths
+
+
+def respeak_dataset(ds, voices: Sequence[str] = DEFAULT_VOICES, kind: str = "whisper",
+                    progress: Progress | None = None, device: str = "cpu") -> list[Path]:
+    """Re-speak an identity dataset's words: writes ds.root/respoken/{voice}.npy + index.json."""
+    from emotalk.preprocess.avsync import mouth_opening
+
+    return respeak(ds.audio(), ds.n_frames, ds.fps, Path(ds.root) / "respoken", voices, kind,
+                   mouth_opening(ds.lmk2d), device, progress)
+
+
+def load_respoken(ds, kind: str | None = None) -> list[np.ndarray]:
+    """The re-spoken codes of a dataset ([T,W,C] float32 each; [] when there are none). With `kind`,
+    only when they were made with that code kind."""
+    d = Path(ds.root) / "respoken"
+    f = d / "index.json"
+    if not f.is_file():
+        return []
+    index = json.loads(f.read_text())
+    if kind is not None and index.get("kind") != kind:
+        return []
+    out = []
+    for q in index["voices"]:
+        p = d / f"{q['voice']}.npy"
+        if p.is_file():
+            a = np.load(p).astype(np.float32)
+            if a.shape[0] == ds.n_frames:
+                out.append(a)
+    return out
