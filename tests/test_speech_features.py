@@ -198,3 +198,30 @@ def test_encoder_only_weights_round_trip(whisper_dir, speech, tmp_path):
     assert back.keys() == enc.keys() and all(np.array_equal(back[k], enc[k]) for k in enc)
     x = speech[:32000]
     assert np.array_equal(compute_audio_code(x, model_dir=tmp_path / "enc"), compute_audio_code(x))
+
+
+def _zcos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of codes after standardising each channel (Whisper states carry a large, slowly varying
+    context/position offset in a few channels; the per-frame content is what must agree)."""
+    flat = a.reshape(-1, a.shape[-1])
+    mu, sd = flat.mean(0), flat.std(0) + 1e-3
+    p, q = (a - mu) / sd, (b - mu) / sd
+    return (p * q).sum(-1) / (np.linalg.norm(p, axis=-1) * np.linalg.norm(q, axis=-1))
+
+
+def test_fast_chunks_are_close_to_the_default(speech):
+    from emotalk.speech.features import FAST_CHUNKS
+
+    a = compute_audio_code(speech, 16000)
+    b = compute_audio_code(speech, 16000, chunks=FAST_CHUNKS)  # 13 s: two 10 s windows
+    assert a.shape == b.shape
+    assert _zcos(a, b).mean() > 0.95
+    assert _zcos(a[:-20], a[20:]).mean() < 0.5  # while different moments of speech differ
+
+
+def test_content_survives_a_shift_in_context(speech):
+    """The same words after 2 s of silence give nearly the same (standardised) code."""
+    x = speech[: 16000 * 6]
+    a = compute_audio_code(x, 16000)
+    b = compute_audio_code(np.concatenate([np.zeros(32000, np.float32), x]), 16000)[50:]
+    assert _zcos(a[5:-5], b[5:-5]).mean() > 0.95

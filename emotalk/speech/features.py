@@ -9,6 +9,10 @@ Two kinds (`kind=`):
 Frame t shows the instant t/fps; its window covers feature steps at t/fps + (i - W/2)/rate for
 i = 0..W-1 (ER-NeRF's convention: W/2 steps before, W/2 - 1 after), linearly interpolated when
 rate/fps is not an integer. Context before 0 s and after the end is real silence (zero padding).
+Note for consumers: Whisper states carry a large, slowly varying context/position offset in a few
+channels (the raw cosine of the same words 2 s later in a window is ~0.8); after standardising each
+channel the per-frame content agrees (~0.98). Normalise channels (e.g. LayerNorm / dataset statistics)
+before using the code.
 """
 
 from __future__ import annotations
@@ -151,7 +155,7 @@ def whisper_sequence(audio: np.ndarray, device: str = "cpu", chunks: ChunkSettin
     padded[: len(audio)] = audio[: total * HOP]
     enc = load_encoder(str(model_dir), str(dev))
     out = torch.zeros(total // 2, enc.dim, dtype=torch.float32)  # [S,C]
-    with torch.inference_mode(), exact_float32():
+    with torch.inference_mode(), exact_float32(dev.type == "cuda"):
         mel = _log_mel(torch.from_numpy(padded).to(dev))  # [80,total]
         for b0 in range(0, len(starts), chunks.batch):
             group = starts[b0:b0 + chunks.batch]
@@ -177,8 +181,9 @@ def mel_sequence(audio: np.ndarray, device: str = "cpu") -> np.ndarray:
 
     from emotalk.speech.whisper_encoder import exact_float32, log_mel
 
-    with torch.inference_mode(), exact_float32():
-        return log_mel(torch.from_numpy(audio).to(_device(device))).T.cpu().numpy().astype(np.float32)
+    dev = _device(device)
+    with torch.inference_mode(), exact_float32(dev.type == "cuda"):
+        return log_mel(torch.from_numpy(audio).to(dev)).T.cpu().numpy().astype(np.float32)
 
 
 def frame_windows(seq: np.ndarray, n_frames: int, fps: float, rate_hz: float, window: int,

@@ -120,8 +120,12 @@ def load_encoder(model_dir: str, device: str = "cpu") -> WhisperEncoder:
 
 
 @contextlib.contextmanager
-def exact_float32():
-    """Full float32 matmuls and convolutions (no TF32) so CUDA matches CPU; restores the settings."""
+def exact_float32(enabled: bool = True):
+    """Full float32 matmuls and convolutions (no TF32) so CUDA matches CPU; restores the settings.
+    These are process-wide switches: only turn them on for CUDA work (CPU never uses TF32)."""
+    if not enabled:
+        yield
+        return
     prec = torch.get_float32_matmul_precision()
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
     torch.set_float32_matmul_precision("highest")
