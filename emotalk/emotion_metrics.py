@@ -192,28 +192,37 @@ def confusion_markdown(summary: dict) -> str:
 
 
 def evaluate_generator(dataset: str | Path, n_frames: int = 8, settings=None, progress=None) -> dict:
-    """The emotional face generator on an identity dataset's frames, judged by re-tracking its images.
-
-    For n_frames training frames spread over the clip, each fer category (and calm) is generated; every
-    image is tracked again from scratch by MediaPipe (landmarks, blendshapes) and classified. Reports
-    readability (the summary over all generated images, and per category), the original frames'
-    reading, mouth-opening preservation (re-tracked inner-lip gap, generated vs original) and expression
-    fidelity (re-tracked blendshape change vs the model's target change, expression blendshapes only).
-    """
+    """The emotional face generator on an identity dataset's training frames (see `evaluate_generator_on`)."""
     from emotalk.data import load_dataset
+
+    ds = load_dataset(dataset)
+    pool = ds.train_idx
+    idx = pool[np.unique(np.linspace(0, len(pool) - 1, min(n_frames, len(pool))).round().astype(int))]
+    res = evaluate_generator_on(ds.frames(idx), ds.lmk2d[idx], ds.parsing(idx), settings, progress)
+    res.update(source=str(dataset), frames=[int(i) for i in idx])
+    return res
+
+
+def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None,
+                          settings=None, progress=None) -> dict:
+    """The emotional face generator on frames [N,H,W,3] (landmarks [N,478,2+], parsing [N,S,S] or None).
+
+    Each fer category (and calm) is generated from every frame; every image is tracked again from
+    scratch by MediaPipe (landmarks, blendshapes) and classified. Reports readability (the summary over
+    all generated images, and per category), how the original frames read, mouth-opening preservation
+    (re-tracked inner-lip gap, generated vs original) and expression fidelity (re-tracked blendshape
+    change vs the model's target change, expression blendshapes only).
+    """
     from emotalk.face.emotion import EXPRESSION_BLENDSHAPES
     from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
     from emotalk.face.recognizer import EmotionRecognizer
     from emotalk.face.tracking import track_video
 
-    ds = load_dataset(dataset)
     gen = EmotionalFaceGenerator(settings=settings or GeneratorSettings())
     rec = EmotionRecognizer()
-    pool = ds.train_idx
-    idx = pool[np.unique(np.linspace(0, len(pool) - 1, min(n_frames, len(pool))).round().astype(int))]
-    frames, parsing = ds.frames(idx), ds.parsing(idx)
     cats = [*FER_CLASSES, "calm"]
-    expr_cols = np.array([n in EXPRESSION_BLENDSHAPES for n in ds.blendshape_names])
+    expr_cols = np.array([n in EXPRESSION_BLENDSHAPES for n in gen.model.blendshape_names])
+    idx = range(len(frames))
 
     def track(img):
         tr = track_video([img], 1)
@@ -227,7 +236,7 @@ def evaluate_generator(dataset: str | Path, n_frames: int = 8, settings=None, pr
             continue
         originals.append(clip_result(f"frame{i}", "neutral", rec.probs(frames[k], lm0)[None]))
         for c in cats:
-            g = gen(frames[k], ds.lmk2d[i], parsing[k], *CATEGORIES[c])
+            g = gen(frames[k], lmk[i], None if parsing is None else parsing[k], *CATEGORIES[c])
             lm1, bs1 = track(g.image)
             if lm1 is None:
                 continue
@@ -252,7 +261,7 @@ def evaluate_generator(dataset: str | Path, n_frames: int = 8, settings=None, pr
                                             np.stack([t for _, t in f]).mean(0)) if f else None,
         }
     lips = lip_preservation(np.array(lmk_ref), np.array(lmk_new)) if lmk_ref else {}
-    return {"dataset": str(dataset), "frames": [int(i) for i in idx], "gain": gen.settings.gain,
+    return {"source": "frames", "frames": list(idx), "gain": gen.settings.gain,
             "summary": summarise(items), "original_frames": summarise(originals),
             "per_category": per_cat, "lips": lips}
 
@@ -260,7 +269,7 @@ def evaluate_generator(dataset: str | Path, n_frames: int = 8, settings=None, pr
 def generator_markdown(res: dict) -> str:
     """Markdown block of an evaluate_generator result."""
     s, o = res["summary"], res["original_frames"]
-    lines = [f"### Emotional face generator on {Path(res['dataset']).name} "
+    lines = [f"### Emotional face generator on {Path(res['source']).name} "
              f"({len(res['frames'])} frames, gain {res['gain']:g})", "",
              "Every generated image is re-tracked by MediaPipe and classified by the recogniser.", "",
              summary_markdown(s, "Generated images at each category's (v, a)"), "",
@@ -282,3 +291,30 @@ def generator_markdown(res: dict) -> str:
                       f"{lp['gap_ratio']:.3f} (median over {lp['n_open']} open-mouth images), "
                       f"mean |Δgap| = {lp['gap_mae']:.4f} eye-distances over {lp['n']} images."]
     return "\n".join(lines)
+
+
+def mead_generator(data_dir: str | Path, frames_per_actor: int = 3, settings=None, progress=None) -> dict:
+    """The generator on neutral MEAD frames of the ceiling actors (faces the recogniser reads as neutral).
+
+    These actors also fitted the expression model, so this is an in-sample readability check of the
+    warp itself; no parsing is available, so the landmark face oval is the motion mask.
+    """
+    from emotalk.face.tracking import track_video
+    from emotalk.media import read_frames
+
+    frames, lmks = [], []
+    for actor in MEAD_CEILING_ACTORS:
+        p = Path(data_dir) / "emotion" / "mead_video" / f"{actor}_front_neutral_level1_001.mp4"
+        if not p.is_file():
+            from emotalk.errors import DatasetError
+
+            raise DatasetError(f"MEAD clip missing: {p}. Point --data at the shared data folder.")
+        fr = read_frames(p, fps=25.0)
+        tr = track_video(fr, len(fr))
+        pick = np.flatnonzero(tr.found)
+        pick = pick[np.linspace(0, len(pick) - 1, frames_per_actor).round().astype(int)]
+        frames += list(fr[pick])
+        lmks += list(tr.lmk[pick])
+    res = evaluate_generator_on(np.stack(frames), np.stack(lmks), None, settings, progress)
+    res.update(source="MEAD neutral frames (M030, W009, W011)")
+    return res

@@ -5,7 +5,8 @@ Sections run in order and each adds a markdown block and a JSON entry to the rep
   --video FILE         the recogniser on any video / render, against a target emotion
                        (--emotion NAME, or --valence V --arousal A)
   --generator DATASET  the lip-aligned emotional face generator on an identity dataset's frames:
-                       readability per category and mouth-opening preservation
+                       readability per category and mouth-opening preservation (--grid PNG: a picture)
+  --generator-mead     the same on neutral MEAD frames
 The report goes to stdout and to OUT/eval.md and OUT/eval.json, with the date, machine and commit.
 """
 
@@ -51,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", type=Path, metavar="DATASET",
                    help="identity dataset folder: evaluate the emotional face generator on its frames")
     p.add_argument("--frames", type=int, default=8, help="frames sampled from the dataset for --generator")
+    p.add_argument("--gain", type=float, default=None, help="generator gain (default: GeneratorSettings)")
+    p.add_argument("--grid", type=Path, default=None,
+                   help="with --generator: also save a frames x emotions grid image here (PNG)")
+    p.add_argument("--generator-mead", action="store_true",
+                   help="the generator on neutral MEAD frames (no images are written)")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                    help="shared data folder (holds emotion/mead_video)")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
@@ -145,12 +151,48 @@ def section_generator(args: argparse.Namespace) -> Section | None:
         return None
     from emotalk.emotion_metrics import evaluate_generator, generator_markdown
 
-    res = evaluate_generator(args.generator, n_frames=args.frames, progress=_progress)
-    return Section("generator", generator_markdown(res), res)
+    res = evaluate_generator(args.generator, n_frames=args.frames, settings=_gen_settings(args),
+                             progress=_progress)
+    md = generator_markdown(res)
+    if args.grid:
+        _write_grid(args)
+        md += f"\n\nGrid: {args.grid}"
+    return Section("generator", md, res)
+
+
+def _gen_settings(args: argparse.Namespace):
+    from emotalk.face.generator import GeneratorSettings
+
+    return GeneratorSettings() if args.gain is None else GeneratorSettings(gain=args.gain)
+
+
+def _write_grid(args: argparse.Namespace) -> None:
+    """frames x 9 emotions of the dataset, zoomed on the face (only for identities you may publish)."""
+    import cv2
+
+    from emotalk.data import load_dataset
+    from emotalk.face.generator import EmotionalFaceGenerator, emotion_grid
+
+    ds = load_dataset(args.generator)
+    pool = ds.train_idx
+    idx = pool[np.linspace(0, len(pool) - 1, 3).round().astype(int)]
+    grid = emotion_grid(ds.frames(idx), ds.lmk2d[idx], ds.parsing(idx),
+                        EmotionalFaceGenerator(settings=_gen_settings(args)), zoom=1.6)
+    args.grid.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.grid), grid[..., ::-1])
+
+
+def section_generator_mead(args: argparse.Namespace) -> Section | None:
+    if not args.generator_mead:
+        return None
+    from emotalk.emotion_metrics import generator_markdown, mead_generator
+
+    res = mead_generator(args.data, settings=_gen_settings(args), progress=_progress)
+    return Section("generator_mead", generator_markdown(res), res)
 
 
 # Sections in report order; other evaluations (image, lips) append their runner here.
-SECTIONS: list[Runner] = [section_ceiling, section_video, section_generator]
+SECTIONS: list[Runner] = [section_ceiling, section_video, section_generator, section_generator_mead]
 
 
 def _header() -> dict:
@@ -169,7 +211,8 @@ def _header() -> dict:
 def run(args: argparse.Namespace) -> int:
     sections = [s for s in (r(args) for r in SECTIONS) if s is not None]
     if not sections:
-        raise InputError("Nothing to evaluate: give --ceiling, --video FILE, or --generator DATASET.")
+        raise InputError("Nothing to evaluate: give --ceiling, --video FILE, --generator DATASET or "
+                         "--generator-mead.")
     head = _header()
     md = "\n\n".join([f"_{head['date']}, {head['machine']}, commit {head['commit']}_"]
                      + [s.markdown for s in sections]) + "\n"
