@@ -45,6 +45,15 @@ def test_speak_transcribe_and_features(tmp_path, capsys):
     assert code.shape == (round(len(x) / 16000 * 25), 32, 80) and code.dtype == np.float32
 
 
+def test_list_voices_offline(capsys, monkeypatch):
+    from emotalk.speech import tts_edge
+
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: "offline (test)")
+    assert main(["speak", "--list-voices"]) == 0
+    out = capsys.readouterr().out
+    assert "en-US-AriaNeural" in out and "en_US-joe-medium" in out and "fr-FR" not in out
+
+
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["speak", "--text", "😀😀", "-o", str(tmp_path / "x.wav")]) == 1
     err = capsys.readouterr().err

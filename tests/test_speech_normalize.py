@@ -117,6 +117,13 @@ def test_files_missing_corrupt_and_silent(tmp_path):
         load_speech(tmp_path / "silence.wav")
 
 
+@pytest.mark.parametrize("rel", ["clips/may_5s_512px_25fps.mp4", "clips/grid/bbaf2n.mpg"])
+def test_speech_from_video_files(rel):
+    y = load_speech(shared(rel))
+    assert y.dtype == np.float32 and y.ndim == 1 and len(y) > SR
+    assert loudness_lufs(y) == pytest.approx(-20.0, abs=0.7)
+
+
 @pytest.mark.parametrize("name", ["speech_hallo_7s.wav", "speech_macron_12s.wav", "speech_hdtf_radio_8s.wav"])
 def test_shared_files(name):
     """44.1/48 kHz and stereo files come out as 16 kHz mono at the target loudness."""

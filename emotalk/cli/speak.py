@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="print the transcript of an audio/video file with word times")
     what.add_argument("--features", type=Path, metavar="FILE",
                       help="compute the per-frame audio code of an audio/video file (needs -o code.npy)")
+    what.add_argument("--list-voices", nargs="?", const="en", metavar="LANG",
+                      help="list voices (online voices when reachable, e.g. 'en', 'fr'; 'all' for every one)")
     p.add_argument("-o", "--output", type=Path, help="output .wav (speech) or .npy (audio code)")
     g = p.add_argument_group("speaking")
     g.add_argument("--voice", help="online voice, e.g. en-US-GuyNeural (its language is the text's language)")
@@ -81,6 +83,17 @@ def _progress(stage: str, frac: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emotalk.errors import InputError
+
+    if args.list_voices is not None:
+        from emotalk.speech.tts import OFFLINE_VOICES
+        from emotalk.speech.tts_edge import list_voices
+
+        lang = None if args.list_voices == "all" else args.list_voices
+        for name in list_voices(lang):
+            print(f"edge    {name}")
+        for engine, name in OFFLINE_VOICES.items():
+            print(f"{engine:7s} {name}   (offline, English; --engine {engine})")
+        return 0
 
     if args.text is not None or args.text_file is not None:
         from emotalk.media import write_wav
