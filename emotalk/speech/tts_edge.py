@@ -19,6 +19,7 @@ from emotalk.speech.align import Word
 
 EDGE_HOST = "speech.platform.bing.com"  # the edge-tts websocket and voice-list host
 TICKS_PER_S = 10_000_000  # edge-tts offsets/durations are in 100 ns ticks
+FIRST_ANSWER_EXTRA_S = 3.0  # the first message may take this much longer than the connection
 
 DEFAULT_VOICES = {  # a voice per language, used when none is named (online only)
     "en": "en-US-AriaNeural", "fr": "fr-FR-DeniseNeural", "de": "de-DE-KatjaNeural",
@@ -73,9 +74,11 @@ async def _stream(text: str, voice: str, rate: float, pitch: float, connect_time
     audio = bytearray()
     words: list[Word] = []
     it = comm.stream().__aiter__()
+    wait = min(receive_timeout_s, connect_timeout_s + FIRST_ANSWER_EXTRA_S)  # a hung handshake ends early
     while True:
         try:
-            chunk = await asyncio.wait_for(it.__anext__(), receive_timeout_s)
+            chunk = await asyncio.wait_for(it.__anext__(), wait)
+            wait = receive_timeout_s
         except StopAsyncIteration:
             break
         if chunk["type"] == "audio":
@@ -121,8 +124,7 @@ def speak_edge(text: str, voice: str, rate: float = 0.0, pitch: float = 0.0, con
     try:
         mp3, words = _run(_stream(text, voice, rate, pitch, connect_timeout_s, receive_timeout_s))
     except TimeoutError as e:
-        raise EdgeUnavailable(f"the online voice service did not answer within "
-                              f"{receive_timeout_s:.0f} s") from e
+        raise EdgeUnavailable("the online voice service stopped answering (timeout)") from e
     except Exception as e:  # aiohttp/websocket/edge-tts errors all mean "use another engine"
         raise EdgeUnavailable(f"the online voice service failed ({type(e).__name__}: {e})") from e
     if not mp3:
