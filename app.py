@@ -336,8 +336,8 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool,
             raise _user_error(err) from err
         raise err
     info = outcome["info"]
-    yield (f"✅ **{info.name}** is ready: pick it in the Generate tab.", loss_figure(history), samples,
-           info.name)
+    yield (f"Done: **{info.name}** is ready and selected in the Generate tab.", loss_figure(history),
+           samples, info.name)
 
 
 def push(name: str, repo_id: str, token: str) -> str:
@@ -389,6 +389,7 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="EmoTalk", delete_cache=(1800, int(OUTPUT_MAX_AGE_S))) as demo:
         names = gr.State([])
         spoken = gr.State(None)
+        new_identity = gr.State(None)
         gr.Markdown("# EmoTalk\nEmotion-controllable 3D Gaussian talking heads: pick a face, give it "
                     "speech, pick an emotion. Videos carry a small *AI-generated* label by default.")
         device_md = gr.Markdown()
@@ -467,11 +468,13 @@ def build() -> gr.Blocks:
                         "(30–120 s, steady light, face visible). Only use footage you have the right to use.")
             with gr.Row():
                 with gr.Column():
-                    ft_clip = gr.Video(label="Clip", sources=["upload"])
-                    ft_name = gr.Textbox(label="Name", placeholder="letters, digits, - and _")
+                    ft_clip = gr.Video(label="Clip", sources=["upload"], elem_id="ft_clip")
+                    ft_name = gr.Textbox(label="Name", placeholder="letters, digits, - and _",
+                                         elem_id="ft_name")
                     ft_preset = gr.Radio(["fast", "quality"], value="fast", label="Preset")
-                    ft_consent = gr.Checkbox(False, label="I have the right to use this person's likeness")
-                    ft_btn = gr.Button("Fine-tune", variant="primary")
+                    ft_consent = gr.Checkbox(False, label="I have the right to use this person's likeness",
+                                             elem_id="ft_consent")
+                    ft_btn = gr.Button("Fine-tune", variant="primary", elem_id="ft_start")
                 with gr.Column():
                     ft_status = gr.Markdown()
                     ft_loss = gr.Plot(label="Loss")
@@ -529,9 +532,9 @@ def build() -> gr.Blocks:
                       concurrency_id="gpu", concurrency_limit=GPU_CONCURRENCY)
         # --- fine-tune
         ft_btn.click(fine_tune, [ft_clip, ft_name, ft_preset, ft_consent],
-                     [ft_status, ft_loss, ft_samples, identity], api_name="fine_tune",
-                     concurrency_id="train", concurrency_limit=1).then(
-            refresh_identities, identity, [gallery, names, identity], api_visibility="private")
+                     [ft_status, ft_loss, ft_samples, new_identity], api_name="fine_tune",
+                     concurrency_id="train", concurrency_limit=1).success(
+            refresh_identities, new_identity, [gallery, names, identity], api_visibility="private")
         push_btn.click(push, [push_name, push_repo, push_token], push_md, api_name="push",
                        concurrency_id="cpu", concurrency_limit=2)
         demo.load(lambda v, a: format_va(v, a), [valence, arousal], pad, api_visibility="private",
