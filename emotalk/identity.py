@@ -66,9 +66,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 def write_video_file(path: Path, frames: np.ndarray, fps: float) -> None:
     """Body loop to mp4: H.264 through emotalk.media when ffmpeg is there, else OpenCV's MPEG-4."""
     try:
+        import imageio_ffmpeg  # noqa: F401  (emotalk.media's ffmpeg)
+
         from emotalk import media
 
-        media.write_video(path, frames, fps=fps)
+        media.write_video(path, frames, fps=fps, crf=20)
         return
     except ImportError:
         pass

@@ -48,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
     synthesize(ident, code, (args.valence, args.arousal), args.out, audio=wav, sr=16000, progress=prog,
                batch=args.batch, size=args.size, device=device)
     dt = time.time() - t0
-    print(f"\nwrote {args.out}: {n} frames in {dt:.1f} s ({n / ident.fps / dt:.2f}× real time)", file=sys.stderr)
+    print(f"\nwrote {args.out}: {n} frames in {dt:.1f} s ({n / ident.fps / dt:.2f}× real time)",
+          file=sys.stderr)
     return 0

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
     p.add_argument("--batch", type=int, default=None, help="frames per step (lower it if the GPU runs out)")
-    p.add_argument("--size", type=int, default=None, help="train / render side in px (default: the dataset's)")
+    p.add_argument("--size", type=int, default=None,
+                   help="train / render side in px (default: the dataset's)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--name", default=None, help="identity name (default: the folder name)")
 

@@ -1,0 +1,235 @@
+"""Benchmark the Gaussian talking head on a GPU: train identities, score held-out frames, time rendering.
+
+    python bench/bench_model.py DATASET [DATASET ...] --out OUTDIR [--preset fast] [--device cuda]
+
+Per dataset: training minutes, Gaussian count, checkpoint MB, held-out PSNR / SSIM / ST-LPIPS (full
+frame and face box), render FPS at the dataset size (batched: deformation + raster + composite), the
+bare gsplat raster time of the same Gaussians (overhead ratio). Held-out renders are written as JPEGs
+in an npz (for LMD on a host with a landmark detector: `--lmd OUTDIR` there). Results go to
+OUTDIR/bench_<name>.json. Datasets may carry `audio_code_<kind>.npy` (the GPU host lacks the speech stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _cv2_video_fallback() -> None:
+    """Decode dataset videos with OpenCV where the ffmpeg-based media module cannot be imported."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    import cv2
+
+    from emotalk import data
+
+    def _video(self, name, idx):
+        sel = None if idx is None else np.asarray(idx, np.int64).reshape(-1)
+        cap = cv2.VideoCapture(str(self.root / name))
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f[..., ::-1])
+        cap.release()
+        allf = np.stack(frames)[: self.n_frames]
+        return np.ascontiguousarray(allf if sel is None else allf[sel])
+
+    data.IdentityDataset._video = _video
+
+
+def encode_jpegs(frames: np.ndarray, quality: int = 95) -> np.ndarray:
+    import cv2
+
+    bufs = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+            for f in frames]
+    return np.array([b.tobytes() for b in bufs], dtype=object)
+
+
+def decode_jpegs(arr: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for b in arr])
+
+
+def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int) -> dict:
+    """FPS of batched rendering (deform + raster + composite, frames left on the GPU) and bare raster."""
+    import torch
+
+    from emotalk.gaussians.model import BRANCHES, Frames
+    from emotalk.gaussians.raster import rasterize
+
+    model = ident.model.to(device)
+    S = ident.size
+    reps = int(np.ceil(n_frames / len(code)))
+    code = np.concatenate([code] * reps)[:n_frames]
+    body = torch.as_tensor(ident.body_frames()).to(device)
+    L = min(len(body), len(ident.track_w2c))
+    w2c = torch.as_tensor(ident.track_w2c[:L]).to(device)
+    up = torch.as_tensor(ident.track_upper[:L]).to(device)
+    K = torch.as_tensor(ident.K).to(device)
+    code_t = torch.as_tensor(code).to(device)
+    sched = torch.as_tensor(np.arange(n_frames) % L, device=device)
+
+    def frames(i: int, j: int) -> Frames:
+        s = sched[i:j]
+        return Frames(w2c[s], K[None].expand(j - i, 3, 3), code_t[i:j], up[s],
+                      torch.zeros(j - i, 2, device=device))
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        caches = {b: model.precompute(b) for b in BRANCHES}
+        for _ in range(2):  # warm-up
+            model.render(frames(0, batch), S, S, body[sched[:batch]].float() / 255, caches=caches)
+        sync()
+        t = time.time()
+        for i in range(0, n_frames, batch):
+            j = min(n_frames, i + batch)
+            out = model.render(frames(i, j), S, S, body[sched[i:j]].float() / 255, caches=caches)
+            img = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+        sync()
+        full = time.time() - t
+        # the same, including the copy of each batch to host memory (what the video encoder gets)
+        t = time.time()
+        for i in range(0, n_frames, batch):
+            j = min(n_frames, i + batch)
+            out = model.render(frames(i, j), S, S, body[sched[i:j]].float() / 255, caches=caches)
+            img = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        host = time.time() - t
+        # bare rasterization of the same (already deformed) Gaussians
+        gs = {b: model.deform(b, frames(0, batch), caches[b]) for b in BRANCHES}
+        fr = frames(0, batch)
+        for _ in range(3):
+            for b in BRANCHES:
+                rasterize(*gs[b], fr.viewmats, fr.Ks, S, S)
+        sync()
+        n_batches = int(np.ceil(n_frames / batch))
+        t = time.time()
+        for _ in range(n_batches):
+            for b in BRANCHES:
+                rasterize(*gs[b], fr.viewmats, fr.Ks, S, S)
+        sync()
+        bare = time.time() - t
+    del img
+    return {"render_fps": n_frames / full, "render_fps_to_host": n_frames / host,
+            "bare_raster_fps": n_batches * batch / bare, "overhead_ratio": full / bare,
+            "render_batch": batch, "render_frames": n_frames, "render_size": S}
+
+
+def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | None, kind: str,
+              save_frames: bool) -> dict:
+    import torch
+
+    from emotalk.data import load_dataset
+    from emotalk.identity import identity_size_mb, load_identity, save_identity
+    from emotalk.metrics import face_box, image_metrics
+    from emotalk.train import PRESETS, dataset_audio_code, evaluate, load_train_data, train
+
+    name = ds_path.name
+    ds = load_dataset(ds_path)
+    s = replace(PRESETS[preset], audio_kind=kind)
+    if steps:
+        s = replace(s, steps=steps)
+    code = dataset_audio_code(ds, kind)
+    work = Path(tempfile.mkdtemp(prefix=f"emotalk_bench_{name}_"))  # fresh: never resume a timed run
+    t0 = time.time()
+    last = [0.0]
+
+    def status(st) -> None:
+        if time.time() - last[0] > 15 or st.step == st.steps:
+            last[0] = time.time()
+            print(f"  [{name} {st.stage}] {st.step}/{st.steps} loss {st.loss:.4f} psnr {st.psnr:.2f} "
+                  f"n {st.n_gaussians} eta {st.eta_s:.0f}s", flush=True)
+
+    model, summary = train(ds, s, work, device=device, on_status=status, audio_code=code)
+    train_wall = time.time() - t0
+    data = load_train_data(ds, s.size, code, device)
+    val = data.val_idx
+    renders, _ = evaluate(model, data, val)
+    gt = ds.frames(val)
+    box = face_box(ds.lmk2d[val], ds.size)
+    m = image_metrics(torch.as_tensor(renders).to(device), torch.as_tensor(gt).to(device), box=box,
+                      lpips=True)
+    ident_dir = out / f"identity_{name}"
+    save_identity(ident_dir, model, ds, s, {**summary, **m}, name=name, thumbnail=renders[0])
+    ident = load_identity(ident_dir, device=device)
+    speed = time_render(ident, code[val], device, batch=32, n_frames=512)
+    res = {"dataset": name, "n_frames": int(ds.n_frames), "n_val": int(len(val)), "size": int(ds.size),
+           "preset": preset, "steps": s.steps, "train_minutes": summary["train_minutes"],
+           "train_wall_minutes": train_wall / 60, "n_gaussians": summary["n_face"] + summary["n_mouth"],
+           "n_face": summary["n_face"], "n_mouth": summary["n_mouth"],
+           "checkpoint_mb": identity_size_mb(ident_dir), **m, **speed, "face_box": list(box),
+           "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+           "settings": asdict(s)}
+    if save_frames:
+        np.savez(out / f"heldout_{name}.npz", render=encode_jpegs(renders), truth_idx=val,
+                 lmk2d=ds.lmk2d[val])
+    # side by side: render | truth for 3 held-out frames
+    pick = np.linspace(0, len(val) - 1, 3).round().astype(int)
+    rows = [np.concatenate([renders[i], gt[i]], 1) for i in pick]
+    import cv2
+
+    sbs = np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1])
+    cv2.imwrite(str(out / f"side_by_side_{name}.png"), sbs)
+    (out / f"bench_{name}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def lmd_from_npz(npz: Path) -> float:
+    """LMD (px) of held-out renders in an npz from `bench_one` against the dataset's tracked landmarks."""
+    from emotalk.metrics import detect_landmarks, lmd
+
+    z = np.load(npz, allow_pickle=True)
+    frames = decode_jpegs(z["render"])
+    return lmd(detect_landmarks(frames), z["lmk2d"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("datasets", nargs="*", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--kind", default="whisper", help="audio code kind")
+    ap.add_argument("--no-frames", action="store_true", help="do not save held-out renders")
+    ap.add_argument("--lmd", type=Path, default=None, help="compute LMD for heldout_*.npz in this folder")
+    a = ap.parse_args(argv)
+    if a.lmd:
+        for npz in sorted(a.lmd.glob("heldout_*.npz")):
+            print(npz.stem[8:], f"LMD {lmd_from_npz(npz):.3f} px")
+        return 0
+    _cv2_video_fallback()
+    a.out.mkdir(parents=True, exist_ok=True)
+    ok = True
+    for d in a.datasets:
+        try:
+            r = bench_one(d, a.out, a.preset, a.device, a.steps, a.kind, not a.no_frames)
+            print(json.dumps({k: v for k, v in r.items() if k != "settings"}, indent=1), flush=True)
+        except Exception:
+            ok = False
+            traceback.print_exc()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
