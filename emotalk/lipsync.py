@@ -207,7 +207,8 @@ class SyncReport:
     n_frames: int  # video frames measured (at settings.fps)
     face_found: float  # fraction of frames with a face
     sync: SyncEstimate  # AV offset and confidence
-    contrast: PhoneContrast | None  # None when there were no phones (non-English or alignment failed)
+    contrast: PhoneContrast | None  # as played (offset 0); None without phones (non-English, failed)
+    contrast_at_offset: PhoneContrast | None = None  # with the phones moved by the measured offset
     transcript: str = ""  # what Whisper heard
     notes: list[str] = field(default_factory=list)  # why something is missing
 
@@ -297,7 +298,8 @@ def measure(mouth: np.ndarray, wav: np.ndarray, name: str = "", phones: Sequence
     """SyncReport from a mouth-opening track [T] and its 16 kHz speech [N]."""
     est = estimate_sync(mouth, wav, phones, settings)
     pc = phone_contrast(mouth, phones, settings.fps) if phones else None
-    return SyncReport(name, len(mouth), found, est, pc, transcript, list(notes or []))
+    pco = phone_contrast(mouth, phones, settings.fps, est.offset) if phones else None
+    return SyncReport(name, len(mouth), found, est, pc, pco, transcript, list(notes or []))
 
 
 def measure_video(path: str | Path, language: str = "en", text: str | None = None,

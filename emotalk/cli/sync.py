@@ -53,6 +53,8 @@ def _print_report(rep) -> None:
         c = rep.contrast
         print(f"phone contrast: {c.ratio:.2f} (open vowels {c.open_mean:.4f} over {c.n_open} frames, "
               f"p/b/m {c.closed_mean:.4f} over {c.n_closed} frames)")
+        if s.offset:
+            print(f"phone contrast at the measured offset: {rep.contrast_at_offset.ratio:.2f}")
     for n in rep.notes:
         print(f"note: {n}")
 
