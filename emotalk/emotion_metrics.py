@@ -55,6 +55,11 @@ def sign_agreement(pred: np.ndarray, target: np.ndarray, deadzone: float = SIGN_
     return float((s == np.sign(target)).mean())
 
 
+def _strict_sa(pred: np.ndarray, target: np.ndarray) -> float:
+    nz = target != 0
+    return float((np.sign(pred[nz]) == np.sign(target[nz])).mean()) if nz.any() else float("nan")
+
+
 def summarise(results: list[ClipResult]) -> dict:
     """Emotion Accuracy, V/A-RMSE, V/A-SA, per-category accuracy and the confusion counts."""
     res = [r for r in results if r.n_frames > 0]
@@ -69,6 +74,9 @@ def summarise(results: list[ClipResult]) -> dict:
         "a_rmse": float(np.sqrt(((pred[:, 1] - tgt[:, 1]) ** 2).mean())) if len(res) else float("nan"),
         "v_sa": sign_agreement(pred[:, 0], tgt[:, 0]) if len(res) else float("nan"),
         "a_sa": sign_agreement(pred[:, 1], tgt[:, 1]) if len(res) else float("nan"),
+        # strict sign (no dead zone) over the non-neutral targets only, for comparison with other papers
+        "v_sa_strict": _strict_sa(pred[:, 0], tgt[:, 0]),
+        "a_sa_strict": _strict_sa(pred[:, 1], tgt[:, 1]),
         "per_category_accuracy": {c: float(np.mean([r.predicted == c for r in res if r.target == c]))
                                   for c in cats},
         "confusion": {c: {p: int(sum(r.predicted == p for r in res if r.target == c)) for p in FER_CLASSES}
@@ -171,13 +179,17 @@ def mead_ceiling(data_dir: str | Path, recognizer=None, max_frames: int | None =
 
 
 def summary_markdown(summary: dict, title: str) -> str:
-    """A markdown table of a summary (accuracy, RMSEs, sign agreement, per-category accuracy)."""
+    """A markdown table of a summary (accuracy, RMSEs, sign agreement, per-category accuracy).
+
+    SA uses the dead-zone definition of this module; SA* is the strict sign over non-neutral targets.
+    """
     cats = list(summary["per_category_accuracy"])
     lines = [f"**{title}** (n = {summary['n']})", "",
-             "| Emotion Acc | V-RMSE | A-RMSE | V-SA | A-SA | " + " | ".join(cats) + " |",
-             "|---" * (5 + len(cats)) + "|",
+             "| Emotion Acc | V-RMSE | A-RMSE | V-SA | A-SA | V-SA* | A-SA* | " + " | ".join(cats) + " |",
+             "|---" * (7 + len(cats)) + "|",
              f"| {summary['accuracy']:.3f} | {summary['v_rmse']:.3f} | {summary['a_rmse']:.3f} | "
              f"{summary['v_sa']:.3f} | {summary['a_sa']:.3f} | "
+             f"{summary['v_sa_strict']:.3f} | {summary['a_sa_strict']:.3f} | "
              + " | ".join(f"{summary['per_category_accuracy'][c]:.2f}" for c in cats) + " |"]
     return "\n".join(lines)
 
@@ -229,6 +241,7 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
         return (tr.lmk[0], tr.blendshapes[0]) if tr.found[0] else (None, None)
 
     originals, items = [], []
+    lift: dict[str, list[float]] = {}  # p(target) of the generated image minus that of its original
     lmk_ref, lmk_new, fid = [], [], {c: [] for c in cats}
     for k, i in enumerate(idx):
         lm0, bs0 = track(frames[k])
@@ -242,6 +255,8 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
                 continue
             if c in FER_CLASSES:
                 items.append(clip_result(f"frame{i}_{c}", c, rec.probs(g.image, lm1)[None]))
+                j = FER_CLASSES.index(c)
+                lift.setdefault(c, []).append(float(items[-1].probs[j] - originals[-1].probs[j]))
             if c != "neutral":
                 lmk_ref.append(lm0)
                 lmk_new.append(lm1)
@@ -254,6 +269,7 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
         f = fid.get(c) or []
         per_cat[c] = {
             "accuracy": float(np.mean([r.predicted == c for r in mine])) if mine else None,
+            "p_target_lift": float(np.mean(lift[c])) if lift.get(c) else None,
             "mean_probs": {p: float(np.mean([r.probs[j] for r in mine])) for j, p in enumerate(FER_CLASSES)}
             if mine else None,
             "va": [float(x) for x in np.mean([r.va for r in mine], 0)] if mine else None,
@@ -276,15 +292,18 @@ def generator_markdown(res: dict) -> str:
              "Original (unwarped) frames are read as: "
              + ", ".join(f"{k} {v}" for k, v in o["confusion"]["neutral"].items() if v)
              + f" (of {o['n']}).", "",
-             "| category | recognised as target | mean p(target) | pred v | pred a | fidelity cos | gain |",
-             "|---|---|---|---|---|---|---|"]
+             "| category | recognised as target | mean p(target) | p(target) lift vs original "
+             "| pred v | pred a "
+             "| fidelity cos | fidelity gain |",
+             "|---|---|---|---|---|---|---|---|"]
     for c, d in res["per_category"].items():
         acc = "-" if d["accuracy"] is None else f"{d['accuracy']:.2f}"
         pt = "-" if d["mean_probs"] is None else f"{d['mean_probs'][c]:.2f}"
         va = ("-", "-") if d["va"] is None else (f"{d['va'][0]:+.2f}", f"{d['va'][1]:+.2f}")
         fd = ("-", "-") if d["fidelity"] is None else (f"{d['fidelity']['cosine']:.2f}",
                                                        f"{d['fidelity']['gain']:.2f}")
-        lines.append(f"| {c} | {acc} | {pt} | {va[0]} | {va[1]} | {fd[0]} | {fd[1]} |")
+        lf = "-" if d.get("p_target_lift") is None else f"{d['p_target_lift']:+.2f}"
+        lines.append(f"| {c} | {acc} | {pt} | {lf} | {va[0]} | {va[1]} | {fd[0]} | {fd[1]} |")
     lp = res["lips"]
     if lp:
         lines += ["", f"Mouth opening kept: re-tracked inner-lip gap, generated / original = "
