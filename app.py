@@ -502,8 +502,10 @@ def build() -> gr.Blocks:
                                        concurrency_id="cpu", concurrency_limit=2)
 
         # --- wiring: identities
-        demo.load(on_load, None, [gallery, names, identity, voice, device_md], api_name="identities")
-        demo.load(pipeline.model_files, None, table, api_visibility="private")
+        # page-load events skip the queue: a full queue must not leave the page without identities
+        demo.load(on_load, None, [gallery, names, identity, voice, device_md], api_name="identities",
+                  queue=False)
+        demo.load(pipeline.model_files, None, table, api_visibility="private", queue=False)
         gallery.select(pick_identity, names, identity, api_visibility="private", queue=False)
         hub_btn.click(load_hub, [hub_repo, hub_token, names], [gallery, names, identity],
                       api_name="load_hub", concurrency_id="cpu", concurrency_limit=2)
