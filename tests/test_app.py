@@ -87,3 +87,19 @@ def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path):
     assert frames.std() > 5  # a picture, not a blank
     assert f"{len(frames)} frames" in notes or "frames" in notes
     assert {Path(f).name.split(".")[-1] for f in files} >= {"mp4", "wav", "json"}
+
+
+def test_uploads_over_the_size_limit_are_refused():
+    from gradio_client import Client, handle_file
+
+    import app
+
+    demo = app.build()
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
+                           quiet=True, max_file_size="10kb")
+    try:
+        with pytest.raises(ValueError, match="exceeds the maximum file size"):
+            Client(url, verbose=False).predict(identity="x", source="audio", api_name="/generate",
+                                               audio=handle_file(str(REPO / "examples" / "hello.wav")))
+    finally:
+        demo.close()
