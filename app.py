@@ -34,7 +34,7 @@ AUDIO_EXTS = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".webm"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v"}
 _TITLES = {"InputError": "Check your input", "MediaError": "Check your file",
            "AssetError": "Model file missing", "DatasetError": "Identity problem"}
-SIZES = [("auto (device default)", 0), ("256 px", 256), ("384 px", 384), ("512 px", 512), ("768 px", 768)]
+SIZES = [("auto (device default)", 0)] + [(f"{n} px", n) for n in (128, 256, 384, 512, 768)]
 
 try:  # Hugging Face Spaces: the same code, with GPU time requested per call
     import spaces
