@@ -39,7 +39,21 @@ def test_other_language_only_online(monkeypatch):
         synthesize("Guten Tag.", TTSSettings(voice="de-DE-KatjaNeural"))
 
 
+def test_list_voices_online_faked(monkeypatch):
+    import edge_tts
+
+    async def fake_list():
+        return [{"ShortName": n} for n in ("en-GB-SoniaNeural", "en-US-GuyNeural", "fr-FR-HenriNeural")]
+
+    monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(edge_tts, "list_voices", fake_list)
+    assert tts_edge.list_voices("en") == ["en-GB-SoniaNeural", "en-US-GuyNeural"]
+    assert len(tts_edge.list_voices()) == 3
+
+
 def test_bad_prosody_and_engine():
+    with pytest.raises(InputError, match="voice name"):
+        synthesize("Hello.", TTSSettings(voice="Guy"))
     with pytest.raises(InputError, match="Rate"):
         synthesize("Hello.", TTSSettings(rate=300))
     with pytest.raises(InputError, match="engine"):

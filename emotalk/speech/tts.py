@@ -12,6 +12,7 @@ and higher, -1 slower and lower.
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -157,7 +158,10 @@ def synthesize(text: str, settings: TTSSettings = DEFAULT, arousal: float = 0.0,
                progress: Progress | None = None) -> TTSResult:
     """Speak `text` with the first engine of `settings.engines` that can; see the module docstring."""
     s = settings
-    language = (s.voice.split("-")[0] if s.voice and "-" in s.voice else s.language).lower()
+    if s.voice is not None and not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]+)+", s.voice):
+        raise InputError(f"{s.voice!r} is not an online voice name; names look like en-US-AriaNeural "
+                         "(python -m emotalk speak --list-voices).")
+    language = (s.voice.split("-")[0] if s.voice else s.language).lower()
     text = speakable(check_text(text, s.max_chars, language))
     check_text(text, s.max_chars, language)  # emoji-only text is empty now: say so
     unknown = [e for e in s.engines if e not in ENGINES]
