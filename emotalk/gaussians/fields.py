@@ -102,11 +102,21 @@ class DeformField(nn.Module):
         return SpatialCache(self.spatial(f), [2 * torch.sigmoid(g(f)) for g in self.gates])
 
     def forward(self, cache: SpatialCache, conds: list[Tensor]) -> Tensor:
-        """conds: list of [B,D_k] -> offsets [B,N,n_out]."""
+        """conds: list of [B,D_k] -> offsets [B,N,n_out].
+
+        Fast form: sum_k (att_k ⊙ c_k) W_k = [att_1 .. att_K] @ [c_1ᵀ⊙W_1; ..; c_Kᵀ⊙W_K], one batched
+        matmul per frame batch without the [B,N,D] gated products (`forward_reference` is the plain form).
+        """
+        att = torch.cat(cache.att, -1)  # [N,D]
+        M = torch.cat([c[:, :, None] * lin.weight.t()[None] for c, lin in zip(conds, self.cond)], 1)  # B,D,H
+        h = torch.matmul(att[None], M) + cache.base[None]  # [B,N,H]
+        return self.mlp(h)
+
+    def forward_reference(self, cache: SpatialCache, conds: list[Tensor]) -> Tensor:
+        """Plain form of `forward`: gate each condition per Gaussian, then project."""
         h = cache.base[None]
         for att, lin, c in zip(cache.att, self.cond, conds):
-            # (att ⊙ c) @ W == (c ⊙ rows of W) gated per Gaussian; written as one batched matmul.
-            h = h + (att[None] * c[:, None, :]) @ lin.weight.t()  # [B,N,H]
+            h = h + lin(att[None] * c[:, None, :])  # [B,N,H]
         return self.mlp(h)
 
     def attention(self, x: Tensor, k: int = 0) -> Tensor:
