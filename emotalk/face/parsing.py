@@ -127,10 +127,10 @@ def clean_labels(lab: np.ndarray, settings: ParsingSettings = ParsingSettings())
             if n == 2 and stats[1, cv2.CC_STAT_AREA] < min_area:
                 bad |= m.astype(bool)
             continue
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        small = np.flatnonzero(areas < min_area) + 1
-        if len(small):
-            bad |= np.isin(cc, small)
+        lut = stats[:, cv2.CC_STAT_AREA] < min_area
+        lut[0] = False
+        if lut.any():
+            bad |= lut[cc]
     # background pockets inside the person
     m = (lab == BG).astype(np.uint8)
     n, cc, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=4)
@@ -139,9 +139,10 @@ def clean_labels(lab: np.ndarray, settings: ParsingSettings = ParsingSettings())
         x1 = x0 + stats[1:, cv2.CC_STAT_WIDTH]
         y1 = y0 + stats[1:, cv2.CC_STAT_HEIGHT]
         inner = (x0 > 0) & (y0 > 0) & (x1 < S) & (y1 < S)
-        holes = np.flatnonzero(inner & (stats[1:, cv2.CC_STAT_AREA] < settings.max_hole_frac * lab.size)) + 1
-        if len(holes):
-            bad |= np.isin(cc, holes)
+        lut = np.zeros(n, bool)
+        lut[1:] = inner & (stats[1:, cv2.CC_STAT_AREA] < settings.max_hole_frac * lab.size)
+        if lut.any():
+            bad |= lut[cc]
     if not bad.any():
         return lab.copy()
     _, (iy, ix) = distance_transform_edt(bad, return_indices=True)

@@ -422,14 +422,19 @@ def fit_head_poses(lmk: np.ndarray, size: int, settings: PoseSettings = PoseSett
     w2c[:, :3, 3] = t_s
     K = np.array([[f, 0, c], [0, f, c], [0, 0, 1]], np.float32)
 
-    # per-frame landmarks with expression in the head frame: similarity-align MediaPipe's 3-D shape
-    # (crop px) onto the refined template through the stable points
     P_all = P_head.copy()
     P_all[idx] = P_ref
+    # per-frame landmarks with expression in the head frame: similarity-align MediaPipe's 3-D shape
+    # (crop px) onto the refined template through the stable points; then slide each point along its
+    # camera ray so it reprojects exactly onto its 2-D landmark (depth kept from the aligned shape)
     lmk3d = np.empty((T, 478, 3), np.float32)
     for i in range(T):
         s, R, tt = umeyama(lmk[i, idx].astype(np.float64), P_ref)
-        lmk3d[i] = (s * lmk[i].astype(np.float64) @ R.T) + tt
+        p = (s * lmk[i].astype(np.float64) @ R.T) + tt  # [478,3] head frame
+        X = p @ R_s[i].T + t_s[i]  # camera
+        z = np.maximum(X[:, 2:3], 1e-3)
+        ray = np.concatenate([(lmk[i, :, :2] - c) / f, np.ones((478, 1))], 1)
+        lmk3d[i] = (z * ray - t_s[i]) @ R_s[i]
 
     scale512 = 512.0 / size
     quality = {

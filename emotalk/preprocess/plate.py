@@ -41,20 +41,18 @@ def background_plate(frames: np.ndarray, labels: np.ndarray,
 
     N, S = frames.shape[:2]
     k = _disk(s.person_grow * S)
-    acc = np.full(frames.shape, np.nan, np.float32)
+    # per-pixel median over the frames where the pixel is background: person pixels get a sentinel
+    # that sorts last, so the median of the n valid values sits at index (n - 1) // 2
+    vals = frames.astype(np.uint16)
     for i in range(N):
         person = cv2.dilate((labels[i] != BG).astype(np.uint8), k) > 0
-        a = frames[i].astype(np.float32)
-        a[person] = np.nan
-        acc[i] = a
-    seen = ~np.isnan(acc[..., 0]).all(0)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            plate = np.nanmedian(acc, axis=0)
-    plate = np.nan_to_num(plate, nan=0.0).clip(0, 255).astype(np.uint8)
+        vals[i][person] = 1000
+    vals.sort(axis=0)
+    n_valid = (vals[..., 0] < 1000).sum(0)  # [S,S]
+    seen = n_valid > 0
+    pick = np.maximum(n_valid - 1, 0) // 2
+    plate = np.take_along_axis(vals, pick[None, :, :, None].repeat(3, -1), 0)[0]
+    plate = np.where(seen[..., None], plate, 0).astype(np.uint8)
     hole = ~seen
     frac = float(hole.mean())
     if hole.any():
