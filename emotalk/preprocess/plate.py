@@ -61,22 +61,35 @@ def background_plate(frames: np.ndarray, labels: np.ndarray,
 
 
 def inpaint(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Fill hole pixels [S,S] of img [S,S,3]: Telea inpainting at low resolution, smoothed, pasted back."""
+    """Fill hole pixels [S,S] of img [S,S,3]: per row, linear between the nearest seen pixels left and
+    right (backgrounds are mostly walls, windows, shelves: horizontal structure continues), then smoothed
+    vertically inside the hole so rows do not streak."""
     import cv2
 
-    S = img.shape[0]
-    n = min(S, 128)
     if hole.all():
         return np.full_like(img, 127)
-    small = cv2.resize(img, (n, n), interpolation=cv2.INTER_AREA)
-    m = cv2.resize(hole.astype(np.uint8), (n, n), interpolation=cv2.INTER_NEAREST)
-    m = cv2.dilate(m, np.ones((3, 3), np.uint8))
-    filled = cv2.inpaint(small, m, 5, cv2.INPAINT_TELEA)
-    filled = cv2.GaussianBlur(filled, (0, 0), 1.0)
-    big = cv2.resize(filled, (S, S), interpolation=cv2.INTER_CUBIC)
-    out = img.copy()
-    out[hole] = big[hole]
-    return out
+    S = img.shape[0]
+    out = img.astype(np.float32)
+    xs = np.arange(img.shape[1])
+    last = None
+    for y in range(S):
+        h = hole[y]
+        if not h.any():
+            continue
+        ok = np.flatnonzero(~h)
+        if len(ok) == 0:  # a whole row unseen: take the nearest row filled so far (or later, below)
+            if last is not None:
+                out[y] = out[last]
+            continue
+        for c in range(3):
+            out[y, h, c] = np.interp(xs[h], ok, out[y, ok, c])
+        last = y
+    for y in range(S - 1, -1, -1):  # rows above the first seen row
+        if hole[y].all() and (y + 1 < S):
+            out[y] = np.where(hole[y][:, None], out[y + 1], out[y])
+    sm = cv2.GaussianBlur(out, (0, 0), sigmaX=1.0, sigmaY=max(2.0, S / 64))
+    out[hole] = sm[hole]
+    return out.clip(0, 255).astype(np.uint8)
 
 
 def body_frame(frame: np.ndarray, lab: np.ndarray, plate: np.ndarray,
@@ -92,15 +105,18 @@ def body_frame(frame: np.ndarray, lab: np.ndarray, plate: np.ndarray,
     keep = body | ((lab == BG) & ~fringe)
     out = np.where(keep[..., None], frame, plate)
     neck = (lab == NECK) & body
-    cols = np.flatnonzero(neck.any(0))
-    if len(cols):
+    cols = np.flatnonzero(neck.sum(0) >= 3)
+    if len(cols) >= 3:
         top = np.argmax(neck[:, cols], axis=0)  # first neck row per column
         ext = int(round(s.neck_extend * S))
-        src_rows = np.minimum(top + 2, S - 1)
-        colour = frame[src_rows, cols].astype(np.float32) * s.neck_shade
+        # colour per column: mean of a few rows just under the neck's top edge, smoothed across columns
+        rows = np.minimum(top[None] + np.arange(2, 8)[:, None], S - 1)  # [6,C]
+        colour = frame[rows, cols[None]].astype(np.float32).mean(0)  # [C,3]
+        colour = cv2.GaussianBlur(colour[None], (0, 0), sigmaX=max(1.0, S / 100), sigmaY=0.1)[0]
         ys = np.arange(S)[:, None]
-        # rows above the neck top, within reach, that were head (not background or cloth)
+        # rows above the neck top, within reach, that were head (not background or cloth); darker upwards
         fill = (ys < top[None]) & (ys >= top[None] - ext) & head[:, cols]
         yy, jj = np.nonzero(fill)
-        out[yy, cols[jj]] = colour[jj].astype(np.uint8)
+        shade = s.neck_shade - (1 - s.neck_shade) * (top[jj] - yy) / max(ext, 1)
+        out[yy, cols[jj]] = (colour[jj] * shade[:, None]).clip(0, 255).astype(np.uint8)
     return out
