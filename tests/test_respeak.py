@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,6 +38,14 @@ def test_anchors_from_matched_words_and_phones():
     assert np.allclose(tb, [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
 
 
+def test_guess_times_interpolates_unheard_words():
+    words = [Word(t, 0, 0) for t in ("a", "quick", "brown", "fox")]
+    heard = [Word("a", 1.0, 1.2), Word("quack", 1.3, 1.5), Word("fox", 2.0, 2.4)]
+    g = respeak.guess_times(words, heard, 3.0)
+    assert (g[0].start, g[3].end) == (1.0, 2.4)
+    assert 1.0 < g[1].start < g[2].start < 2.0
+
+
 def test_unwarped_code_equals_the_projects_audio_code():
     from emotalk.speech.features import compute_audio_code
 
@@ -66,24 +73,26 @@ def test_warp_moves_the_code_by_a_known_delay():
 
 
 def test_respeak_a_real_clip(tmp_path):
-    """A GRID sentence re-spoken by espeak-ng: every word matched, timing error well under the TTS's own,
-    codes on the original frames, loadable."""
+    """A GRID sentence re-spoken by Piper: every word matched, timing error well under the TTS's own,
+    the warped speech in sync with the original mouth, codes on the original frames, loadable."""
     from emotalk import lipsync, media
+    from emotalk.speech.tts_offline import piper_available
 
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    if piper_available():
+        pytest.skip(piper_available())
     path = shared("clips/grid/sbwe5n.mpg")
     wav = media.read_audio(path, 16000)
     _, mouth = lipsync.track_mouth(media.iter_frames(path, fps=25.0), 25.0)
     T = len(mouth)
-    paths = respeak.respeak(wav, T, 25.0, tmp_path / "respoken", ["espeak-en-us"], kind="mel", mouth=mouth)
-    assert [p.name for p in paths] == ["espeak-en-us.npy"]
+    paths = respeak.respeak(wav, T, 25.0, tmp_path / "respoken", ["piper-joe"], kind="mel", mouth=mouth)
+    assert [p.name for p in paths] == ["piper-joe.npy"]
     code = np.load(paths[0])
     assert code.shape == (T, 32, 80) and code.dtype == np.float16 and np.isfinite(code).all()
     q = json.loads((tmp_path / "respoken" / "index.json").read_text())["voices"][0]
     assert q["matched"] == q["words"] >= 5
     assert q["mean_abs_error_s"] < 0.12 and q["mean_abs_error_s"] < 0.5 * q["mean_abs_error_unwarped_s"]
     assert q["code_cosine"] > q["code_cosine_unwarped"]
+    assert abs(q["peak_lag_model"]) <= 1 and q["corr0_model"] > 0.2  # the warped speech is in sync
     ds = SimpleNamespace(root=tmp_path, n_frames=T)
     got = respeak.load_respoken(ds)
     assert len(got) == 1 and got[0].dtype == np.float32 and got[0].shape == code.shape

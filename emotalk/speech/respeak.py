@@ -131,6 +131,21 @@ def time_map(t: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     return np.where(t > ta[-1], tb[-1] + (t - ta[-1]), out)
 
 
+def guess_times(words: Sequence, heard: Sequence, duration: float) -> list:
+    """`words` (the text to align) with rough times in another recording, from what Whisper `heard` in it:
+    matched words take the heard times, the others are interpolated (only used to cut alignment chunks)."""
+    from emotalk.speech.align import Word
+
+    pairs = match_words(words, heard)
+    if not pairs:
+        step = duration / max(len(words), 1)
+        return [Word(w.text, i * step, (i + 1) * step) for i, w in enumerate(words)]
+    ia = np.array([i for i, _ in pairs], np.float64)
+    starts = np.interp(np.arange(len(words)), ia, [heard[j].start for _, j in pairs])
+    ends = np.interp(np.arange(len(words)), ia, [heard[j].end for _, j in pairs])
+    return [Word(w.text, float(a), float(max(a, b))) for w, a, b in zip(words, starts, ends, strict=True)]
+
+
 # --- features -----------------------------------------------------------------------------------------
 
 def feature_sequence(wav: np.ndarray, kind: str = "whisper", device: str = "cpu") -> tuple[np.ndarray, float]:
@@ -180,9 +195,11 @@ class VoiceQuality:
     duration_ratio: float  # re-spoken duration / original duration
     corr0_energy: float  # band-energy of the warped speech vs original mouth opening, lag 0
     corr0_model: float  # sync model's predicted opening of the warped speech vs the mouth, lag 0
+    peak_lag_model: int  # lag (frames, +-10) where that correlation peaks: 0 when the warp is in sync
     code_cosine: float  # mean cosine of warped vs original code (centre step), per frame
     code_cosine_unwarped: float  # the same for the re-spoken code with no warp
     seconds: float  # time taken
+    alignment: str = "whole text"  # how the re-spoken audio was force-aligned (align_robust's notes)
 
 
 def warped_signal(x: np.ndarray, rate_hz: float, times: np.ndarray) -> np.ndarray:
@@ -195,6 +212,14 @@ def _lag0_corr(mouth: np.ndarray, sig: np.ndarray, fps: float) -> float:
 
     a, b = bandpass(mouth, fps, (1.0, 6.0)), bandpass(sig, fps, (1.0, 6.0))
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _peak_lag(mouth: np.ndarray, sig: np.ndarray, fps: float, max_lag: int = 10) -> int:
+    from emotalk.lipsync import lag_correlation
+    from emotalk.syncnet import bandpass
+
+    c = lag_correlation(bandpass(mouth, fps, (1.0, 6.0)), bandpass(sig, fps, (1.0, 6.0)), max_lag)
+    return int(np.argmax(c)) - max_lag
 
 
 def _energy_100hz(wav: np.ndarray) -> np.ndarray:
@@ -254,7 +279,7 @@ def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
     t_start = time.time()
     wav_b = speak(orig.text, v)
     tr_b = transcribe(wav_b)
-    words_b, phones_b, _ = align_robust(wav_b, [type(w)(w.text, 0.0, len(wav_b) / SR) for w in orig.words])
+    words_b, phones_b, notes = align_robust(wav_b, guess_times(orig.words, tr_b.words, len(wav_b) / SR))
     pairs = match_words(orig.words, words_b)
     ta, tb = anchors(orig.words, orig.phones, words_b, phones_b, pairs)
 
@@ -280,15 +305,17 @@ def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
         return float(np.mean((a * b).sum(-1) / norm))
 
     c0e = c0m = float("nan")
+    lag = 0
     if orig.mouth is not None:
         tw = warp(frame_times)
         c0e = _lag0_corr(orig.mouth, warped_signal(_energy_100hz(wav_b), 100.0, tw), orig.fps)
-        c0m = _lag0_corr(orig.mouth, warped_signal(_model_100hz(wav_b), 100.0, tw), orig.fps)
+        pred = warped_signal(_model_100hz(wav_b), 100.0, tw)
+        c0m, lag = _lag0_corr(orig.mouth, pred, orig.fps), _peak_lag(orig.mouth, pred, orig.fps)
     q = VoiceQuality(v.name, len(orig.words), len(pairs), len(ta), len(wp), round(err, 4), round(err_raw, 4),
-                     round(len(wav_b) / max(len(orig.wav), 1), 3), round(c0e, 4), round(c0m, 4),
+                     round(len(wav_b) / max(len(orig.wav), 1), 3), round(c0e, 4), round(c0m, 4), lag,
                      round(cos(code, orig.code), 4) if orig.code is not None else float("nan"),
                      round(cos(unwarped, orig.code), 4) if orig.code is not None else float("nan"),
-                     round(time.time() - t_start, 1))
+                     round(time.time() - t_start, 1), "; ".join(notes) or "whole text")
     return code, q, wav_b
 
 
@@ -297,19 +324,38 @@ def original_quality(orig: Original) -> dict:
     if orig.mouth is None:
         return {}
     t = np.arange(orig.n_frames) / orig.fps
+    pred = warped_signal(_model_100hz(orig.wav), 100.0, t)
     return {"corr0_energy": round(_lag0_corr(orig.mouth, warped_signal(_energy_100hz(orig.wav), 100.0, t),
                                              orig.fps), 4),
-            "corr0_model": round(_lag0_corr(orig.mouth, warped_signal(_model_100hz(orig.wav), 100.0, t),
-                                            orig.fps), 4)}
+            "corr0_model": round(_lag0_corr(orig.mouth, pred, orig.fps), 4),
+            "peak_lag_model": _peak_lag(orig.mouth, pred, orig.fps)}
 
 
 # --- datasets -----------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Checks:
+    """When a re-spoken version is too poorly aligned to train on (it is then not written)."""
+
+    min_matched: float = 0.8  # least fraction of the original's words matched in the re-spoken audio
+    max_error_s: float = 0.15  # largest mean |time error| of the independent Whisper check, s
+
+
+def _rejected(q: VoiceQuality, checks: Checks) -> str | None:
+    if q.matched < checks.min_matched * q.words:
+        return f"only {q.matched}/{q.words} words matched"
+    if not q.mean_abs_error_s <= checks.max_error_s:
+        return f"mean time error {q.mean_abs_error_s:.3f} s > {checks.max_error_s} s ({q.alignment})"
+    return None
+
+
 def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
             voices: Sequence[str] = DEFAULT_VOICES, kind: str = "whisper", mouth: np.ndarray | None = None,
-            device: str = "cpu", progress: Progress | None = None, keep_wav: bool = False) -> list[Path]:
+            device: str = "cpu", progress: Progress | None = None, keep_wav: bool = False,
+            checks: Checks = Checks()) -> list[Path]:
     """Write out_dir/{voice}.npy ([T,W,C] float16) for each voice and out_dir/index.json; return the
-    .npy paths. A voice whose engine cannot run here is skipped and recorded in index.json."""
+    .npy paths. A voice whose engine cannot run here, or whose alignment fails `checks`, is skipped and
+    recorded (with its quality) in index.json."""
     unknown = [v for v in voices if v not in VOICES]
     if unknown:
         raise InputError(f"Unknown voice(s) {unknown}; choose from {', '.join(VOICES)}.")
@@ -330,6 +376,11 @@ def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
             code, q, wav_b = respeak_voice(orig, VOICES[name], kind, device)
         except MediaError as e:
             index["skipped"][name] = str(e)
+            continue
+        why = _rejected(q, checks)
+        if why:
+            index["skipped"][name] = why
+            index.setdefault("rejected", []).append(asdict(q))
             continue
         p = out / f"{name}.npy"
         tmp = out / f".{name}.tmp.npy"
