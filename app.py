@@ -210,6 +210,8 @@ def on_load():
     notice = f"Running on **{info['device'].upper()}**; default output {info['default_size']} px."
     if info.get("notice"):
         notice += f"  \n⚠️ {info['notice']}"
+    if not names:
+        notice += "  \nNo identity installed yet: fine-tune one (Fine-tune tab) or load one from the Hub."
     voices = [("default (best available)", "")] + [(v, v) for v in pipeline.voices()]
     return items, names, dropdown, gr.Dropdown(choices=voices, value=""), notice
 

@@ -244,6 +244,10 @@ def test_identity_gallery_and_device_notice(fake):
     assert all(Path(img).is_file() for img, _ in items) and items[1][1] == "bob · user"
     assert "CPU" in notice and "No GPU" in notice
     assert app.pick_identity(names, gr.SelectData(None, {"index": 1, "value": None})) == "bob"
+    assert "No identity installed" not in notice
+    fake.identities.clear()
+    items, names, dropdown, _, notice = app.on_load()
+    assert items == [] and dropdown.value is None and "No identity installed yet" in notice
 
 
 def test_hub_repo_ids_are_validated_before_download(fake):
