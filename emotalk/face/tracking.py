@@ -370,6 +370,16 @@ def jitter_deg(R: np.ndarray, rest_quantile: float = 0.3) -> float:
     return float(np.median(step[sel]))
 
 
+def snap_to_rays(lmk3d: np.ndarray, lmk2d: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """Move head-frame points [T,N,3] along their camera rays, depth kept, onto the 2-D points [T,N,2]."""
+    R, t = w2c[:, :3, :3].astype(np.float64), w2c[:, :3, 3].astype(np.float64)
+    X = np.einsum("tij,tnj->tni", R, lmk3d.astype(np.float64)) + t[:, None]
+    z = np.maximum(X[..., 2:3], 1e-3)
+    xy = (lmk2d - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
+    ray = np.concatenate([xy, np.ones(lmk2d.shape[:-1] + (1,))], -1)
+    return np.einsum("tnj,tjk->tnk", z * ray - t[:, None], R).astype(np.float32)
+
+
 def fit_head_poses(lmk: np.ndarray, size: int, settings: PoseSettings = PoseSettings(),
                    progress: Progress | None = None) -> HeadPoses:
     """Fit intrinsics and per-frame head poses to landmarks [T,478,3] given in crop px at `size`.
@@ -430,11 +440,8 @@ def fit_head_poses(lmk: np.ndarray, size: int, settings: PoseSettings = PoseSett
     lmk3d = np.empty((T, 478, 3), np.float32)
     for i in range(T):
         s, R, tt = umeyama(lmk[i, idx].astype(np.float64), P_ref)
-        p = (s * lmk[i].astype(np.float64) @ R.T) + tt  # [478,3] head frame
-        X = p @ R_s[i].T + t_s[i]  # camera
-        z = np.maximum(X[:, 2:3], 1e-3)
-        ray = np.concatenate([(lmk[i, :, :2] - c) / f, np.ones((478, 1))], 1)
-        lmk3d[i] = (z * ray - t_s[i]) @ R_s[i]
+        lmk3d[i] = (s * lmk[i].astype(np.float64) @ R.T) + tt  # [478,3] head frame
+    lmk3d = snap_to_rays(lmk3d, lmk[..., :2], K, w2c)
 
     scale512 = 512.0 / size
     quality = {
