@@ -49,13 +49,17 @@ class Voice:
     pitch: float = 0.0  # pitch change, Hz (espeak only)
 
 
+# Voices that pocketsphinx (en-US acoustic model) aligns reliably; measured on the Obama and Reagan clips.
+# espeak-ng en-gb+f3 (high), en-gb-scotland (low, slow) and en-029 were tried and dropped: too few of
+# their words aligned (BENCHMARKS_SYNC.md).
 VOICES: dict[str, Voice] = {v.name: v for v in (
     Voice("piper-joe", "piper"),
     Voice("piper-joe-fast", "piper", rate=25.0),
     Voice("espeak-en-us", "espeak", "en-us"),
-    Voice("espeak-en-gb-f3-high", "espeak", "en-gb+f3", rate=-10.0, pitch=30.0),
-    Voice("espeak-en-scotland-low-slow", "espeak", "en-gb-scotland+m3", rate=-20.0, pitch=-30.0),
-    Voice("espeak-en-029-fast", "espeak", "en-029+m7", rate=20.0, pitch=10.0),
+    Voice("espeak-en-us-f2", "espeak", "en-us+f2"),
+    Voice("espeak-en-us-m3-fast-low", "espeak", "en-us+m3", rate=15.0, pitch=-20.0),
+    Voice("espeak-en-gb-rp-f4-high", "espeak", "en-gb-x-rp+f4", pitch=15.0),
+    Voice("espeak-en-us-klatt3", "espeak", "en-us+klatt3"),
 )}
 DEFAULT_VOICES = tuple(VOICES)
 
