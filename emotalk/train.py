@@ -193,7 +193,7 @@ def _group(opt: torch.optim.Optimizer, name: str) -> dict:
 
 def edit_gaussians(model: TalkingGaussians, opt: torch.optim.Optimizer, branch: str, keep: Tensor,
                    new: dict[str, Tensor] | None) -> None:
-    """Keep Gaussians `keep` [N] bool of a branch and append `new` ones; Adam moments follow (zeros for new)."""
+    """Keep Gaussians `keep` [N] bool of a branch and append `new` ones; Adam moments follow (new: zeros)."""
     for k in GAUSS_KEYS:
         old = model.branches[branch][k]
         add = new[k] if new is not None else old[:0]
@@ -305,7 +305,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def save_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer, step: int,
-               extra: dict) -> None:
+               extra: dict, stats: dict[str, GradStats] | None = None) -> None:
     """Resumable training state: model.safetensors-style tensors + JSON, both written atomically."""
     from safetensors.torch import save
 
@@ -318,11 +318,15 @@ def save_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer, 
                 for key in ("exp_avg", "exp_avg_sq"):
                     tensors[f"opt.{g['name']}.{i}.{key}"] = st[key].contiguous().cpu()
                 tensors[f"opt.{g['name']}.{i}.step"] = torch.as_tensor(st["step"]).float().reshape(1).cpu()
+    for b, st in (stats or {}).items():  # densification accumulators, so a resumed run densifies the same
+        tensors[f"stats.{b}.grad"] = st.grad.detach().cpu()
+        tensors[f"stats.{b}.count"] = st.count.detach().cpu()
     _atomic_write(path / "state.safetensors", save(tensors))
     _atomic_write(path / "state.json", json.dumps({"step": step, **extra}, indent=1).encode())
 
 
-def load_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer) -> dict:
+def load_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer,
+               stats: dict[str, GradStats] | None = None) -> dict:
     """Restore what `save_state` wrote (Gaussian counts may differ from the fresh model's)."""
     from safetensors.torch import load_file
 
@@ -342,6 +346,10 @@ def load_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer) 
                 opt.state[p] = {"step": t[f"{key}.step"][0].to(dev),
                                 "exp_avg": t[f"{key}.exp_avg"].to(dev),
                                 "exp_avg_sq": t[f"{key}.exp_avg_sq"].to(dev)}
+    if stats is not None:
+        for b in BRANCHES:
+            if f"stats.{b}.grad" in t:
+                stats[b] = GradStats(t[f"stats.{b}.grad"].to(dev), t[f"stats.{b}.count"].to(dev))
     return info
 
 
@@ -402,11 +410,11 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     opt = make_optimizer(model, s, head)
     step0 = 0
     elapsed0 = 0.0
-    if (state_dir / "state.json").is_file():
-        info = load_state(state_dir, model, opt)
-        step0, elapsed0 = int(info["step"]), float(info.get("elapsed_s", 0.0))
     stats = {b: GradStats(torch.zeros(model.n_gaussians(b), device=device),
                           torch.zeros(model.n_gaussians(b), device=device)) for b in BRANCHES}
+    if (state_dir / "state.json").is_file():
+        info = load_state(state_dir, model, opt, stats)
+        step0, elapsed0 = int(info["step"]), float(info.get("elapsed_s", 0.0))
     lp = None
     if s.lpips and s.lpips_weight > 0:
         from emotalk.metrics import stlpips_model
@@ -441,7 +449,8 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
                 pred = f.rgb + (1 - f.alpha) * body
                 w = weight * (~_dilate(mouth_in, 1)).float()
                 loss = _image_loss(pred, torch.where(mouth_in[..., None], pred.detach(), gt), w, s)
-                loss = loss + s.alpha_weight * (f.alpha[..., 0] * mouth_in).sum() / mouth_in.sum().clamp_min(1)
+                leak = (f.alpha[..., 0] * mouth_in).sum() / mouth_in.sum().clamp_min(1)
+                loss = loss + s.alpha_weight * leak
             elif stage == "mouth":
                 m = layers["mouth"]
                 pred = m.rgb + (1 - m.alpha) * body
@@ -457,7 +466,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
                                                       _face_crops(gt, lm, S, s.lpips_size)).mean()
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"The training loss became {float(loss)} at step {step} (stage {stage}). Nothing "
+                    f"The training loss became {loss.item()} at step {step} (stage {stage}). Nothing "
                     f"was written after step {last_saved}; the state saved there is in {state_dir}. "
                     f"Lower the learning rates (e.g. TrainSettings.lr_fields, lr_means) or change --seed.")
             opt.zero_grad(set_to_none=True)
@@ -500,7 +509,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
                 bp = float(psnr(pred.clamp(0, 1), gt).mean())
             on_status(TrainStatus(stage, done, s.steps, smooth, bp, model.n_gaussians(), eta))
         if done % s.checkpoint_every == 0 and done < s.steps:
-            save_state(state_dir, model, opt, done, {"elapsed_s": el, "settings": asdict(s)})
+            save_state(state_dir, model, opt, done, {"elapsed_s": el, "settings": asdict(s)}, stats)
             last_saved = done
     minutes = (elapsed0 + time.time() - t_start) / 60
     model.eval()

@@ -164,15 +164,16 @@ def _backproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray, w2c: np.ndarray) 
     return pc @ c2w[:3, :3].T + c2w[:3, 3]
 
 
-def landmark_depth(lmk3d: np.ndarray, K: np.ndarray, w2c: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Camera depth at pixels uv [M,2], interpolated from the landmarks (nearest outside their hull)."""
-    from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+def landmark_depth(lmk3d: np.ndarray, K: np.ndarray, w2c: np.ndarray, uv: np.ndarray,
+                   k: int = 6) -> np.ndarray:
+    """Camera depth at pixels uv [M,2], interpolated (inverse distance, k nearest) from the landmarks."""
+    from scipy.spatial import cKDTree
 
     pc = lmk3d @ w2c[:3, :3].T + w2c[:3, 3]
     puv = pc[:, :2] / pc[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
-    lin = LinearNDInterpolator(puv, pc[:, 2])(uv)
-    near = NearestNDInterpolator(puv, pc[:, 2])(uv)
-    return np.where(np.isfinite(lin), lin, near)
+    d, i = cKDTree(puv).query(uv, k=min(k, len(puv)))
+    w = 1.0 / np.maximum(d, 1e-3) ** 2
+    return (pc[i, 2] * w).sum(1) / w.sum(1)
 
 
 def seed_points(ds, n_face: int, n_mouth: int, seed: int = 0, n_views: int = 6

@@ -65,7 +65,7 @@ def make_synthetic(size: int = 64, n_frames: int = 40, seed: int = 0, window: in
     """Render a synthetic talking head: T frames of size² px with labels (takes ~1 s per 40 frames)."""
     rng = np.random.default_rng(seed)
     # Gaussians on an ellipsoid surface (front half), head frame: x right, y down, z towards the back.
-    n = 3000
+    n = 1500
     u = rng.uniform(-np.pi * 0.55, np.pi * 0.55, n)
     v = rng.uniform(-np.pi * 0.45, np.pi * 0.45, n)
     ax = np.array([0.8, 1.0, 0.8])
@@ -79,7 +79,7 @@ def make_synthetic(size: int = 64, n_frames: int = 40, seed: int = 0, window: in
     hair = pts[:, 1] < -0.65
     col[hair], cls[hair] = [0.2, 0.12, 0.05], 17
     # inside mouth: a dark patch behind the lips, shown when the lips part
-    m = 400
+    m = 200
     mouth = np.stack([rng.uniform(-0.22, 0.22, m), rng.uniform(0.4, 0.5, m),
                       rng.uniform(-0.72, -0.68, m)], -1)
     T = n_frames
@@ -111,7 +111,7 @@ def make_synthetic(size: int = 64, n_frames: int = 40, seed: int = 0, window: in
         feat = np.concatenate([allc, onehot[allcls]], 1)
         ms = torch.tensor(allp, dtype=torch.float32)
         out = rasterize_torch(ms, torch.tensor([[1.0, 0, 0, 0]]).repeat(len(ms), 1),
-                              torch.full((len(ms), 3), 0.06), torch.full((len(ms),), 0.9),
+                              torch.full((len(ms), 3), 0.08), torch.full((len(ms),), 0.9),
                               torch.tensor(feat, dtype=torch.float32), torch.tensor(w2c[t:t + 1]),
                               torch.tensor(K[None]), S, S)
         img = out.rgb[0, ..., :3].numpy() + (1 - out.alpha[0].numpy()) * bg
