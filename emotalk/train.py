@@ -219,7 +219,7 @@ class GradStats:
 def accumulate(stats: GradStats, means2d: Tensor, radii: Tensor, S: int) -> None:
     if means2d.grad is None:
         return
-    g = means2d.grad.detach() * (S / 2)  # [B,N,2]
+    g = means2d.grad.detach().reshape(radii.shape + (2,)) * (S / 2)  # [B,N,2]
     vis = radii > 0
     stats.grad += (g.norm(dim=-1) * vis).sum(0)
     stats.count += vis.sum(0)

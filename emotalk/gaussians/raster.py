@@ -35,7 +35,7 @@ class RasterOut:
 
     rgb: Tensor  # [B,H,W,3] premultiplied colour (sum of weight·colour)
     alpha: Tensor  # [B,H,W,1] 1 - final transmittance
-    means2d: Tensor | None  # [B,N,2] projected centres (px); grads feed densification
+    means2d: Tensor | None  # [B,N,2] (or gsplat's [B,1,N,2]) projected centres (px); grads feed densification
     radii: Tensor | None  # [B,N] >0 where the Gaussian was drawn
 
 
@@ -268,7 +268,7 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
             means, quats, scales, opacities, colors, viewmats[:, None], Ks[:, None], width, height,
             packed=False, eps2d=EPS2D, rasterize_mode="classic")
         rgb, alpha = rgb[:, 0], alpha[:, 0]
-        m2 = info["means2d"][:, 0]
+        m2 = info["means2d"]  # [B,1,N,2]: kept as gsplat made it, so retain_grad() sees its gradient
     radii = info["radii"]
     radii = radii.reshape(B, -1, *radii.shape[-1:]).amax(-1) if radii.dim() >= 3 else radii
     if background is not None:
