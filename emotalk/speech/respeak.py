@@ -18,6 +18,12 @@ Steps (`respeak`):
 Quality per voice (`respoken/index.json`): words matched; mean |time error| of an independent check
 (Whisper's own word times on the re-spoken audio vs the mapped original Whisper word times); and the
 validation that the warped speech still "moves" with the original mouth (correlations at lag 0).
+
+Training hook (for `emotalk/train.py`): `alt = load_respoken(ds, kind=settings.audio_kind)` once (a list of
+[T,W,C]; empty when the dataset was not re-spoken: then nothing changes). Per step, for each sampled frame,
+with probability p (e.g. 0.3, in the mouth and fuse stages) use `alt[v][idx]` (v random) instead of the
+original code for that frame; the image loss stays the same (the frame's own pixels are the target), so the
+lips learn to follow *what* is said in any of the voices.
 """
 
 from __future__ import annotations
