@@ -445,7 +445,7 @@ def build() -> gr.Blocks:
                         track_plot = gr.Plot(label="Emotion over time")
                     with gr.Accordion("Advanced", open=False):
                         with gr.Row():
-                            size = gr.Dropdown(SIZES, value=0, label="Resolution")
+                            size = gr.Dropdown(SIZES, value=0, label="Resolution", elem_id="size")
                             seed = gr.Number(0, precision=0, label="Seed")
                         with gr.Row():
                             yaw = gr.Slider(-30, 30, value=0, step=1, label="Camera yaw (°)")

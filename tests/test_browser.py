@@ -118,6 +118,10 @@ def test_type_text_pick_emotion_generate_and_watch_the_video(app_url, browser):
     box.send_keys("Hello there, friend.")
     browser.find_element(By.ID, "preset_happy").click()
     _wait(lambda: _sliders(browser) == [0.8, 0.5], 5, "sliders at the happy preset")
+    browser.find_element(By.XPATH, "//button[contains(., 'Advanced')]").click()  # 128 px: quick on a CPU
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#size input"), 5, "the resolution menu")[0].click()
+    _wait(lambda: [o for o in browser.find_elements(By.CSS_SELECTOR, "li.item")
+                   if o.text.strip().endswith("128 px")], 5, "the 128 px option")[0].click()
     browser.find_element(By.ID, "generate").click()
     src = _wait(lambda: [v.get_attribute("src") for v in
                          browser.find_elements(By.CSS_SELECTOR, "#result_video video")
@@ -126,3 +130,6 @@ def test_type_text_pick_emotion_generate_and_watch_the_video(app_url, browser):
     browser.save_screenshot(str(SHOTS / "generate.png"))
     assert not _error_toasts(browser), _error_toasts(browser)
     assert src[0].endswith(".mp4"), src
+    size = browser.execute_script("const v = document.querySelector('#result_video video');"
+                                  "return [v.videoWidth, v.videoHeight, v.duration];")
+    assert size[:2] == [128, 128] and 0.5 < size[2] < 5, size  # the picked size; about 1.5 s of speech
