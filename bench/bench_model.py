@@ -145,6 +145,7 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
     from emotalk.train import PRESETS, dataset_audio_code, evaluate, load_train_data, train
 
     name = ds_path.name
+    tag = f"{name}_{preset}"
     ds = load_dataset(ds_path)
     s = replace(PRESETS[preset], audio_kind=kind)
     if steps:
@@ -169,10 +170,12 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
     box = face_box(ds.lmk2d[val], ds.size)
     m = image_metrics(torch.as_tensor(renders).to(device), torch.as_tensor(gt).to(device), box=box,
                       lpips=True)
-    ident_dir = out / f"identity_{name}"
+    ident_dir = work / f"identity_{tag}"  # not in OUT: only a few files come back from the GPU host
     save_identity(ident_dir, model, ds, s, {**summary, **m}, name=name, thumbnail=renders[0])
     ident = load_identity(ident_dir, device=device)
     speed = time_render(ident, code[val], device, batch=32, n_frames=512)
+    speed64 = time_render(ident, code[val], device, batch=64, n_frames=512)
+    speed.update({f"{k}_b64": v for k, v in speed64.items() if k != "render_frames"})
     res = {"dataset": name, "n_frames": int(ds.n_frames), "n_val": int(len(val)), "size": int(ds.size),
            "preset": preset, "steps": s.steps, "train_minutes": summary["train_minutes"],
            "train_wall_minutes": train_wall / 60, "n_gaussians": summary["n_face"] + summary["n_mouth"],
@@ -181,7 +184,7 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
            "settings": asdict(s)}
     if save_frames:
-        np.savez(out / f"heldout_{name}.npz", render=encode_jpegs(renders), truth_idx=val,
+        np.savez(out / f"heldout_{tag}.npz", render=encode_jpegs(renders), truth_idx=val,
                  lmk2d=ds.lmk2d[val])
     # side by side: render | truth for 3 held-out frames
     pick = np.linspace(0, len(val) - 1, 3).round().astype(int)
@@ -189,8 +192,8 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
     import cv2
 
     sbs = np.ascontiguousarray(np.concatenate(rows, 0)[..., ::-1])
-    cv2.imwrite(str(out / f"side_by_side_{name}.png"), sbs)
-    (out / f"bench_{name}.json").write_text(json.dumps(res, indent=1))
+    cv2.imwrite(str(out / f"side_by_side_{tag}.png"), sbs)
+    (out / f"bench_{tag}.json").write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("datasets", nargs="*", type=Path)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--preset", default="fast", help="one or more presets, comma-separated")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--kind", default="whisper", help="audio code kind")
@@ -221,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     _cv2_video_fallback()
     a.out.mkdir(parents=True, exist_ok=True)
     ok = True
-    for d in a.datasets:
+    for d, preset in [(d, p) for d in a.datasets for p in a.preset.split(",")]:
         try:
-            r = bench_one(d, a.out, a.preset, a.device, a.steps, a.kind, not a.no_frames)
+            r = bench_one(d, a.out, preset, a.device, a.steps, a.kind, not a.no_frames)
             print(json.dumps({k: v for k, v in r.items() if k != "settings"}, indent=1), flush=True)
         except Exception:
             ok = False
