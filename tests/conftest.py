@@ -41,3 +41,29 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def may_dataset_64(tmp_path_factory):
+    """The shared 5 s clip preprocessed once per session at 64 px (real tracking, parsing, body frames)."""
+    import dataclasses
+
+    from emotalk.data import PRESETS, preprocess
+
+    clip = shared("clips/may_5s_512px_25fps.mp4")
+    return preprocess(clip, tmp_path_factory.mktemp("may64") / "ds", dataclasses.replace(PRESETS["test"], size=64))
+
+
+@pytest.fixture(scope="session")
+def tiny_identity(may_dataset_64, tmp_path_factory):
+    """A tiny real identity (a few hundred Gaussians, 40 CPU steps, mel audio code) saved as a folder."""
+    from dataclasses import replace
+
+    from emotalk.identity import save_identity
+    from emotalk.train import PRESETS, train
+
+    ds = may_dataset_64
+    s = replace(PRESETS["test"], audio_kind="mel")
+    model, summary = train(ds, s, tmp_path_factory.mktemp("tiny-work"))
+    return save_identity(tmp_path_factory.mktemp("identities") / "may-tiny", model, ds, s, summary,
+                         name="may-tiny")
