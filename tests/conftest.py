@@ -51,7 +51,8 @@ def may_dataset_64(tmp_path_factory):
     from emotalk.data import PRESETS, preprocess
 
     clip = shared("clips/may_5s_512px_25fps.mp4")
-    return preprocess(clip, tmp_path_factory.mktemp("may64") / "ds", dataclasses.replace(PRESETS["test"], size=64))
+    out = tmp_path_factory.mktemp("may64") / "ds"
+    return preprocess(clip, out, dataclasses.replace(PRESETS["test"], size=64))
 
 
 @pytest.fixture(scope="session")
