@@ -196,17 +196,14 @@ def load_dataset(path: str | os.PathLike) -> IdentityDataset:
 
 
 class _Stages:
-    """Maps each stage's own 0..1 progress onto the whole run and records stage times."""
+    """Maps each stage's own 0..1 progress onto the part's 0..1 and records stage times."""
 
-    WEIGHTS = {"check": 0.06, "track": 0.16, "pose": 0.04, "parse": 0.56, "plate": 0.03, "body": 0.12,
-               "write": 0.03}
-
-    def __init__(self, progress: Progress | None):
+    def __init__(self, progress: Progress | None, names: tuple[str, ...], weights: tuple[float, ...]):
         self.progress = progress
+        self.weights = dict(zip(names, weights))
         self.start: dict[str, float] = {}
         self.times: dict[str, float] = {}
         self.cur: str | None = None
-        self.t0 = time.time()
 
     def begin(self, name: str, text: str) -> Progress:
         now = time.time()
@@ -214,9 +211,9 @@ class _Stages:
             self.times[self.cur] = round(now - self.start[self.cur], 2)
         self.cur = name
         self.start[name] = now
-        keys = list(self.WEIGHTS)
-        base = sum(self.WEIGHTS[k] for k in keys[: keys.index(name)])
-        w = self.WEIGHTS[name]
+        keys = list(self.weights)
+        base = sum(self.weights[k] for k in keys[: keys.index(name)])
+        w = self.weights[name]
 
         def report(msg: str, frac: float) -> None:
             if self.progress:
@@ -228,8 +225,8 @@ class _Stages:
     def end(self) -> dict[str, float]:
         if self.cur:
             self.times[self.cur] = round(time.time() - self.start[self.cur], 2)
-        self.times["total"] = round(time.time() - self.t0, 2)
-        return self.times
+            self.cur = None
+        return dict(self.times)
 
 
 def _sha256(path: Path) -> str:
@@ -303,35 +300,55 @@ def _check_clip(clip: Path, s: PreprocessSettings, report: Progress):
     return info, wav, checks.CheckReport(T, h, counts, yaws, cuts)
 
 
-def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
-               settings: PreprocessSettings = PreprocessSettings(),
-               progress: Progress | None = None) -> IdentityDataset:
-    """Turn a talking-head clip into an identity dataset folder at out_dir (replaced atomically)."""
-    import cv2
+def _sub(progress: Progress | None, a: float, b: float) -> Progress | None:
+    """Progress of a part of the run mapped onto [a, b] of the whole."""
+    if progress is None:
+        return None
+    return lambda msg, f: progress(msg, a + (b - a) * f)
 
+
+def _decode_crops(video: Path, crop, S: int, fps: float, T: int, dst: Path, report: Progress,
+                  writer=None) -> np.ndarray:
+    """Decode a video (cropping when `crop` is given) into a raw [T,S,S,3] array on disk, as fast as the
+    decoder goes (slow stages read it afterwards and never stall the decoder); optionally encode too."""
     from emotalk import media
-    from emotalk.face import parsing as fparse
+
+    arr = np.lib.format.open_memmap(dst, mode="w+", dtype=np.uint8, shape=(T, S, S, 3))
+    n = 0
+    for i, f in enumerate(media.iter_frames(video, fps=fps, max_frames=T)):
+        arr[i] = crop.apply(f, S) if crop is not None else f
+        if writer is not None:
+            writer.write(arr[i])
+        n += 1
+        if i % 25 == 0:
+            report(f"decoding frame {i}/{T}", i / T)
+    if n != T:
+        raise MediaError(f"{video.name} decoded to {n} frames now but {T} before; the file seems damaged. "
+                         "Re-encode it and try again.")
+    return arr
+
+
+def prepare(clip: str | os.PathLike, work: str | os.PathLike,
+            settings: PreprocessSettings = PreprocessSettings(), progress: Progress | None = None) -> None:
+    """Stages 1-4 into the work folder: early checks, tracking, crop + head pose, AV sync; frames.mp4,
+    audio.wav and the tracking state. Everything that can refuse a clip happens here, early."""
+    from emotalk import media
     from emotalk.face import tracking
-    from emotalk.preprocess import avsync, plate
+    from emotalk.preprocess import avsync
     from emotalk.preprocess.crop import choose_crop
-    from emotalk.preprocess.store import LabelWriter, read_labels
 
     s = settings
-    clip = Path(clip)
-    out_dir = Path(out_dir)
+    clip, work = Path(clip), Path(work)
     if s.size % 2 or s.size < 32:
         raise InputError(f"size must be an even number of pixels >= 32, got {s.size}.")
     if not clip.is_file():
         raise MediaError(f"{clip} does not exist. Give the path of a video file.")
-    st = _Stages(progress)
+    st = _Stages(progress, ("check", "track", "pose", "frames"), (0.2, 0.5, 0.1, 0.2))
     S, fps = s.size, s.fps
-    hop = SR / fps
 
-    # 1. early checks --------------------------------------------------------------------------
     rep = st.begin("check", "checking the clip")
     info, wav, check = _check_clip(clip, s, rep)
 
-    # 2. tracking --------------------------------------------------------------------------------
     rep = st.begin("track", "tracking the face")
     raw = tracking.track_video(media.iter_frames(clip, fps=fps), n_frames=check.n_frames, fps=fps,
                                settings=s.tracker, progress=rep)
@@ -350,16 +367,13 @@ def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
     lmk_src = tracking.fill_gaps(raw.lmk, raw.found)
     bs = tracking.fill_gaps(raw.blendshapes, raw.found)
 
-    # 3. crop, intrinsics, head pose ----------------------------------------------------------------
     rep = st.begin("pose", "fitting camera and head pose")
     crop = choose_crop(lmk_src, raw.found, raw.width, raw.height, s.crop)
     lmk_crop = crop.to_crop(lmk_src, S)  # [T,478,3]
     poses = tracking.fit_head_poses(lmk_crop, S, s.pose, progress=rep)
 
-    # 4. AV sync ------------------------------------------------------------------------------------
     mouth = avsync.mouth_opening(lmk_src)
-    env = avsync.speech_envelope(wav, T, SR, fps)
-    sync = avsync.estimate_offset(mouth, env, s.av_max_lag)
+    sync = avsync.estimate_offset(mouth, avsync.speech_envelope(wav, T, SR, fps), s.av_max_lag)
     confident = sync.confidence >= s.av_min_confidence
     shift = sync.offset_frames if confident else 0
     av_warn = None
@@ -371,136 +385,195 @@ def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
                    f"({1000 * sync.offset_frames / fps:+.0f} ms); corrected.")
     if av_warn:
         warnings.warn(f"{clip.name}: {av_warn}", stacklevel=2)
-    audio_out = avsync.shift_audio(wav, shift, int(round(T * hop)), SR, fps)
 
-    # 5.-7. frames, parsing, plate, body: written into a temporary folder next to out_dir ------------
+    rep = st.begin("frames", "cropping frames")
+    work.mkdir(parents=True, exist_ok=True)
+    media.write_wav(work / "audio.wav", avsync.shift_audio(wav, shift, int(round(T * SR / fps)), SR, fps), SR)
+    with media.VideoWriter(work / "frames.mp4", fps=fps, crf=s.frames_crf) as writer:
+        _decode_crops(clip, crop, S, fps, T, work / "crops.npy", rep, writer)
+    np.savez(work / "state.npz", lmk_crop=lmk_crop, found=raw.found, blendshapes=bs,
+             blendshape_names=np.array(raw.blendshape_names), K=poses.K, world_to_cam=poses.world_to_cam,
+             head_template=poses.template, lmk3d=poses.lmk3d, mouth_open=mouth.astype(np.float32))
+    q = poses.quality
+    state = {
+        "clip": str(clip.resolve()), "T": T, "size": S, "fps": fps,
+        "crop": {"x0": crop.x0, "y0": crop.y0, "side": crop.side, "units": "source px"},
+        "source": {"path": str(clip.resolve()), "name": clip.name, "sha256": _sha256(clip),
+                   "width": raw.width, "height": raw.height, "fps": info.fps, "duration": info.duration},
+        "audio": {"sample_rate": SR, "av_offset_frames": sync.offset_frames,
+                  "av_offset_ms": round(1000 * sync.offset_frames / fps, 1),
+                  "av_confidence": round(sync.confidence, 2), "av_peak_corr": round(sync.peak_corr, 3),
+                  "av_corr_by_lag": [round(c, 3) for c in sync.corr],
+                  "shift_applied_frames": shift, "warning": av_warn},
+        "quality": {
+            "frames_lost": lost, "lost_fraction": round(lost / T, 4), "longest_gap_frames": longest,
+            "face_height_px": round(check.face_height_px, 1),
+            "reproj_err_px_at512": round(q["reproj_err_px_at512"], 3),
+            "reproj_err_raw_px_at512": round(q["reproj_err_raw_px_at512"], 3),
+            "reproj_err_p95_px_at512": round(q["reproj_err_p95_px_at512"], 3),
+            "reproj_err_px": round(q["reproj_err_px"], 3),
+            "jitter_deg": round(q["jitter_deg"], 3), "jitter_raw_deg": round(q["jitter_raw_deg"], 3),
+            "focal_px": round(q["focal_px"], 2), "fov_deg": round(q["fov_deg"], 2),
+            "focal_search_err_px_at512": q["focal_search"],
+            "yaw_deg_p5_p95": [round(v, 1) for v in q["yaw_deg_range"]],
+        },
+        "checks": dataclasses.asdict(check),
+        "timings_s": st.end(),
+    }
+    (work / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSettings(),
+          progress: Progress | None = None, frames: np.ndarray | None = None,
+          device: str | None = None) -> None:
+    """Stage 5: face parsing of the work folder's crops -> parsing.npz. `frames` [T,S,S,3] may be given
+    (decoded elsewhere, e.g. on a GPU host without ffmpeg); otherwise crops.npy or frames.mp4 is read."""
+    import torch
+
+    from emotalk.face import parsing as fparse
+    from emotalk.preprocess.store import LabelWriter
+
+    work = Path(work)
+    state = json.loads((work / "state.json").read_text())
+    T, S = state["T"], state["size"]
+    st = _Stages(progress, ("parse",), (1.0,))
+    rep = st.begin("parse", "parsing faces")
+    if frames is None:
+        if (work / "crops.npy").is_file():
+            frames = np.load(work / "crops.npy", mmap_mode="r")
+        else:
+            frames = _decode_crops(work / "frames.mp4", None, S, state["fps"], T, work / "crops.npy", rep)
+    if len(frames) != T or frames.shape[1:] != (S, S, 3):
+        raise DatasetError(f"parse: got frames {frames.shape}, expected ({T}, {S}, {S}, 3).")
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    parser = fparse.FaceParser(settings.parsing, device=dev)
+    lw = LabelWriter(work / "parsing.tmp.npz")
+    for i, lab in enumerate(parser.stream(frames[j] for j in range(T))):
+        lw.write(fparse.clean_labels(lab, settings.parsing))
+        if i % 10 == 0:
+            rep(f"parsing frame {i}/{T}", i / T)
+    lw.close()
+    os.replace(work / "parsing.tmp.npz", work / "parsing.npz")
+    state["timings_s"].update(st.end() | {"parse_device": dev})
+    state["timings_s"].pop("total", None)
+    (work / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
+           settings: PreprocessSettings = PreprocessSettings(),
+           progress: Progress | None = None) -> IdentityDataset:
+    """Stages 6-8: background plate, body frames, tracks.npz and meta.json; the work folder then becomes
+    out_dir (renamed into place, replacing an older dataset there)."""
+    import cv2
+
+    from emotalk import media
+    from emotalk.face import tracking
+    from emotalk.preprocess import plate
+    from emotalk.preprocess.crop import Crop
+    from emotalk.preprocess.store import read_labels
+
+    s = settings
+    work, out_dir = Path(work), Path(out_dir)
+    state = json.loads((work / "state.json").read_text())
+    T, S, fps = state["T"], state["size"], state["fps"]
+    st = _Stages(progress, ("plate", "body", "write"), (0.3, 0.6, 0.1))
+    rep = st.begin("plate", "building the background plate")
+    if (work / "crops.npy").is_file():
+        crops = np.load(work / "crops.npy", mmap_mode="r")
+    else:
+        c = state["crop"]
+        crops = _decode_crops(Path(state["clip"]), Crop(c["x0"], c["y0"], c["side"]), S, fps, T,
+                              work / "crops.npy", rep)
+    labels_path = work / "parsing.npz"
+    plate_idx = np.linspace(0, T - 1, min(T, s.plate.max_frames)).round().astype(int)
+    bg, inpainted = plate.background_plate(np.asarray(crops[plate_idx]), read_labels(labels_path, plate_idx),
+                                           s.plate)
+
+    rep = st.begin("body", "making head-removed body frames")
+    sheet_idx = [int(i) for i in np.linspace(0, T - 1, 8).round()]
+    body_sheet: dict[int, np.ndarray] = {}
+    with media.VideoWriter(work / "body.mp4", fps=fps, crf=s.body_crf) as bw:
+        for i0 in range(0, T, 25):
+            labs = read_labels(labels_path, np.arange(i0, min(T, i0 + 25)))
+            rep(f"body frame {i0}/{T}", i0 / T)
+            for k, lab in enumerate(labs):
+                b = plate.body_frame(crops[i0 + k], lab, bg, s.plate)
+                bw.write(b)
+                if i0 + k in sheet_idx:
+                    body_sheet[i0 + k] = b
+
+    rep = st.begin("write", "writing the dataset")
+    cv2.imwrite(str(work / "background.png"), np.ascontiguousarray(bg[..., ::-1]))
+    with np.load(work / "state.npz") as z:
+        tr = {k: z[k] for k in z.files}
+    names = [str(n) for n in tr["blendshape_names"]]
+    uf_idx = [names.index(n) for n in tracking.UPPER_FACE_NAMES]
+    n_val = max(1, int(round(T * s.val_fraction)))
+    bs = tr["blendshapes"].astype(np.float32)
+    np.savez_compressed(
+        work / "tracks.npz",
+        K=tr["K"].astype(np.float32), world_to_cam=tr["world_to_cam"].astype(np.float32),
+        lmk2d=tr["lmk_crop"][..., :2].astype(np.float32),
+        lmk3d=tr["lmk3d"].astype(np.float16),  # metres: float16 keeps ~0.05 mm here
+        blendshapes=bs, blendshape_names=np.array(names),
+        upper_face=bs[:, uf_idx], upper_face_names=np.array(tracking.UPPER_FACE_NAMES),
+        train_idx=np.arange(T - n_val, dtype=np.int64), val_idx=np.arange(T - n_val, T, dtype=np.int64),
+        found=tr["found"].astype(bool), head_template=tr["head_template"].astype(np.float32),
+        mouth_open=tr["mouth_open"].astype(np.float32),
+    )
+    quality = dict(state["quality"], background_inpainted_fraction=round(inpainted, 4))
+    meta = {
+        "format_version": DATASET_VERSION, "fps": fps, "size": S, "n_frames": T, "units": "metres",
+        "head_frame": "x: subject's right-to-left eye axis, y: down, z: into the head (face looks to "
+                      "-z); origin ~8 cm behind the stable landmarks' centroid; scale from a 9 cm "
+                      "outer-eye distance",
+        "camera": "OpenCV pinhole; world_to_cam maps head-frame points to camera coordinates",
+        "crop": state["crop"], "source": state["source"],
+        "split": {"train": T - n_val, "val": n_val, "val_fraction": s.val_fraction},
+        "audio": state["audio"], "quality": quality, "checks": state["checks"],
+        "settings": dataclasses.asdict(s), "versions": _versions(),
+    }
+    times = dict(state["timings_s"])
+    times.update(st.end())
+    times["total"] = round(sum(v for v in times.values() if isinstance(v, (int, float))), 2)
+    meta["timings_s"] = times
+    if s.debug_dir:
+        sheet_labels = dict(zip(sheet_idx, read_labels(labels_path, sheet_idx)))
+        _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx,
+                     {i: np.array(crops[i]) for i in sheet_idx}, sheet_labels, body_sheet, bg)
+    del crops
+    for f in ("crops.npy", "state.npz", "state.json"):
+        (work / f).unlink(missing_ok=True)
+    meta["bytes"] = {p.name: p.stat().st_size for p in work.iterdir()}
+    (work / "meta.json").write_text(json.dumps(meta, indent=1))
+    # swap into place
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        rep = st.begin("parse", "cropping frames")
-        # decode + crop once, as fast as the decoder goes, into a raw array on disk (the slower stages
-        # below read it; a slow reader must not hold the decoder up)
-        crops = np.lib.format.open_memmap(tmp / "crops.npy", mode="w+", dtype=np.uint8, shape=(T, S, S, 3))
-        n_dec = 0
-        with media.VideoWriter(tmp / "frames.mp4", fps=fps, crf=s.frames_crf) as writer:
-            for i, f in enumerate(media.iter_frames(clip, fps=fps, max_frames=T)):
-                crops[i] = crop.apply(f, S)
-                writer.write(crops[i])
-                n_dec += 1
-                if i % 25 == 0:
-                    rep(f"cropping frame {i}/{T}", 0.1 * i / T)
-        if n_dec != T:
-            raise MediaError(f"{clip.name} decoded to {n_dec} frames on the second pass but {T} on the "
-                             "first; the file seems damaged. Re-encode it and try again.")
-        parser = fparse.FaceParser(s.parsing)
-        n_plate = min(T, s.plate.max_frames)
-        plate_idx = np.linspace(0, T - 1, n_plate).round().astype(int)
-        sheet_idx = list(np.linspace(0, T - 1, 8).round().astype(int))
-        sheet: dict[int, np.ndarray] = {}
-        labels_path = tmp / "parsing.npz"
-        lw = LabelWriter(labels_path)
-        for i, lab in enumerate(parser.stream(crops[j] for j in range(T))):
-            lab = fparse.clean_labels(lab, s.parsing)
-            lw.write(lab)
-            if i in sheet_idx:
-                sheet[i] = lab
-            if i % 10 == 0:
-                rep(f"parsing frame {i}/{T}", 0.1 + 0.9 * i / T)
-        lw.close()
-
-        rep = st.begin("plate", "building the background plate")
-        bg, inpainted = plate.background_plate(crops[plate_idx], read_labels(labels_path, plate_idx), s.plate)
-
-        rep = st.begin("body", "making head-removed body frames")
-        body_sheet: dict[int, np.ndarray] = {}
-        with media.VideoWriter(tmp / "body.mp4", fps=fps, crf=s.body_crf) as bw:
-            for i0 in range(0, T, 25):
-                labs = read_labels(labels_path, np.arange(i0, min(T, i0 + 25)))
-                rep(f"body frame {i0}/{T}", i0 / T)
-                for k, lab in enumerate(labs):
-                    b = plate.body_frame(crops[i0 + k], lab, bg, s.plate)
-                    bw.write(b)
-                    if i0 + k in sheet_idx:
-                        body_sheet[i0 + k] = b
-        sheet_frames = {i: np.array(crops[i]) for i in sheet_idx}
-        del crops
-        (tmp / "crops.npy").unlink()
-
-        rep = st.begin("write", "writing the dataset")
-        cv2.imwrite(str(tmp / "background.png"), np.ascontiguousarray(bg[..., ::-1]))
-        media.write_wav(tmp / "audio.wav", audio_out, SR)
-        names = raw.blendshape_names
-        uf_idx = [names.index(n) for n in tracking.UPPER_FACE_NAMES]
-        n_val = max(1, int(round(T * s.val_fraction)))
-        train_idx = np.arange(T - n_val, dtype=np.int64)
-        val_idx = np.arange(T - n_val, T, dtype=np.int64)
-        np.savez_compressed(
-            tmp / "tracks.npz",
-            K=poses.K, world_to_cam=poses.world_to_cam.astype(np.float32),
-            lmk2d=lmk_crop[..., :2].astype(np.float32),
-            lmk3d=poses.lmk3d.astype(np.float16),  # metres: float16 keeps ~0.05 mm here
-            blendshapes=bs.astype(np.float32), blendshape_names=np.array(names),
-            upper_face=bs[:, uf_idx].astype(np.float32), upper_face_names=np.array(tracking.UPPER_FACE_NAMES),
-            train_idx=train_idx, val_idx=val_idx, found=raw.found,
-            head_template=poses.template.astype(np.float32),
-            mouth_open=mouth.astype(np.float32),
-        )
-        q = poses.quality
-        meta = {
-            "format_version": DATASET_VERSION,
-            "fps": fps,
-            "size": S,
-            "n_frames": T,
-            "units": "metres",
-            "head_frame": "x: subject's right-to-left eye axis, y: down, z: into the head (face looks to "
-                          "-z); origin ~8 cm behind the stable landmarks' centroid; scale from a 9 cm "
-                          "outer-eye distance",
-            "camera": "OpenCV pinhole; world_to_cam maps head-frame points to camera coordinates",
-            "crop": {"x0": crop.x0, "y0": crop.y0, "side": crop.side, "units": "source px"},
-            "source": {"path": str(clip.resolve()), "name": clip.name, "sha256": _sha256(clip),
-                       "width": raw.width, "height": raw.height, "fps": info.fps, "duration": info.duration},
-            "split": {"train": int(len(train_idx)), "val": int(len(val_idx)), "val_fraction": s.val_fraction},
-            "audio": {"sample_rate": SR, "av_offset_frames": sync.offset_frames,
-                      "av_offset_ms": round(1000 * sync.offset_frames / fps, 1),
-                      "av_confidence": round(sync.confidence, 2), "av_peak_corr": round(sync.peak_corr, 3),
-                      "av_corr_by_lag": [round(c, 3) for c in sync.corr],
-                      "shift_applied_frames": shift, "warning": av_warn},
-            "quality": {
-                "frames_lost": lost, "lost_fraction": round(lost / T, 4), "longest_gap_frames": longest,
-                "face_height_px": round(check.face_height_px, 1),
-                "reproj_err_px_at512": round(q["reproj_err_px_at512"], 3),
-                "reproj_err_raw_px_at512": round(q["reproj_err_raw_px_at512"], 3),
-                "reproj_err_p95_px_at512": round(q["reproj_err_p95_px_at512"], 3),
-                "reproj_err_px": round(q["reproj_err_px"], 3),
-                "jitter_deg": round(q["jitter_deg"], 3), "jitter_raw_deg": round(q["jitter_raw_deg"], 3),
-                "focal_px": round(q["focal_px"], 2), "fov_deg": round(q["fov_deg"], 2),
-                "yaw_deg_p5_p95": [round(v, 1) for v in q["yaw_deg_range"]],
-                "background_inpainted_fraction": round(inpainted, 4),
-            },
-            "checks": dataclasses.asdict(check),
-            "settings": dataclasses.asdict(s),
-            "versions": _versions(),
-        }
-        times = st.end()
-        meta["timings_s"] = times
-        meta["bytes"] = {p.name: p.stat().st_size for p in tmp.iterdir()}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-
-        if s.debug_dir:
-            _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx, sheet_frames, sheet,
-                         body_sheet, bg)
-        # swap into place
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(work, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return load_dataset(out_dir)
+
+
+def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
+               settings: PreprocessSettings = PreprocessSettings(),
+               progress: Progress | None = None) -> IdentityDataset:
+    """Turn a talking-head clip into an identity dataset folder at out_dir (replaced atomically).
+
+    prepare -> parse -> finish in a temporary sibling folder of out_dir; on any error it is removed.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        prepare(clip, work, settings, _sub(progress, 0.0, 0.25))
+        parse(work, settings, _sub(progress, 0.25, 0.85))
+        return finish(work, out_dir, settings, _sub(progress, 0.85, 1.0))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _write_sheet(path: Path, idx: list[int], frames: dict, labels: dict, body: dict, bg: np.ndarray) -> None:
