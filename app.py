@@ -242,6 +242,11 @@ def speak(text: str, voice: str | None = None):
     return str(res.wav), note, {"text": text, "voice": voice, "wav": str(res.wav), "engine": res.engine}
 
 
+def preview_size() -> int:
+    """Side of the preview still: half the device's default (a quick still; the render has the detail)."""
+    return max(128, int(pipeline.device_info()["default_size"]) // 2)
+
+
 def preview(identity: str | None, valence: float, arousal: float, intensity: float, yaw: float,
             pitch: float, names: list[str] | None = None):
     """A still at the current emotion; quiet (a warning, not an error) since it runs on every move."""
@@ -250,7 +255,8 @@ def preview(identity: str | None, valence: float, arousal: float, intensity: flo
     try:
         req = pipeline.RenderRequest(identity=check_identity(identity, names or []),
                                      valence=float(valence), arousal=float(arousal),
-                                     intensity=float(intensity), yaw=float(yaw), pitch=float(pitch))
+                                     intensity=float(intensity), yaw=float(yaw), pitch=float(pitch),
+                                     size=preview_size())
         return _preview_on_gpu(req)
     except EmoTalkError as e:
         gr.Warning(str(e))

@@ -264,6 +264,8 @@ def test_preview_is_quiet_without_identity_and_follows_the_emotion(fake):
     a = app.preview("alice", -1.0, 0, 1, 0, 0, ["alice"])
     b = app.preview("alice", 1.0, 0, 1, 0, 0, ["alice"])
     assert a.shape == (8, 8, 3) and a[0, 0, 0] < b[0, 0, 0]
+    req = [c[1] for c in fake.calls if c[0] == "preview"][-1]
+    assert req.size == 128 and req.identity == "alice"  # half the CPU default: a still within a second
 
 
 def test_fine_tune_needs_consent_a_clip_and_a_valid_name(fake, tmp_path):
