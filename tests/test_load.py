@@ -13,6 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from emotalk import media
 from tests.conftest import REPO
 
@@ -83,3 +86,43 @@ def test_past_the_queue_limit_users_are_told_to_retry_and_the_server_survives():
     finally:
         demo.close()
     print({"submitted": len(outcomes), "served": len(done), "told_busy": len(errors)})
+
+
+def test_eight_concurrent_previews_match_the_same_requests_made_alone():
+    from gradio_client import Client
+    from PIL import Image
+
+    from emotalk import pipeline
+
+    identities = pipeline.list_identities()
+    if not identities:
+        pytest.skip("no identity installed (shipped checkpoints/ or the user's folder)")
+    name = identities[0].name
+    demo, url = _launch(max_size=16)
+    yaws = [-28 + 8 * i for i in range(8)]  # a different camera per user: every picture differs
+
+    def call(yaw: float):
+        client = Client(url, verbose=False)
+        t0 = time.perf_counter()
+        out = client.predict(name, 0.5, 0.2, 1.0, yaw, 0.0, api_name="/preview")
+        return np.asarray(Image.open(out)), time.perf_counter() - t0
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(call, yaws))
+        alone = [call(yaws[0])[0], call(yaws[-1])[0]]
+    finally:
+        demo.close()
+    imgs = [r[0] for r in results]
+    for got, ref in ((imgs[0], alone[0]), (imgs[-1], alone[1])):  # no mix-up between users
+        assert np.abs(got.astype(int) - ref).max() <= 2
+    assert np.abs(imgs[0].astype(int) - imgs[-1]).mean() > 2  # the yaw shows
+    lat = [r[1] for r in results]
+    path = REPO / "out" / "load_test.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report["preview"] = {"endpoint": "/preview", "identity": name, "users": 8,
+                         "latency_s": {"min": round(min(lat), 2), "median": round(statistics.median(lat), 2),
+                                       "max": round(max(lat), 2)}}
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(report["preview"])
