@@ -18,7 +18,9 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -418,6 +420,7 @@ def prepare(clip: str | os.PathLike, work: str | os.PathLike,
             "yaw_deg_p5_p95": [round(v, 1) for v in q["yaw_deg_range"]],
         },
         "checks": dataclasses.asdict(check),
+        "settings": dataclasses.asdict(s),
         "timings_s": st.end(),
     }
     (work / "state.json").write_text(json.dumps(state, indent=1))
@@ -425,9 +428,10 @@ def prepare(clip: str | os.PathLike, work: str | os.PathLike,
 
 def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSettings(),
           progress: Progress | None = None, frames: np.ndarray | None = None,
-          device: str | None = None) -> None:
+          device: str | None = None, workers: int = 1) -> None:
     """Stage 5: face parsing of the work folder's crops -> parsing.npz. `frames` [T,S,S,3] may be given
-    (decoded elsewhere, e.g. on a GPU host without ffmpeg); otherwise crops.npy or frames.mp4 is read."""
+    (decoded elsewhere, e.g. on a GPU host without ffmpeg); otherwise crops.npy or frames.mp4 is read.
+    `workers` > 1 cleans labels in that many processes."""
     import torch
 
     from emotalk.face import parsing as fparse
@@ -448,10 +452,26 @@ def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSett
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     parser = fparse.FaceParser(settings.parsing, device=dev)
     lw = LabelWriter(work / "parsing.tmp.npz")
-    for i, lab in enumerate(parser.stream(frames[j] for j in range(T))):
-        lw.write(fparse.clean_labels(lab, settings.parsing))
-        if i % 10 == 0:
-            rep(f"parsing frame {i}/{T}", i / T)
+    clean = partial(fparse.clean_labels, settings=settings.parsing)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pending: list[np.ndarray] = []
+
+    def drain(n_done: int) -> None:
+        done = pool.map(clean, pending, chunksize=8) if pool else map(clean, pending)
+        for lab in done:
+            lw.write(lab)
+        pending.clear()
+        rep(f"parsing frame {n_done}/{T}", n_done / T)
+
+    try:
+        for i, lab in enumerate(parser.stream(frames[j] for j in range(T))):
+            pending.append(lab)
+            if len(pending) >= (16 * workers if pool else 10):
+                drain(i + 1)
+        drain(T)
+    finally:
+        if pool:
+            pool.shutdown()
     lw.close()
     os.replace(work / "parsing.tmp.npz", work / "parsing.npz")
     state["timings_s"].update(st.end() | {"parse_device": dev})
@@ -531,7 +551,7 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
         "crop": state["crop"], "source": state["source"],
         "split": {"train": T - n_val, "val": n_val, "val_fraction": s.val_fraction},
         "audio": state["audio"], "quality": quality, "checks": state["checks"],
-        "settings": dataclasses.asdict(s), "versions": _versions(),
+        "settings": state["settings"], "versions": _versions(),
     }
     times = dict(state["timings_s"])
     times.update(st.end())

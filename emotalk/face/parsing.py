@@ -54,9 +54,11 @@ class FaceParser:
         self.settings = settings
         self.device = device
         self.net = load_bisenet(str(fetch("79999_iter.pth")), device).to(memory_format=torch.channels_last)
+        if device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True
 
-    def probs(self, frames: np.ndarray) -> np.ndarray:
-        """frames [B,S,S,3] uint8 -> probabilities [B,19,S,S] float16."""
+    def _probs_t(self, frames: np.ndarray):
+        """frames [B,S,S,3] uint8 -> probabilities [B,19,S,S] float16 torch tensor on the device."""
         import torch
         import torch.nn.functional as F
 
@@ -72,27 +74,33 @@ class FaceParser:
             logits = self.net(x)
             if S != n:
                 logits = F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False)
-            p = torch.softmax(logits, 1)
-        return p.to(torch.float16).cpu().numpy()
+            return torch.softmax(logits, 1).to(torch.float16)
+
+    def probs(self, frames: np.ndarray) -> np.ndarray:
+        """frames [B,S,S,3] uint8 -> probabilities [B,19,S,S] float16."""
+        return self._probs_t(frames).cpu().numpy()
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Labels [S,S] uint8 per frame, temporally smoothed (one frame of look-ahead), not yet cleaned."""
+        import torch
+
         w_prev, w_cur, w_next = self.settings.temporal_weights
-        window: deque[np.ndarray] = deque()
+        window: deque = deque()
         prev = None
 
         def emit(cur, nxt):
-            acc = cur.astype(np.float32) * w_cur
-            acc += (prev if prev is not None else cur).astype(np.float32) * w_prev
-            acc += (nxt if nxt is not None else cur).astype(np.float32) * w_next
-            return acc.argmax(0).astype(np.uint8)
+            with torch.inference_mode():
+                acc = cur.float() * w_cur
+                acc += (prev if prev is not None else cur).float() * w_prev
+                acc += (nxt if nxt is not None else cur).float() * w_next
+                return acc.argmax(0).to(torch.uint8).cpu().numpy()
 
         batch: list[np.ndarray] = []
 
         def flush():
             nonlocal prev
             out = []
-            for p in self.probs(np.stack(batch)):
+            for p in self._probs_t(np.stack(batch)):
                 window.append(p)
                 if len(window) == 2:
                     out.append(emit(window[0], window[1]))
