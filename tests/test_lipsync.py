@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import numpy as np
@@ -87,3 +88,14 @@ def test_report_of_a_real_clip_has_phone_contrast():
     assert rep.contrast.ratio > 2.0, rep.contrast
     d = rep.to_dict()
     assert d["sync"]["offset"] == rep.sync.offset and len(d["sync"]["corr"]) == 21
+
+
+def test_cli_measures_a_clip(tmp_path, capsys):
+    from emotalk.cli.sync import main
+
+    path = shared("clips/grid/lbax4n.mpg")
+    assert main([str(path), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "AV offset:" in out and "phone contrast:" in out
+    d = json.loads((tmp_path / "s.json").read_text())
+    assert abs(d["sync"]["offset"]) <= 1 and d["contrast"]["n_open"] > 0
