@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotalk.errors import InputError
-from emotalk.face.emotion import RIGID_IDX, ExpressionChange, ExpressionModel, clamp_to_disc
+from emotalk.face.emotion import RIGID_IDX, ExpressionModel, clamp_to_disc
 
 # CelebAMask-HQ classes that move with the expression: skin, brows, eyes, glasses, nose, mouth, lips
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
 FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
                       377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
                       109])
+NOSE_TIP = 1  # landmarks above it count as upper face
 IRIS = np.arange(468, 478)  # refined iris points: follow the eyes, left out of the spline
 # eyelid (upper, lower) pairs of both eyes; their vertical gap is the eye opening
 LID_PAIRS = np.array([(161, 163), (160, 144), (159, 145), (158, 153), (157, 154),
@@ -37,6 +38,8 @@ class GeneratorSettings:
 
     gain: float = 2.0  # multiplies the expression change (1 = as measured: MEAD level 3, averaged over
     # actors and speech, reads weakly; 2 reads clearly with few artefacts; 3 tears brows into the hair)
+    max_offset: float = 0.07  # soft limit of an upper-face landmark's motion, in outer-eye distances
+    # (tanh): keeps the largest brow / lid motions (contempt, surprise) from stretching skin and brows
     mask_feather: float = 0.06  # soft-mask edge width as a fraction of the face height (Gaussian sigma)
     mask_grow: float = 0.0  # grow (+) or shrink (-) the face mask before feathering, fraction of face height
     grid_step: int = 4  # the spline is evaluated every this many px, then bilinearly upsampled
@@ -45,6 +48,8 @@ class GeneratorSettings:
     closed_eye: tuple[float, float] = (0.10, 0.20)  # eye opening / eye width: below the first the lids'
     # opening change is dropped (a blink frame: widening would stretch the closed lid), above the second
     # it is kept in full, linear in between
+    lid_gap_range: tuple[float, float] = (0.75, 1.5)  # an eye's opening stays within these multiples of
+    # the frame's own (squinting further squashes the iris and smears the lashes)
 
 
 @dataclass
@@ -61,7 +66,13 @@ class GeneratedFace:
     mask: np.ndarray  # [H,W] float32 soft face mask the motion was faded with (1 = full motion)
 
 
-def project_offsets(change: ExpressionChange, model: ExpressionModel, lmk: np.ndarray) -> np.ndarray:
+def saturate(offsets: np.ndarray, limit: float) -> np.ndarray:
+    """Soft length limit per landmark: |o| -> limit·tanh(|o| / limit), direction kept ([N,3] -> [N,3])."""
+    n = np.linalg.norm(offsets, axis=-1, keepdims=True)
+    return offsets * (limit * np.tanh(n / limit) / np.maximum(n, 1e-12))
+
+
+def project_offsets(offsets: np.ndarray, model: ExpressionModel, lmk: np.ndarray) -> np.ndarray:
     """Model offsets [478,3] (head frame) -> image offsets [478,2] px for a face with landmarks [478,2+].
 
     Weak perspective: the 2×3 linear part of the least-squares affine map that takes the model's neutral
@@ -72,7 +83,7 @@ def project_offsets(change: ExpressionChange, model: ExpressionModel, lmk: np.nd
     Y = lmk[RIGID_IDX, :2].astype(np.float64)  # [N,2]
     Xh = np.concatenate([X - X.mean(0), np.ones((len(X), 1))], 1)
     A, *_ = np.linalg.lstsq(Xh, Y, rcond=None)  # [4,2]
-    return (change.offsets.astype(np.float64) @ A[:3]).astype(np.float32)
+    return (offsets.astype(np.float64) @ A[:3]).astype(np.float32)
 
 
 def eye_openness(lmk: np.ndarray) -> np.ndarray:
@@ -82,16 +93,30 @@ def eye_openness(lmk: np.ndarray) -> np.ndarray:
     return gaps / np.maximum(width, 1e-6)
 
 
-def guard_closed_eyes(off: np.ndarray, lmk: np.ndarray, settings: GeneratorSettings) -> np.ndarray:
-    """Image offsets [478,2] with the eyelids' opening change faded out for a closed (blinking) eye."""
+def limit_eyelids(off: np.ndarray, lmk: np.ndarray, settings: GeneratorSettings) -> np.ndarray:
+    """Image offsets [478,2] with each eyelid pair's opening change limited (see GeneratorSettings).
+
+    A warp can only stretch or squash the lid: closing an open eye squashes the iris and smears the
+    lashes, widening a closed (blinking) eye stretches the closed lid. So on a closed eye the opening
+    change is dropped, and on an open eye the new opening is kept within `lid_gap_range` of the old one;
+    the pair's common motion (the lids moving together, with the brows) is kept.
+    """
     out = off.copy()
     lo, hi = settings.closed_eye
     keep = np.clip((eye_openness(lmk) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)  # [2]
+    rmin, rmax = settings.lid_gap_range
     for e in range(2):
-        pairs = LID_PAIRS[5 * e: 5 * e + 5]
-        mean = 0.5 * (out[pairs[:, 0]] + out[pairs[:, 1]])  # [5,2] common motion of each pair
-        for j in (0, 1):
-            out[pairs[:, j]] = mean + keep[e] * (out[pairs[:, j]] - mean)
+        up, dn = LID_PAIRS[5 * e: 5 * e + 5, 0], LID_PAIRS[5 * e: 5 * e + 5, 1]
+        mean = 0.5 * (out[up] + out[dn])  # [5,2] common motion of each pair
+        half = keep[e] * 0.5 * (out[dn] - out[up])  # [5,2] half the opening change
+        gap = lmk[dn, :2] - lmk[up, :2]  # [5,2] current opening (upper lid -> lower lid)
+        g0 = np.linalg.norm(gap, axis=1)
+        g1 = np.linalg.norm(gap + 2 * half, axis=1)
+        scale = np.clip(g1, rmin * g0, rmax * g0) / np.maximum(g1, 1e-6)  # shrink the change to the range
+        new_gap = (gap + 2 * half) * scale[:, None]
+        half = 0.5 * (new_gap - gap)
+        out[up] = mean - half
+        out[dn] = mean + half
     return out
 
 
@@ -205,7 +230,10 @@ class EmotionalFaceGenerator:
         s = self.settings
         change = self.model.change(v, a)
         src = lmk[:478, :2].astype(np.float32)
-        off = guard_closed_eyes(project_offsets(change, self.model, lmk) * s.gain, src, s)  # [478,2]
+        off3 = change.offsets * s.gain  # [478,3] head frame, eye-distance units
+        upper = self.model.neutral_shape[:, 1] < self.model.neutral_shape[NOSE_TIP, 1]  # brows, lids, cheeks
+        off3[upper] = saturate(off3[upper], s.max_offset)
+        off = limit_eyelids(project_offsets(off3, self.model, lmk), src, s)  # [478,2] px
         dst = src + off
         mask = face_mask(image.shape[:2], src, parsing, s)
         keep = np.arange(468)  # iris points left out: near-duplicates of the eyelids' motion
