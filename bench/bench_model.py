@@ -197,13 +197,69 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
     return res
 
 
-def lmd_from_npz(npz: Path) -> float:
-    """LMD (px) of held-out renders in an npz from `bench_one` against the dataset's tracked landmarks."""
+def lmd_from_npz(npz: Path, datasets: Path | None = None) -> float:
+    """LMD (px) of held-out renders in an npz from `bench_one`: the same detector (MediaPipe, per image)
+    on the renders and on the true frames (from DATASETS/<clip>); without them, the tracked landmarks."""
     from emotalk.metrics import detect_landmarks, lmd
 
     z = np.load(npz, allow_pickle=True)
     frames = decode_jpegs(z["render"])
-    return lmd(detect_landmarks(frames), z["lmk2d"])
+    truth = z["lmk2d"]
+    clip = npz.stem[8:].rsplit("_", 1)[0]
+    if datasets is not None and (datasets / clip).is_dir():
+        from emotalk.data import load_dataset
+
+        truth = detect_landmarks(load_dataset(datasets / clip).frames(z["truth_idx"]))
+    return lmd(detect_landmarks(frames), truth)
+
+
+def table(folder: Path, lmd: dict[str, float] | None = None) -> str:
+    """Markdown rows from the bench_*.json files in a folder (LMD added where measured)."""
+    rows = ["| clip | preset | steps | train min | Gaussians | ckpt MB | PSNR | SSIM | ST-LPIPS | PSNR face "
+            "| SSIM face | ST-LPIPS face | LMD px | FPS b32 (to host) | FPS b64 | bare raster FPS b32 "
+            "| overhead b32 / b64 |",
+            "|" + "---|" * 17]
+    for f in sorted(folder.glob("bench_*.json")):
+        r = json.loads(f.read_text())
+        tag = f"{r['dataset']}_{r['preset']}"
+        lm = (lmd or {}).get(tag)
+        rows.append(
+            f"| {r['dataset']} | {r['preset']} | {r['steps']} | {r['train_minutes']:.2f} | "
+            f"{r['n_gaussians']} | "
+            f"{r['checkpoint_mb']:.1f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['stlpips']:.3f} | "
+            f"{r['psnr_face']:.2f} | {r['ssim_face']:.3f} | {r['stlpips_face']:.3f} | "
+            f"{'n/a' if lm is None else f'{lm:.2f}'} | "
+            f"{r['render_fps']:.0f} ({r['render_fps_to_host']:.0f}) | "
+            f"{r['render_fps_b64']:.0f} | {r['bare_raster_fps']:.0f} | "
+            f"{r['overhead_ratio']:.2f} / {r['overhead_ratio_b64']:.2f} |")
+    return "\n".join(rows)
+
+
+def cpu_raster(n: int = 30000, size: int = 256, reps: int = 3) -> dict:
+    """Seconds per frame of the PyTorch reference rasterizer (forward, and forward+backward) on CPU."""
+    import torch
+
+    from emotalk.gaussians.raster import rasterize_torch
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(n, 3, generator=g) * torch.tensor([0.35, 0.45, 0.3])
+    params = [means, torch.randn(n, 4, generator=g), torch.rand(n, 3, generator=g) * 0.02 + 0.005,
+              torch.rand(n, generator=g) * 0.8 + 0.1, torch.rand(n, 3, generator=g)]
+    vm = torch.eye(4)[None]
+    vm[0, 2, 3] = 3.0
+    K = torch.tensor([[size * 1.5, 0, size / 2], [0, size * 1.5, size / 2], [0, 0, 1.0]])[None]
+    fwd, both = [], []
+    for _ in range(reps):
+        t = time.time()
+        with torch.no_grad():
+            rasterize_torch(*params, vm, K, size, size)
+        fwd.append(time.time() - t)
+        ps = [p.clone().requires_grad_() for p in params]
+        t = time.time()
+        rasterize_torch(*ps, vm, K, size, size).rgb.sum().backward()
+        both.append(time.time() - t)
+    return {"n": n, "size": size, "threads": torch.get_num_threads(), "forward_s": min(fwd),
+            "forward_backward_s": min(both)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,11 +271,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--kind", default="whisper", help="audio code kind")
     ap.add_argument("--no-frames", action="store_true", help="do not save held-out renders")
-    ap.add_argument("--lmd", type=Path, default=None, help="compute LMD for heldout_*.npz in this folder")
+    ap.add_argument("--lmd", type=Path, default=None,
+                    help="compute LMD for heldout_*.npz in this folder (DATASETS: folder of the datasets)")
+    ap.add_argument("--table", type=Path, default=None, help="print a markdown table of bench_*.json here")
+    ap.add_argument("--cpu-raster", action="store_true", help="time the PyTorch reference rasterizer on CPU")
     a = ap.parse_args(argv)
+    if a.cpu_raster:
+        print(json.dumps(cpu_raster(), indent=1))
+        return 0
     if a.lmd:
-        for npz in sorted(a.lmd.glob("heldout_*.npz")):
-            print(npz.stem[8:], f"LMD {lmd_from_npz(npz):.3f} px")
+        res = {npz.stem[8:]: lmd_from_npz(npz, a.datasets[0] if a.datasets else None)
+               for npz in sorted(a.lmd.glob("heldout_*.npz"))}
+        for k, v in res.items():
+            print(k, f"LMD {v:.3f} px")
+        (a.lmd / "lmd.json").write_text(json.dumps(res, indent=1))
+        return 0
+    if a.table:
+        lm = a.table / "lmd.json"
+        print(table(a.table, json.loads(lm.read_text()) if lm.is_file() else None))
         return 0
     _cv2_video_fallback()
     a.out.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,7 @@ def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings
     from safetensors.torch import save_file
 
     root = Path(path)
-    S = int(size or ds.size)
+    S = int(size or getattr(settings, "size", None) or ds.size)
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
