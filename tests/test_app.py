@@ -68,6 +68,7 @@ def _two_seconds_of_speech(tmp_path: Path) -> Path:
     return media.write_wav(tmp_path / "two_seconds.wav", x[:32000])
 
 
+@pytest.mark.slow
 def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path):
     if not hasattr(pipeline, "synthesize") or not hasattr(pipeline, "list_identities"):
         pytest.skip("pipeline.synthesize not available yet")

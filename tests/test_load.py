@@ -88,6 +88,7 @@ def test_past_the_queue_limit_users_are_told_to_retry_and_the_server_survives():
     print({"submitted": len(outcomes), "served": len(done), "told_busy": len(errors)})
 
 
+@pytest.mark.slow
 def test_eight_concurrent_previews_match_the_same_requests_made_alone():
     from gradio_client import Client
     from PIL import Image
