@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.metrics import lmd  # noqa: F401  (re-exported: LMD against ground truth)
+from emotalk.metrics import lmd  # LMD against ground truth (mouth landmarks), also re-exported
 from emotalk.preprocess.avsync import mouth_opening
 from emotalk.syncnet import bandpass
 
@@ -211,6 +211,7 @@ class SyncReport:
     contrast_at_offset: PhoneContrast | None = None  # with the phones moved by the measured offset
     transcript: str = ""  # what Whisper heard
     notes: list[str] = field(default_factory=list)  # why something is missing
+    lmd: float | None = None  # mouth landmark distance to ground truth, px (only when one was given)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,8 +305,12 @@ def measure(mouth: np.ndarray, wav: np.ndarray, name: str = "", phones: Sequence
 
 def measure_video(path: str | Path, language: str = "en", text: str | None = None,
                   wav: np.ndarray | None = None, settings: SyncSettings = DEFAULT,
-                  progress: Progress | None = None) -> SyncReport:
-    """Track a video's mouth at settings.fps and measure its sync against its own audio (or `wav`)."""
+                  progress: Progress | None = None, gt_lmk: np.ndarray | None = None) -> SyncReport:
+    """Track a video's mouth at settings.fps and measure its sync against its own audio (or `wav`).
+
+    `gt_lmk` [T,478,2] (px of this video's frames, e.g. a dataset's lmk2d for a render of its held-out
+    frames at the dataset's size): also the LMD of the tracked mouth against it, over the common frames.
+    """
     from emotalk import media
 
     info = media.probe(path)
@@ -324,4 +329,8 @@ def measure_video(path: str | Path, language: str = "en", text: str | None = Non
     if progress:
         progress("measuring", 0.9)
     found = float(np.isfinite(lmk[:, 0, 0]).mean())
-    return measure(mouth, wav, Path(path).name, phones, transcript, found, settings, notes)
+    rep = measure(mouth, wav, Path(path).name, phones, transcript, found, settings, notes)
+    if gt_lmk is not None:
+        n = min(len(lmk), len(gt_lmk))
+        rep.lmd = lmd(lmk[:n], np.asarray(gt_lmk)[:n])
+    return rep
