@@ -84,7 +84,7 @@ PRESETS: dict[str, TrainSettings] = {
     "quality": TrainSettings(steps=8000, batch=4, max_gaussians=60000,
                              model=ModelSettings(n_face_init=25000, n_mouth_init=2500, sh_degree=2)),
     "test": TrainSettings(steps=40, batch=2, size=64, max_gaussians=1500, densify_from=10, densify_every=10,
-                          checkpoint_every=20, lpips=False, lr_fields=5e-3,
+                          checkpoint_every=20, lpips=False, lr_fields=5e-3, audio_kind="mel",
                           model=ModelSettings(n_face_init=400, n_mouth_init=80, sh_degree=1)),
 }
 

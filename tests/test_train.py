@@ -26,13 +26,10 @@ def synth():
 
 
 @pytest.fixture(scope="session")
-def may_dataset(tmp_path_factory):
-    """The shared 5 s clip preprocessed at the unit-test size (once per session)."""
-    clip = shared("clips/may_5s_512px_25fps.mp4")
-    from emotalk.data import PRESETS as DATA_PRESETS
-    from emotalk.data import preprocess
-
-    return preprocess(clip, tmp_path_factory.mktemp("may") / "ds", DATA_PRESETS["test"])
+def may_dataset(may_dataset_64):
+    """The shared 5 s clip preprocessed at 64 px (conftest's session fixture, shared with other tests)."""
+    shared("clips/may_5s_512px_25fps.mp4")
+    return may_dataset_64
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ class SpatialCache:
 
     base: Tensor  # [N,H] first-layer contribution of the spatial feature
     att: list[Tensor]  # per condition: [N,D_k] region attention gates in (0,2)
+    att_all: Tensor | None = None  # [N,ΣD_k] the gates side by side (filled by precompute)
 
 
 class DeformField(nn.Module):
@@ -99,7 +100,8 @@ class DeformField(nn.Module):
     def precompute(self, x: Tensor) -> SpatialCache:
         """x [N,3] canonical positions -> the frame-independent terms."""
         f = self.tri(x)
-        return SpatialCache(self.spatial(f), [2 * torch.sigmoid(g(f)) for g in self.gates])
+        att = [2 * torch.sigmoid(g(f)) for g in self.gates]
+        return SpatialCache(self.spatial(f), att, torch.cat(att, -1))
 
     def forward(self, cache: SpatialCache, conds: list[Tensor]) -> Tensor:
         """conds: list of [B,D_k] -> offsets [B,N,n_out].
@@ -107,7 +109,7 @@ class DeformField(nn.Module):
         Fast form: sum_k (att_k ⊙ c_k) W_k = [att_1 .. att_K] @ [c_1ᵀ⊙W_1; ..; c_Kᵀ⊙W_K], one batched
         matmul per frame batch without the [B,N,D] gated products (`forward_reference` is the plain form).
         """
-        att = torch.cat(cache.att, -1)  # [N,D]
+        att = cache.att_all if cache.att_all is not None else torch.cat(cache.att, -1)  # [N,D]
         M = torch.cat([c[:, :, None] * lin.weight.t()[None] for c, lin in zip(conds, self.cond)], 1)  # B,D,H
         h = torch.matmul(att[None], M) + cache.base[None]  # [B,N,H]
         return self.mlp(h)
