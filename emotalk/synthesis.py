@@ -138,11 +138,18 @@ def synthesize(identity: Identity, audio_code: np.ndarray, emotion, out_path: st
 
     Encoding (H.264 + AAC with `audio`) runs in a background process while the next batch renders.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from emotalk.media import VideoWriter
 
     out_path = Path(out_path)
-    with VideoWriter(out_path, fps=identity.fps, audio=audio, sr=sr) as w:
+    with VideoWriter(out_path, fps=identity.fps, audio=audio, sr=sr) as w, ThreadPoolExecutor(1) as pool:
+        pending = []
         for frames in render_frames(identity, audio_code, emotion, batch=batch, size=size, device=device,
                                     backend=backend, blinks=blinks, progress=progress):
-            w.write_batch(frames)
+            pending.append(pool.submit(w.write_batch, frames))  # the pipe write overlaps the next render
+            while len(pending) > 2:
+                pending.pop(0).result()
+        for f in pending:
+            f.result()
     return out_path
