@@ -1,4 +1,8 @@
-"""The app over HTTP with the real pipeline: launch it on localhost and call its API with gradio_client."""
+"""The app over HTTP with the real pipeline: launch it on localhost and call its API with gradio_client.
+
+The rendering test uses the first installed identity (shipped, or under $EMOTALK_HOME/identities) and
+skips, saying so, when there is none.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The studio in a real headless Chromium (selenium + chromium-driver) against the real pipeline.
 
-Screenshots go to out/screenshots/ (git-ignored): look at them.
+Screenshots go to out/screenshots/ (git-ignored): look at them. The generate test uses the first
+installed identity (shipped, or under $EMOTALK_HOME/identities) and skips when there is none.
 """
 
 from __future__ import annotations
