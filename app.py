@@ -334,7 +334,8 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool,
             progress(max(0.0, min(1.0, float(ev[2]))), desc=stage)
             continue
         history = ev[1]
-        samples = (samples + [ev[2]])[-8:]
+        if ev[2] is not None:  # some updates carry only the loss curve
+            samples = (samples + [ev[2]])[-8:]
         if time.monotonic() - last_plot > 1.0 or events.empty():
             last_plot = time.monotonic()
             yield f"Fine-tuning **{name}**: {stage}", loss_figure(history), samples, gr.skip()

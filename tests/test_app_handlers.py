@@ -133,7 +133,7 @@ class FakePipeline:
         for i in range(4):
             hist.append(1.0 / (i + 1))
             progress("training", (i + 1) / 4)
-            on_sample(hist, np.zeros((8, 8, 3), np.uint8))
+            on_sample(hist, np.zeros((8, 8, 3), np.uint8) if i % 2 else None)  # loss-only updates too
         info = Info(name, Path(workdir), None, "user")
         self.identities.append(info)
         return info
@@ -291,7 +291,8 @@ def test_fine_tune_streams_loss_and_samples_then_selects_the_new_identity(fake, 
     assert time.monotonic() - t0 < 10
     status, loss, samples, identity = updates[-1]
     assert "me" in status and "ready" in status and identity == "me"
-    assert len(samples) == 4 and loss.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.25)
+    assert len(samples) == 2 and loss.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.25)
+    assert all(u[2] is not None and all(x is not None for x in u[2]) for u in updates)
     call = next(c for c in fake.calls if c[0] == "fine_tune")
     assert call[2:5] == ("me", "quality", True) and seen[-1] == 1.0
 
