@@ -1,0 +1,165 @@
+"""Emotion stage: teach a trained talking head's deformation field what (valence, arousal) means.
+
+A short identity clip is nearly all one emotion, so the field's emotion input never learns anything
+from it. This stage makes targets with the lip-aligned emotional face generator (the identity's own
+training frames, warped to emotions sampled over the disc) and fine-tunes the emotion encoder and the
+face deformation field on them, with the original frames at (0, 0) in every batch so the neutral face,
+the audio-driven mouth and the Gaussians themselves stay as trained. The inside-mouth branch and all
+Gaussian attributes are frozen: emotion only moves the face.
+It calls emotalk.train's public helpers and does not change how the main stages train.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from emotalk.face.emotion import CATEGORIES
+from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class EmotionStageSettings:
+    """The emotion fine-tuning stage."""
+
+    steps: int = 1500  # optimisation steps
+    batch: int = 4  # frames per step (generated targets and originals)
+    neutral_share: float = 0.5  # fraction of each batch that is an original frame at (0, 0)
+    n_frames: int = 24  # identity training frames warped into targets
+    n_random: int = 4  # random disc points per frame, besides the 8 categories and calm
+    lr: float = 1e-3  # learning rate of the emotion encoder and the face field
+    face_weight: float = 4.0  # extra L1 weight inside the generator's face mask
+    generator: GeneratorSettings | None = None  # warp settings (None: GeneratorSettings())
+    seed: int = 0  # frame / emotion sampling
+
+
+@dataclass
+class EmotionTargets:
+    """Generated training targets at the training size."""
+
+    frame_idx: np.ndarray  # [M] dataset frame of each target
+    va: np.ndarray  # [M,2] float32 (valence, arousal)
+    images: np.ndarray  # [M,S,S,3] uint8 warped frames
+    masks: np.ndarray  # [M,S,S] float32 generator face mask (where the warp may move pixels)
+
+
+def sample_emotions(n_random: int, rng: np.random.Generator) -> np.ndarray:
+    """The 7 emotional categories and calm, plus n_random points uniform over the disc: [8+n,2]."""
+    cats = np.array([v for k, v in CATEGORIES.items() if k != "neutral"], np.float32)
+    r = np.sqrt(rng.uniform(0, 1, n_random))
+    th = rng.uniform(-np.pi, np.pi, n_random)
+    return np.concatenate([cats, np.stack([r * np.cos(th), r * np.sin(th)], 1).astype(np.float32)])
+
+
+def make_targets(ds, size: int, settings: EmotionStageSettings, progress: Progress | None = None
+                 ) -> EmotionTargets:
+    """Warp n_frames training frames to the sampled emotions (CPU; about 0.1-0.6 s per image)."""
+    import cv2
+
+    rng = np.random.default_rng(settings.seed)
+    gen = EmotionalFaceGenerator(settings=settings.generator or GeneratorSettings())
+    pool = np.asarray(ds.train_idx)
+    n = min(settings.n_frames, len(pool))
+    idx = pool[np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int))]
+    frames, parsing = ds.frames(idx), ds.parsing(idx)
+    out_idx, out_va, out_img, out_mask = [], [], [], []
+    for k, i in enumerate(idx):
+        for v, a in sample_emotions(settings.n_random, rng):
+            g = gen(frames[k], ds.lmk2d[i], parsing[k], float(v), float(a))
+            img, m = g.image, g.mask
+            if img.shape[0] != size:
+                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+                m = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA)
+            out_idx.append(int(i))
+            out_va.append((g.valence, g.arousal))
+            out_img.append(img)
+            out_mask.append(m.astype(np.float32))
+        if progress:
+            progress(f"emotion targets: frame {k + 1}/{len(idx)}", (k + 1) / len(idx))
+    return EmotionTargets(np.array(out_idx), np.array(out_va, np.float32), np.stack(out_img),
+                          np.stack(out_mask))
+
+
+def emotion_parameters(model) -> list[torch.nn.Parameter]:
+    """What the stage trains: the emotion encoder and the face deformation field."""
+    return list(model.emo_enc.parameters()) + list(model.fields["face"].parameters())
+
+
+def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionStageSettings,
+                  backend: str = "auto", progress: Progress | None = None) -> dict:
+    """Fine-tune `model` (a trained TalkingGaussians) in place; returns loss history and timing.
+
+    data: emotalk.train.TrainData of the same dataset at the training size (targets at that size too).
+    """
+    from emotalk.train import frames_at
+
+    dev = data.frames.device
+    S = data.size
+    params = emotion_parameters(model)
+    train_ids = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if id(p) not in train_ids]
+    was = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    rng = np.random.default_rng(settings.seed + 1)
+    tgt_img = torch.as_tensor(targets.images, device=dev)
+    tgt_mask = torch.as_tensor(targets.masks, device=dev)
+    tgt_va = torch.as_tensor(targets.va, device=dev)
+    tgt_idx = torch.as_tensor(targets.frame_idx, device=dev)
+    n_neu = int(round(settings.batch * settings.neutral_share))
+    n_emo = settings.batch - n_neu
+    hist_emo, hist_neu = [], []
+    t0 = time.time()
+    model.train()
+    try:
+        for step in range(settings.steps):
+            j = torch.as_tensor(rng.choice(len(targets.va), size=n_emo, replace=False), device=dev)
+            i_neu = torch.as_tensor(rng.choice(data.train_idx, size=n_neu, replace=False), device=dev)
+            idx = torch.cat([tgt_idx[j], i_neu])
+            emo = torch.cat([tgt_va[j], tgt_va.new_zeros(n_neu, 2)])
+            gt = torch.cat([tgt_img[j], data.frames[i_neu]]).float() / 255
+            face = torch.cat([tgt_mask[j], tgt_mask.new_zeros(n_neu, S, S)])
+            w = 1.0 + settings.face_weight * face  # [B,S,S]
+            fr = frames_at(data, idx, emotion=emo)
+            body = data.body[idx].float() / 255
+            pred = model.render(fr, S, S, body, backend=backend).rgb
+            err = (pred - gt).abs().mean(-1) * w  # [B,S,S]
+            per = err.flatten(1).sum(1) / w.flatten(1).sum(1)  # [B]
+            loss = per.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            per = per.detach()
+            hist_emo.append(float(per[:n_emo].mean()))
+            hist_neu.append(float(per[n_emo:].mean()) if n_neu else float("nan"))
+            if progress and (step % 10 == 0 or step == settings.steps - 1):
+                progress(f"emotion stage: step {step + 1}/{settings.steps}, loss {loss.item():.4f}",
+                         (step + 1) / settings.steps)
+    finally:
+        for p, r in zip(frozen, was):
+            p.requires_grad_(r)
+        model.eval()
+    return {"steps": settings.steps, "minutes": (time.time() - t0) / 60, "loss_emotion": hist_emo,
+            "loss_neutral": hist_neu, "n_targets": int(len(targets.va))}
+
+
+def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSettings(), device: str = "cpu",
+                      size: int | None = None, audio_code: np.ndarray | None = None, backend: str = "auto",
+                      progress: Progress | None = None) -> dict:
+    """After `emotalk.train.train`: build the targets and fine-tune the emotion input of `model` in place.
+
+    size: the training size (None: the dataset's); audio_code as given to train (None: computed/cached).
+    """
+    from emotalk.train import dataset_audio_code, load_train_data
+
+    code = audio_code if audio_code is not None else dataset_audio_code(ds)
+    data = load_train_data(ds, size, code, device)
+    targets = make_targets(ds, data.size, settings, progress)
+    return emotion_stage(model, ds, data, targets, settings, backend=backend, progress=progress)
