@@ -323,7 +323,7 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool,
             events.put(("done",))
 
     threading.Thread(target=work, daemon=True, name=f"fine-tune-{name}").start()
-    stage, history, samples, last_plot = "starting", [], [], 0.0
+    stage, history, samples, last_plot, last_status = "starting", [], [], 0.0, 0.0
     yield f"Fine-tuning **{name}** ({preset}): starting…", loss_figure([]), [], gr.skip()
     while True:
         ev = events.get()
@@ -332,6 +332,9 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool,
         if ev[0] == "progress":
             stage = ev[1]
             progress(max(0.0, min(1.0, float(ev[2]))), desc=stage)
+            if time.monotonic() - last_status > 1.0:  # the stage in words, at most once a second
+                last_status = time.monotonic()
+                yield f"Fine-tuning **{name}**: {stage}", gr.skip(), gr.skip(), gr.skip()
             continue
         history = ev[1]
         if ev[2] is not None:  # some updates carry only the loss curve
