@@ -73,6 +73,7 @@ class TrainSettings:
     split_scale: float = 0.01  # Gaussians larger than this × head size are split, smaller cloned
     prune_opacity: float = 0.005  # Gaussians below this opacity are removed
     max_gaussians: int = 60000  # densification stops growing a branch's share beyond this total
+    rare_upper_boost: float = 2.0  # unusual upper-face codes (blinks) are drawn up to 1+this as often
     checkpoint_every: int = 500  # steps between resumable state saves
     seed: int = 0  # frame sampling, splitting and initialisation
     lpips: bool = True  # use ST-LPIPS at all (needs the alex_shift_tolerant.pth asset)
@@ -421,6 +422,11 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
 
         lp = stlpips_model(str(torch.device(device)))
     tr = data.train_idx
+    up = data.upper[torch.as_tensor(tr, device=data.upper.device)].cpu().numpy()
+    rare = np.linalg.norm(up - np.median(up, 0), axis=1) if up.size else np.zeros(len(tr))
+    rare = np.clip(rare / max(float(np.percentile(rare, 95)), 1e-6), 0, 1)
+    p_frame = 1 + s.rare_upper_boost * rare
+    p_frame = p_frame / p_frame.sum()
     t_start = time.time()
     smooth = None
     last_saved = step0
@@ -428,7 +434,8 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     for step in range(step0, s.steps):
         stage, frac = stage_at(step, s)
         rng = np.random.default_rng([s.seed, step])
-        idx = torch.as_tensor(rng.choice(tr, size=min(s.batch, len(tr)), replace=False), device=device)
+        idx = torch.as_tensor(rng.choice(tr, size=min(s.batch, len(tr)), replace=False, p=p_frame),
+                              device=device)
         gt = data.frames[idx].float() / 255
         body = data.body[idx].float() / 255
         parse = data.parsing[idx]
