@@ -58,10 +58,7 @@ def _user_error(e: EmoTalkError) -> gr.Error:
 def new_request_dir(kind: str = "req") -> Path:
     """A private folder for one request under OUT_ROOT, after clearing outputs past their age."""
     OUT_ROOT.mkdir(parents=True, exist_ok=True)
-    try:
-        pipeline.cleanup_old_outputs(OUT_ROOT, OUTPUT_MAX_AGE_S)
-    except AttributeError:  # pipeline without cleanup yet: keep serving
-        pass
+    pipeline.cleanup_old_outputs(OUT_ROOT, OUTPUT_MAX_AGE_S)
     return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=OUT_ROOT))
 
 
@@ -181,10 +178,10 @@ def _preview_on_gpu(req: pipeline.RenderRequest):
 
 
 @gpu(duration=1200)
-def _fine_tune_on_gpu(clip: str, name: str, preset: str, workdir: Path, progress, on_sample):
-    """A whole fine-tune on the GPU."""
-    return pipeline.fine_tune(clip, name, preset=preset, consent=True, workdir=workdir,
-                              progress=progress, on_sample=on_sample)
+def _fine_tune_on_gpu(clip: str, name: str, preset: str, progress, on_sample):
+    """A whole fine-tune on the GPU, in the pipeline's own resumable work folder (never auto-cleaned)."""
+    return pipeline.fine_tune(clip, name, preset=preset, consent=True, progress=progress,
+                              on_sample=on_sample)
 
 
 # ---------------------------------------------------------------- handlers
@@ -314,7 +311,7 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool,
     def work() -> None:
         try:
             outcome["info"] = _fine_tune_on_gpu(
-                clip, name, preset, new_request_dir("ft"),
+                clip, name, preset,
                 lambda stage, frac: events.put(("progress", stage, frac)),
                 lambda hist, frame: events.put(("sample", list(hist), frame)))
         except BaseException as e:  # noqa: BLE001 - re-raised in the handler thread

@@ -134,7 +134,8 @@ class FakePipeline:
             hist.append(1.0 / (i + 1))
             progress("training", (i + 1) / 4)
             on_sample(hist, np.zeros((8, 8, 3), np.uint8) if i % 2 else None)  # loss-only updates too
-        info = Info(name, Path(workdir), None, "user")
+        assert workdir is None  # the pipeline's resumable folder, out of reach of output cleanup
+        info = Info(name, self.root / name, None, "user")
         self.identities.append(info)
         return info
 
