@@ -102,7 +102,7 @@ def _render(identity: Path, audio: Path, dst: Path, size: int | None, device: st
 
 
 def bench_renders(identity: Path, data: Path, out: Path, size: int | None, device: str | None,
-                  reference: Path | None) -> list[dict]:
+                  reference: Path | None, only: list[str] | None = None) -> list[dict]:
     from emotalk import lipsync, media
     from emotalk.speech.tts import TTSSettings, synthesize
 
@@ -115,6 +115,8 @@ def bench_renders(identity: Path, data: Path, out: Path, size: int | None, devic
         res = synthesize(text, TTSSettings(engines=(engine,)))
         wav_path = media.write_wav(work / f"tts_{engine}.wav", res.wav, res.sr)
         drives.append((f"tts_{engine} ({res.voice})", wav_path, res.text))
+    if only:
+        drives = [d for d in drives if any(o in d[0] for o in only)]
     rows = []
     if reference is not None:
         rep = lipsync.measure_video(reference)
@@ -175,13 +177,14 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=None, help="render side in px")
     ap.add_argument("--device", default=None, help="render device")
     ap.add_argument("--reference", type=Path, help="the identity's real clip, measured as the bar")
+    ap.add_argument("--only", nargs="+", help="renders: only driving speech whose name contains one of these")
     args = ap.parse_args()
     if args.mode == "real":
         bench_real(args.data, args.out, args.cache)
     else:
         if args.identity is None:
             ap.error("renders needs an IDENTITY folder")
-        bench_renders(args.identity, args.data, args.out, args.size, args.device, args.reference)
+        bench_renders(args.identity, args.data, args.out, args.size, args.device, args.reference, args.only)
     return 0
 
 
