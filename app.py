@@ -101,7 +101,7 @@ def parse_track(rows: Any) -> list[tuple[float, float, float]] | None:
         rows = rows.values.tolist()
     track = []
     for i, row in enumerate(rows, 1):
-        cells = [c for c in list(row)[:3]]
+        cells = list(row)[:3]
         if all(c is None or str(c).strip() == "" for c in cells):
             continue
         try:
