@@ -91,11 +91,13 @@ def mouth_opening(lmk: np.ndarray) -> np.ndarray:
     return gap / np.maximum(width, 1e-9)
 
 
-def lip_preservation(lmk_ref: np.ndarray, lmk_new: np.ndarray, eye_dist: np.ndarray | None = None) -> dict:
+def lip_preservation(lmk_ref: np.ndarray, lmk_new: np.ndarray, eye_dist: np.ndarray | None = None,
+                     open_gap: float = 0.05) -> dict:
     """How well an emotional image keeps the reference's mouth opening, both landmark sets [T,478,2+].
 
-    gap_ratio: median of new / reference inner-lip gap over frames with an open mouth (> 2 % of the
-    outer-eye distance); gap_mae: mean |Δ gap| in outer-eye-distance units over all frames.
+    gap_ratio: median of new / reference inner-lip gap over frames with a clearly open mouth (reference
+    gap > open_gap outer-eye distances: ratios of near-closed mouths are tracker noise); gap_mae: mean
+    |Δ gap| in outer-eye-distance units over all frames.
     """
     def gap(lm):
         return np.linalg.norm(lm[..., LIP_MID[1], :2] - lm[..., LIP_MID[0], :2], axis=-1)
@@ -104,7 +106,7 @@ def lip_preservation(lmk_ref: np.ndarray, lmk_new: np.ndarray, eye_dist: np.ndar
         eye_dist = np.linalg.norm(lmk_ref[..., 263, :2] - lmk_ref[..., 33, :2], axis=-1)
     eye = eye_dist
     g0, g1 = gap(lmk_ref) / eye, gap(lmk_new) / eye
-    open_ = g0 > 0.02
+    open_ = g0 > open_gap
     return {
         "gap_ratio": float(np.median(g1[open_] / g0[open_])) if open_.any() else float("nan"),
         "gap_mae": float(np.abs(g1 - g0).mean()),
