@@ -1,13 +1,11 @@
 """Evaluate emotion (and, as sections are added, image and lip) quality.
 
-Sections run in order and each adds a markdown block and a JSON entry to the report:
-  --ceiling            the emotion recogniser on the 21 labelled MEAD clips (its ceiling on real faces)
-  --video FILE         the recogniser on any video / render, against a target emotion
-                       (--emotion NAME, or --valence V --arousal A)
-  --generator DATASET  the lip-aligned emotional face generator on an identity dataset's frames:
-                       readability per category and mouth-opening preservation (--grid PNG: a picture)
-  --generator-mead     the same on neutral MEAD frames
-The report goes to stdout and to OUT/eval.md and OUT/eval.json, with the date, machine and commit.
+Each section adds a markdown block and a JSON entry to one report. --ceiling: the emotion recogniser on
+the 21 labelled MEAD clips (its ceiling on real faces). --video FILE with --emotion NAME or --valence V
+--arousal A: the recogniser on any video or render against that target. --generator DATASET: the
+lip-aligned emotional face generator on an identity dataset's frames (readability per category, mouth
+opening kept; --grid PNG also draws it). --generator-mead: the generator on neutral MEAD frames. The
+report goes to stdout and to OUT/eval.md and OUT/eval.json, with the date, machine and commit.
 """
 
 from __future__ import annotations
