@@ -100,6 +100,14 @@ def test_pad_sliders_and_presets_stay_in_sync(app_url, browser):
     _wait(lambda: _readout(browser).startswith("valence 0.30"), 5, "the pad following the slider")
     dot = browser.find_element(By.CSS_SELECTOR, "#va_pad .va-dot").get_attribute("style")
     assert "left: 65%" in dot
+    # drag from the centre to the right edge: the sliders end where the pointer stops (on the disc rim)
+    pad = browser.find_element(By.CSS_SELECTOR, "#va_pad .va-pad")
+    (ActionChains(browser).move_to_element(pad).click_and_hold()
+     .move_by_offset(w // 8, 0).move_by_offset(w // 8, 0).move_by_offset(w // 4, -h // 2).release().perform())
+    _wait(lambda: abs(_sliders(browser)[0] - 0.71) < 0.03 and abs(_sliders(browser)[1] - 0.71) < 0.03, 5,
+          "sliders at the end of the drag, clamped to the unit disc")
+    pad.send_keys(Keys.ARROW_DOWN)  # arrow keys nudge by 0.05
+    _wait(lambda: abs(_sliders(browser)[1] - 0.66) < 0.03, 5, "arousal nudged down by the arrow key")
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / "emotion_controls.png"))
 
