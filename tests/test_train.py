@@ -13,7 +13,7 @@ from emotalk.errors import EmoTalkError
 from emotalk.train import PRESETS, TrainingError, evaluate, load_train_data, train
 from tests.conftest import shared
 
-TINY = replace(PRESETS["test"], steps=12, batch=1, size=48, checkpoint_every=4, densify_from=4,
+TINY = replace(PRESETS["test"], steps=12, batch=1, size=32, checkpoint_every=4, densify_from=4,
                densify_every=4, model=replace(PRESETS["test"].model, n_face_init=250, n_mouth_init=40))
 
 
