@@ -427,10 +427,10 @@ def build() -> gr.Blocks:
                                               placeholder="What should they say?")
                             with gr.Row():
                                 voice = gr.Dropdown(label="Voice", choices=[], allow_custom_value=True)
-                                speak_btn = gr.Button("Speak", size="md")
+                                speak_btn = gr.Button("Speak", size="md", elem_id="speak")
                             tts_audio = gr.Audio(label="Spoken (this is what gets rendered)",
                                                  interactive=False, type="filepath")
-                            tts_md = gr.Markdown()
+                            tts_md = gr.Markdown(elem_id="tts_note")
                     with gr.Group():
                         gr.Markdown("**Emotion**: drag on the pad, move the sliders or pick a preset.")
                         with gr.Row():
@@ -465,7 +465,7 @@ def build() -> gr.Blocks:
                     still = gr.Image(label="Preview (updates with the emotion)", interactive=False,
                                      height=256)
                     video = gr.Video(label="Result", elem_id="result_video", interactive=False)
-                    result_md = gr.Markdown()
+                    result_md = gr.Markdown(elem_id="result_notes")
                     with gr.Accordion("Downloads", open=False):
                         wav_out = gr.Audio(label="Speech (wav)", interactive=False, type="filepath")
                         files = gr.File(label="Files", file_count="multiple")

@@ -125,6 +125,10 @@ def test_type_text_pick_emotion_generate_and_watch_the_video(app_url, browser):
     browser.find_element(By.XPATH, "//button[@role='tab' and normalize-space()='Text']").click()
     box = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#text_in textarea"), 5, "the text box")[0]
     box.send_keys("Hello there, friend.")
+    browser.find_element(By.ID, "speak").click()  # hear it first; Generate then renders this very wav
+    note = _wait(lambda: "Spoken by" in browser.find_element(By.ID, "tts_note").text
+                 and browser.find_element(By.ID, "tts_note").text, 30, "the spoken text")
+    assert "piper" in note or "espeak" in note or "edge" in note
     browser.find_element(By.ID, "preset_happy").click()
     _wait(lambda: _sliders(browser) == [0.8, 0.5], 5, "sliders at the happy preset")
     browser.find_element(By.XPATH, "//button[contains(., 'Advanced')]").click()  # 128 px: quick on a CPU
@@ -139,6 +143,8 @@ def test_type_text_pick_emotion_generate_and_watch_the_video(app_url, browser):
     browser.save_screenshot(str(SHOTS / "generate.png"))
     assert not _error_toasts(browser), _error_toasts(browser)
     assert src[0].endswith(".mp4"), src
+    result = browser.find_element(By.ID, "result_notes").text
+    assert "Voice:" in result and "frames" in result, result
     size = browser.execute_script("const v = document.querySelector('#result_video video');"
                                   "return [v.videoWidth, v.videoHeight, v.duration];")
     assert size[:2] == [128, 128] and 0.5 < size[2] < 5, size  # the picked size; about 1.5 s of speech
