@@ -545,7 +545,8 @@ def build() -> gr.Blocks:
         ft_btn.click(fine_tune, [ft_clip, ft_name, ft_preset, ft_consent],
                      [ft_status, ft_loss, ft_samples, new_identity], api_name="fine_tune",
                      concurrency_id="train", concurrency_limit=1).success(
-            refresh_identities, new_identity, [gallery, names, identity], api_visibility="private")
+            refresh_identities, new_identity, [gallery, names, identity], api_visibility="private").then(
+            lambda n: n, new_identity, push_name, api_visibility="private", queue=False)
         push_btn.click(push, [push_name, push_repo, push_token], push_md, api_name="push",
                        concurrency_id="cpu", concurrency_limit=2)
         demo.load(lambda v, a: format_va(v, a), [valence, arousal], pad, api_visibility="private",
