@@ -132,12 +132,20 @@ def _resize(x: np.ndarray, S: int, nearest: bool = False) -> np.ndarray:
 
 
 def dataset_audio_code(ds, kind: str = "whisper") -> np.ndarray:
-    """The clip's audio code [T,W,C]: a precomputed `audio_code_{kind}.npy` in the dataset, else computed."""
+    """The clip's audio code [T,W,C]: precomputed in the dataset folder, else computed.
+
+    Precomputed forms: `audio_code_{kind}.npy` ([T,W,C]) or `audio_code_{kind}.npz` with the distinct
+    feature rows `rows` [R,C] and `index` [T,W] (windows overlap, so this is several times smaller).
+    """
     code = getattr(ds, "audio_code", None)
     if code is not None:
         return np.asarray(code, np.float32)
     p = Path(ds.root) / f"audio_code_{kind}.npy"
-    if p.is_file():
+    pz = p.with_suffix(".npz")
+    if pz.is_file():
+        with np.load(pz) as z:
+            code = z["rows"][z["index"]]
+    elif p.is_file():
         code = np.load(p)
     else:
         from emotalk.speech.features import compute_audio_code
