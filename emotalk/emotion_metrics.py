@@ -245,6 +245,7 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
     originals, items = [], []
     lift: dict[str, list[float]] = {}  # p(target) of the generated image minus that of its original
     lmk_ref, lmk_new, fid = [], [], {c: [] for c in cats}
+    tgt_ref, tgt_new = [], []  # the generator's own warped landmarks (the training targets)
     for k, i in enumerate(idx):
         lm0, bs0 = track(frames[k])
         if lm0 is None:
@@ -262,6 +263,8 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
             if c != "neutral":
                 lmk_ref.append(lm0)
                 lmk_new.append(lm1)
+                tgt_ref.append(lmk[i][:478, :2])
+                tgt_new.append(g.lmk)
                 fid[c].append(((bs1 - bs0)[expr_cols], g.blendshape_delta[expr_cols]))
         if progress:
             progress(f"frame {i}", (k + 1) / len(idx))
@@ -279,9 +282,10 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
                                             np.stack([t for _, t in f]).mean(0)) if f else None,
         }
     lips = lip_preservation(np.array(lmk_ref), np.array(lmk_new)) if lmk_ref else {}
+    lips_targets = lip_preservation(np.array(tgt_ref), np.array(tgt_new)) if tgt_ref else {}
     return {"source": "frames", "frames": list(idx), "gain": gen.settings.gain,
             "summary": summarise(items), "original_frames": summarise(originals),
-            "per_category": per_cat, "lips": lips}
+            "per_category": per_cat, "lips": lips, "lips_targets": lips_targets}
 
 
 def generator_markdown(res: dict) -> str:
@@ -311,6 +315,10 @@ def generator_markdown(res: dict) -> str:
         lines += ["", f"Mouth opening kept: re-tracked inner-lip gap, generated / original = "
                       f"{lp['gap_ratio']:.3f} (median over {lp['n_open']} open-mouth images), "
                       f"mean |Δgap| = {lp['gap_mae']:.4f} eye-distances over {lp['n']} images."]
+    lt = res.get("lips_targets")
+    if lt:
+        lines += [f"Warped landmarks (the targets): gap ratio {lt['gap_ratio']:.3f}, "
+                  f"mean |Δgap| = {lt['gap_mae']:.5f} eye-distances."]
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotalk.errors import InputError
-from emotalk.face.emotion import RIGID_IDX, ExpressionModel, clamp_to_disc
+from emotalk.face.emotion import INNER_LIP_PAIRS, RIGID_IDX, ExpressionModel, clamp_to_disc
 
 # CelebAMask-HQ classes that move with the expression: skin, brows, eyes, glasses, nose, mouth, lips
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
@@ -234,6 +234,10 @@ class EmotionalFaceGenerator:
         upper = self.model.neutral_shape[:, 1] < self.model.neutral_shape[NOSE_TIP, 1]  # brows, lids, cheeks
         off3[upper] = saturate(off3[upper], s.max_offset)
         off = limit_eyelids(project_offsets(off3, self.model, lmk), src, s)  # [478,2] px
+        # the projection mixes depth into image y: pin the inner-lip opening again, in the image
+        pair_mean = 0.5 * (off[INNER_LIP_PAIRS[:, 0]] + off[INNER_LIP_PAIRS[:, 1]])
+        off[INNER_LIP_PAIRS[:, 0]] = pair_mean
+        off[INNER_LIP_PAIRS[:, 1]] = pair_mean
         dst = src + off
         mask = face_mask(image.shape[:2], src, parsing, s)
         keep = np.arange(468)  # iris points left out: near-duplicates of the eyelids' motion
