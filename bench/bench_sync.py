@@ -135,11 +135,12 @@ def bench_renders(identity: Path, data: Path, out: Path, size: int | None, devic
         print(f"{name[:40]:40s} off {r['offset']:+d} conf {r['confidence']:.3f} contrast {r['contrast0']}",
               flush=True)
     ref = rows[0] if reference is not None else None
-    lines = ["| driving speech | frames | offset | clear | confidence | corr at 0 | phone contrast | "
-             "targets (|off|<=1, conf>=0.8 ref, contrast>=ref) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| driving speech | frames | face found | offset | clear | confidence | corr at 0 | "
+             "phone contrast | targets (|off|<=1, conf>=0.8 ref, contrast>=ref) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['drive']} | render failed | | | | | | |")
+            lines.append(f"| {r['drive']} | render failed | | | | | | | |")
             continue
         ok = "–"
         if ref is not None and r is not ref:
@@ -147,14 +148,16 @@ def bench_renders(identity: Path, data: Path, out: Path, size: int | None, devic
                       r["contrast0"] is not None and ref["contrast0"] is not None
                       and r["contrast0"] >= ref["contrast0"]]
             ok = " ".join("yes" if c else "NO" for c in checks)
-        lines.append(f"| {r['drive']} | {r['frames']} | {r['offset']:+d} | {'yes' if r['clear'] else 'no'} | "
+        lines.append(f"| {r['drive']} | {r['frames']} | {100 * r['face_found']:.0f} % | {r['offset']:+d} | "
+                     f"{'yes' if r['clear'] else 'no'} | "
                      f"{r['confidence']:.3f} | {r['corr0']:+.3f} | {_fmt(r['contrast0'], '.2f')} | {ok} |")
     _write(out, "renders", rows, lines)
     return rows
 
 
 def _row(name: str, rep, secs: float) -> dict:
-    return {"drive": name, "frames": rep.n_frames, "offset": rep.sync.offset, "clear": rep.sync.clear,
+    return {"drive": name, "frames": rep.n_frames, "face_found": round(rep.face_found, 3),
+            "offset": rep.sync.offset, "clear": rep.sync.clear,
             "confidence": round(rep.sync.confidence, 3), "corr0": round(rep.sync.corr0, 3),
             "contrast0": None if rep.contrast is None else round(rep.contrast.ratio, 2),
             "render_s": round(secs, 1), "notes": rep.notes}

@@ -296,11 +296,18 @@ def phones_for(wav: np.ndarray, language: str = "en", text: str | None = None) -
 def measure(mouth: np.ndarray, wav: np.ndarray, name: str = "", phones: Sequence | None = None,
             transcript: str = "", found: float = 1.0, settings: SyncSettings = DEFAULT,
             notes: list[str] | None = None) -> SyncReport:
-    """SyncReport from a mouth-opening track [T] and its 16 kHz speech [N]."""
+    """SyncReport from a mouth-opening track [T] and its 16 kHz speech [N]. With a face in under half of
+    the frames (or a mouth that never moves) the numbers mean nothing: a note says so and `clear` is False."""
+    notes = list(notes or [])
     est = estimate_sync(mouth, wav, phones, settings)
+    still = not np.isfinite(mouth).any() or float(np.nanstd(mouth)) < 1e-6
+    if found < 0.5 or still:
+        est.clear = False
+        notes.append(f"face found in {100 * found:.0f} % of frames{', mouth never moves' if still else ''}: "
+                     "the sync numbers are not meaningful")
     pc = phone_contrast(mouth, phones, settings.fps) if phones else None
     pco = phone_contrast(mouth, phones, settings.fps, est.offset) if phones else None
-    return SyncReport(name, len(mouth), found, est, pc, pco, transcript, list(notes or []))
+    return SyncReport(name, len(mouth), found, est, pc, pco, transcript, notes)
 
 
 def measure_video(path: str | Path, language: str = "en", text: str | None = None,
