@@ -99,3 +99,18 @@ def test_cli_measures_a_clip(tmp_path, capsys):
     assert "AV offset:" in out and "phone contrast:" in out
     d = json.loads((tmp_path / "s.json").read_text())
     assert abs(d["sync"]["offset"]) <= 1 and d["contrast"]["n_open"] > 0
+
+
+def test_no_face_gives_no_clear_sync():
+    rng = np.random.default_rng(3)
+    wav = (0.1 * rng.standard_normal(16000 * 4)).astype(np.float32)
+    rep = lipsync.measure(np.full(100, np.nan), wav, "blank", None, found=0.0)
+    assert not rep.sync.clear and "not meaningful" in rep.notes[-1]
+
+
+def test_shipped_sync_model_loads():
+    from emotalk import syncnet
+
+    m = syncnet.load()
+    assert m.weight.shape == m.mean.shape == (40 * 11,)
+    assert len(m.info["clips"]) >= 10 and "obama_address_20s_450px_25fps" in m.info["out_of_sync"]

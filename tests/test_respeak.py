@@ -97,3 +97,13 @@ def test_respeak_a_real_clip(tmp_path):
     got = respeak.load_respoken(ds)
     assert len(got) == 1 and got[0].dtype == np.float32 and got[0].shape == code.shape
     assert respeak.load_respoken(ds, kind="whisper") == []
+
+
+def test_non_english_speech_is_refused():
+    """Re-speaking French with English voices would teach nonsense: refused with a reason."""
+    from emotalk import media
+    from emotalk.errors import MediaError
+
+    wav = media.read_audio(shared("clips/macron_address_50s_512px_30fps.mp4"), 16000)[: 16000 * 15]
+    with pytest.raises(MediaError, match="English"):
+        respeak.analyse_original(wav, 375, 25.0, "mel")
