@@ -374,7 +374,9 @@ def _label(frames, text: str = "AI-generated"):
 
     out = frames.copy()
     h, w = out.shape[1:3]
-    scale = max(0.3, w / 900)
+    if w < 256:  # keep the label small on small videos
+        text = "AI"
+    scale = max(0.3, w / 1100)
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     x0, y0 = w - tw - 8, h - 8
     for f in out:
@@ -485,3 +487,78 @@ def preview(req: RenderRequest):
 
 
 _SILENT_CODE: dict = {}
+
+
+# ---- fine-tuning a new identity -----------------------------------------------------------------
+
+FINE_TUNE_PRESETS = ("fast", "quality")
+
+
+def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
+              workdir: Path | None = None, progress: Progress | None = None,
+              on_sample: Callable[[list[float], object], None] | None = None,
+              steps: int | None = None, size: int | None = None) -> IdentityInfo:
+    """A user's clip -> a new identity in the user's folder: preprocess, train, save (resumable).
+
+    `on_sample(loss_history, frame)` gets the loss curve and a held-out render a few times during training.
+    `steps`/`size` override the preset (CPU users and tests).
+    """
+    from dataclasses import replace as dc_replace
+
+    from emotalk.data import PRESETS as DATA_PRESETS
+    from emotalk.data import preprocess
+    from emotalk.identity import save_identity
+    from emotalk.train import PRESETS as TRAIN_PRESETS
+    from emotalk.train import dataset_audio_code, evaluate, load_train_data, train
+
+    if not consent:
+        raise InputError("Tick the consent box: you must have the right to use this person's likeness.")
+    if preset not in FINE_TUNE_PRESETS:
+        raise InputError(f"Unknown preset {preset!r}; choose {' or '.join(FINE_TUNE_PRESETS)}.")
+    name = validate_identity_name(name)
+    dest = user_dir() / name
+    if dest.exists():
+        raise InputError(f"You already have an identity named {name!r}; choose another name.")
+    say = progress or (lambda s, f: None)
+    dev = _device()
+    s = TRAIN_PRESETS[preset]
+    if dev == "cpu":  # a CPU trains a small model at a small size, or it would take hours
+        s = dc_replace(s, size=128, steps=600, batch=2, lpips=False,
+                       model=dc_replace(s.model, n_face_init=3000, n_mouth_init=400))
+    if steps:
+        s = dc_replace(s, steps=int(steps))
+    if size:
+        s = dc_replace(s, size=int(size))
+    work = Path(workdir) if workdir else user_dir().parent / "work" / name
+    work.mkdir(parents=True, exist_ok=True)
+    ds_dir = work / "dataset"
+    if (ds_dir / "meta.json").is_file():
+        from emotalk.data import load_dataset
+
+        ds = load_dataset(ds_dir)  # a crashed fine-tune resumes after preprocessing
+    else:
+        data_settings = DATA_PRESETS["default"] if dev == "cuda" else DATA_PRESETS["fast"]
+        ds = preprocess(clip, ds_dir, data_settings, progress=lambda m, f: say(f"preprocess: {m}", 0.4 * f))
+    code = dataset_audio_code(ds, s.audio_kind)
+    losses: list[float] = []
+    last_sample = [0]
+
+    def status(st) -> None:
+        losses.append(float(st.loss))
+        say(f"train [{st.stage}] step {st.step}/{st.steps}, loss {st.loss:.4f}, "
+            f"ETA {st.eta_s / 60:.1f} min", 0.4 + 0.55 * st.step / max(1, st.steps))
+        if on_sample and st.step - last_sample[0] >= max(1, st.steps // 6):
+            last_sample[0] = st.step
+            on_sample(list(losses), None)
+
+    model, summary = train(ds, s, work / "train", device=dev, on_status=status, audio_code=code)
+    say("saving the identity", 0.97)
+    data = load_train_data(ds, s.size, code, dev)
+    thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
+    thumb, _ = evaluate(model, data, thumb_idx)
+    save_identity(dest, model, ds, s, summary, name=name, source_clip=str(clip), size=data.size,
+                  thumbnail=thumb[0])
+    if on_sample:
+        on_sample(list(losses), thumb[0])
+    say("done", 1.0)
+    return _identity_info(dest, "user")

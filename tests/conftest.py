@@ -68,3 +68,20 @@ def tiny_identity(may_dataset_64, tmp_path_factory):
     model, summary = train(ds, s, tmp_path_factory.mktemp("tiny-work"))
     return save_identity(tmp_path_factory.mktemp("identities") / "may-tiny", model, ds, s, summary,
                          name="may-tiny")
+
+
+@pytest.fixture(scope="session")
+def installed_identity(request, tmp_path_factory):
+    """An identity the app can list: the first shipped/user one, else the tiny test identity installed
+    into a session-private $EMOTALK_HOME (so app, browser and load tests always render for real)."""
+    import shutil
+
+    from emotalk import pipeline
+
+    found = pipeline.list_identities()
+    if found:
+        return found[0]
+    tiny = request.getfixturevalue("tiny_identity")
+    os.environ["EMOTALK_HOME"] = str(tmp_path_factory.mktemp("emotalk-home"))
+    shutil.copytree(tiny, pipeline.user_dir() / "may-tiny")
+    return pipeline.list_identities()[0]

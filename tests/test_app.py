@@ -1,7 +1,7 @@
 """The app over HTTP with the real pipeline: launch it on localhost and call its API with gradio_client.
 
-The rendering test uses the first installed identity (shipped, or under $EMOTALK_HOME/identities) and
-skips, saying so, when there is none.
+The rendering test uses the first installed identity (shipped, or the user's), else the tiny test identity
+(tests/conftest.py: installed_identity).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from emotalk import media, pipeline
+from emotalk import media
 from tests.conftest import REPO, shared
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_url(installed_identity):
     import app
 
     demo = app.build()
@@ -73,16 +73,12 @@ def _two_seconds_of_speech(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path):
-    if not hasattr(pipeline, "synthesize") or not hasattr(pipeline, "list_identities"):
-        pytest.skip("pipeline.synthesize not available yet")
+def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path, installed_identity):
     from gradio_client import handle_file
 
-    identities = pipeline.list_identities()
-    if not identities:
-        pytest.skip("no identity installed (shipped checkpoints/ or the user's folder)")
     video, wav, files, notes = client.predict(
-        identity=identities[0].name, source="audio", audio=handle_file(str(_two_seconds_of_speech(tmp_path))),
+        identity=installed_identity.name, source="audio",
+        audio=handle_file(str(_two_seconds_of_speech(tmp_path))),
         valence=0.8, arousal=0.5, size=128, api_name="/generate")
     info = media.probe(_path(video))
     assert info.has_audio and info.audio_codec == "aac" and info.video_codec == "h264"

@@ -1,7 +1,7 @@
 """The studio in a real headless Chromium (selenium + chromium-driver) against the real pipeline.
 
 Screenshots go to out/screenshots/ (git-ignored): look at them. The generate test uses the first
-installed identity (shipped, or under $EMOTALK_HOME/identities) and skips when there is none.
+installed identity, else the tiny test identity (tests/conftest.py: installed_identity).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from emotalk import pipeline
 from tests.conftest import REPO
 
 SHOTS = REPO / "out" / "screenshots"
@@ -22,7 +21,7 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_url(installed_identity):
     import app
 
     demo = app.build()
@@ -114,10 +113,6 @@ def test_pad_sliders_and_presets_stay_in_sync(app_url, browser):
 
 @pytest.mark.slow
 def test_type_text_pick_emotion_generate_and_watch_the_video(app_url, browser):
-    if not hasattr(pipeline, "synthesize") or not hasattr(pipeline, "list_identities"):
-        pytest.skip("pipeline.synthesize not available yet")
-    if not pipeline.list_identities():
-        pytest.skip("no identity installed (shipped checkpoints/ or the user's folder)")
     from selenium.webdriver.common.by import By
 
     browser.get(app_url)

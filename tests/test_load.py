@@ -89,16 +89,12 @@ def test_past_the_queue_limit_users_are_told_to_retry_and_the_server_survives():
 
 
 @pytest.mark.slow
-def test_eight_concurrent_previews_match_the_same_requests_made_alone():
+def test_eight_concurrent_previews_match_the_same_requests_made_alone(installed_identity):
     from gradio_client import Client
     from PIL import Image
 
-    from emotalk import pipeline
 
-    identities = pipeline.list_identities()
-    if not identities:
-        pytest.skip("no identity installed (shipped checkpoints/ or the user's folder)")
-    name = identities[0].name
+    name = installed_identity.name
     demo, url = _launch(max_size=16)
     yaws = [-28 + 8 * i for i in range(8)]  # a different camera per user: every picture differs
 

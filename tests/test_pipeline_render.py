@@ -74,3 +74,31 @@ def test_hub_offline_is_a_clear_error(home):
 
     with pytest.raises(AssetError, match="cannot be reached"):
         pipeline.load_hub_identity("someone/some-identity")
+
+
+def test_fine_tune_needs_consent_and_a_safe_name(home, tmp_path):
+    clip = str(shared("clips/may_5s_512px_25fps.mp4"))
+    with pytest.raises(InputError, match="consent"):
+        pipeline.fine_tune(clip, "mine", consent=False)
+    with pytest.raises(InputError, match="not allowed"):
+        pipeline.fine_tune(clip, "../mine", consent=True)
+    with pytest.raises(InputError, match="already have"):
+        pipeline.fine_tune(clip, "may-tiny", consent=True)
+
+
+def test_fine_tune_resumes_from_its_dataset_and_appears_in_the_picker(home, may_dataset_64, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(may_dataset_64.root, work / "dataset")  # as if preprocessing had finished before a crash
+    stages: list[str] = []
+    samples: list[int] = []
+    info = pipeline.fine_tune(str(shared("clips/may_5s_512px_25fps.mp4")), "mine", consent=True,
+                              workdir=work, steps=8, size=48, progress=lambda s, f: stages.append(s),
+                              on_sample=lambda losses, frame: samples.append(len(losses)))
+    assert info.source == "user" and (info.path / "model.safetensors").is_file()
+    assert not any(s.startswith("preprocess") for s in stages)
+    assert any(s.startswith("train") for s in stages) and samples
+    assert "mine" in [i.name for i in pipeline.list_identities()]
+    frame = pipeline.preview(RenderRequest(identity="mine", size=64))
+    assert frame.shape == (64, 64, 3)
