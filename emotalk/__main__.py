@@ -10,7 +10,7 @@ import sys
 from emotalk.errors import EmoTalkError
 
 # Order shown in --help. A module missing from emotalk/cli is simply not offered.
-COMMANDS = ["render", "train", "preprocess", "speak", "eval", "assets", "media", "bench"]
+COMMANDS = ["render", "train", "preprocess", "speak", "eval", "sync", "assets", "media", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
