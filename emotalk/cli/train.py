@@ -1,7 +1,8 @@
 """Train an identity (a 3D Gaussian talking head) from a preprocessed identity dataset.
 
 Writes an identity folder (identity.json, model.safetensors, body.mp4, thumbnail.png). Training state
-is saved every few hundred steps under OUT.work/; running the same command again resumes from it.
+is saved every few hundred steps under OUT.work/; after a crash, running the same command again
+resumes from it (the folder is removed once the identity is written).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
     thumb, _ = evaluate(model, data, thumb_idx)
     save_identity(out, model, ds, s, summary, name=args.name, size=data.size, thumbnail=thumb[0])
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # finished: the resumable state is no longer needed
     print(f"wrote {out} ({identity_size_mb(out):.1f} MB) in {(time.time() - t0) / 60:.1f} min: "
           f"held-out PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.3f}, "
           f"{summary['n_face']} + {summary['n_mouth']} Gaussians")
