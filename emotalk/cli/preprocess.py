@@ -50,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             last[0] = line
 
-    ds = preprocess(args.clip, args.out, settings, progress)
-    sys.stderr.write("\n")
+    try:
+        ds = preprocess(args.clip, args.out, settings, progress)
+    finally:
+        if last[0]:
+            sys.stderr.write("\n")  # end the progress line before any result or error
     q, a = ds.meta["quality"], ds.meta["audio"]
     mb = sum(ds.meta["bytes"].values()) / 1e6
     print(f"dataset: {ds.root}  ({ds.n_frames} frames at {ds.size}², {mb:.1f} MB, {time.time() - t0:.0f} s)")
