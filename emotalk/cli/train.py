@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
               f"gaussians {st.n_gaussians} eta {st.eta_s / 60:4.1f} min", end="", file=sys.stderr, flush=True)
 
     print(f"training {ds.root} on {device} with preset {args.preset} ({s.steps} steps)", file=sys.stderr)
+    if device == "cpu" and (s.size or ds.size) > 128:
+        print(f"note: on a CPU, training at {s.size or ds.size}² px takes hours; --size 128 and --steps "
+              "1000 give a rough preview identity, a GPU the real one.", file=sys.stderr)
     model, summary = train(ds, s, work, device=device, on_status=status)
     print(file=sys.stderr)
     from emotalk.train import dataset_audio_code
