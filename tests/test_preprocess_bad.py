@@ -126,3 +126,31 @@ def test_head_turned_away():
         checks.judge_faces(turned, 512, 512, s, "may")
     slight = [[_rotate_yaw(f[0], 25.0)] for f in faces]
     checks.judge_faces(slight, 512, 512, s, "may")
+
+
+@pytest.mark.parametrize("lost,match,frac", [(slice(30, 70), "lost for 1.6 s in a row", 0.5),
+                                             (slice(0, 125, 5), "lost in 25 of 125 frames", 0.1)])
+def test_face_lost_too_long_or_too_often(tmp_path, monkeypatch, lost, match, frac):
+    """The tracker's real output on a real clip, with the face dropped from some frames."""
+    real = tracking.track_video
+
+    def track_with_losses(*args, **kwargs):
+        raw = real(*args, **kwargs)
+        raw.found[lost] = False
+        return raw
+
+    monkeypatch.setattr(tracking, "track_video", track_with_losses)
+    import dataclasses
+
+    s = dataclasses.replace(PRESETS["test"], size=64, max_lost_fraction=frac)
+    with pytest.raises(InputError, match=match):
+        preprocess(shared(MAY), tmp_path / "ds", s)
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.iterdir())
+
+
+def test_short_gap_is_interpolated():
+    found = np.ones(50, bool)
+    found[20:24] = False
+    x = np.linspace(0, 1, 50)[:, None, None] * np.ones((1, 478, 3))
+    y = tracking.fill_gaps(np.where(found[:, None, None], x, 0), found)
+    assert np.allclose(y, x)
