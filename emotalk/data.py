@@ -512,9 +512,16 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
     rep = st.begin("body", "making head-removed body frames")
     sheet_idx = [int(i) for i in np.linspace(0, T - 1, 8).round()]
     body_sheet: dict[int, np.ndarray] = {}
+    flicker: list[float] = []  # per frame pair: changed labels / person pixels (temporal stability)
+    prev_lab: np.ndarray | None = None
     with media.VideoWriter(work / "body.mp4", fps=fps, crf=s.body_crf) as bw:
         for i0 in range(0, T, 25):
             labs = read_labels(labels_path, np.arange(i0, min(T, i0 + 25)))
+            for lab in labs:
+                if prev_lab is not None:
+                    person = (lab != 0) | (prev_lab != 0)
+                    flicker.append(float((lab != prev_lab)[person].mean()) if person.any() else 0.0)
+                prev_lab = lab
             rep(f"body frame {i0}/{T}", i0 / T)
             for k, lab in enumerate(labs):
                 b = plate.body_frame(crops[i0 + k], lab, bg, s.plate)
@@ -541,7 +548,8 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
         found=tr["found"].astype(bool), head_template=tr["head_template"].astype(np.float32),
         mouth_open=tr["mouth_open"].astype(np.float32),
     )
-    quality = dict(state["quality"], background_inpainted_fraction=round(inpainted, 4))
+    quality = dict(state["quality"], background_inpainted_fraction=round(inpainted, 4),
+                   parsing_change_per_frame=round(float(np.median(flicker)) if flicker else 0.0, 4))
     meta = {
         "format_version": DATASET_VERSION, "fps": fps, "size": S, "n_frames": T, "units": "metres",
         "head_frame": "x: subject's right-to-left eye axis, y: down, z: into the head (face looks to "
