@@ -11,6 +11,7 @@ import re
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class MediaLimits:
     probe_timeout_s: float = 30.0  # ffmpeg -i on a sane file takes well under a second
     min_timeout_s: float = 60.0  # a decode/encode may always take this long
     timeout_per_media_s: float = 8.0  # ...plus this many seconds per second of media
+    stall_timeout_s: float = 30.0  # a streamed decode that yields no frame for this long is killed
 
 
 LIMITS = MediaLimits()
@@ -137,20 +139,30 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 
 
 class _Watchdog:
-    """Kills a process that runs past its deadline (streamed reads cannot use run(timeout=))."""
+    """Kills a streamed decode that stalls: no frame for `seconds` (the clock restarts at each `kick`).
+
+    A stall, not the total time, is what marks a damaged file: a slow consumer must not be punished.
+    """
 
     def __init__(self, proc: subprocess.Popen, seconds: float):
         self.fired = False
-        self._timer = threading.Timer(seconds, self._kill, args=(proc,))
-        self._timer.daemon = True
-        self._timer.start()
+        self._proc, self._seconds = proc, seconds
+        self._deadline = time.monotonic() + seconds
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
 
-    def _kill(self, proc: subprocess.Popen) -> None:
-        self.fired = True
-        proc.kill()
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, max(self._seconds, 0.01))):
+            if time.monotonic() > self._deadline:
+                self.fired = True
+                self._proc.kill()
+                return
+
+    def kick(self) -> None:
+        self._deadline = time.monotonic() + self._seconds
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        self._done.set()
 
 
 def _even(n: int) -> int:
@@ -175,7 +187,7 @@ def iter_frames(path: str | os.PathLike, fps: float = 25.0, size: tuple[int, int
     cmd.append("-")
     nbytes = w * h * 3
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    dog = _Watchdog(proc, _timeout_for(info.duration))
+    dog = _Watchdog(proc, LIMITS.min_timeout_s + LIMITS.stall_timeout_s)
     n = 0
     try:
         assert proc.stdout is not None
@@ -185,6 +197,7 @@ def iter_frames(path: str | os.PathLike, fps: float = 25.0, size: tuple[int, int
                 break
             n += 1
             yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+            dog.kick()  # the consumer may take its time; only a stalled decoder is killed
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -216,7 +216,20 @@ def test_odd_frame_size_is_refused(tmp_path):
         media.write_video(tmp_path / "odd.mp4", np.zeros((2, 31, 32, 3), np.uint8))
 
 
-def test_hanging_decoder_is_killed(src_clip, monkeypatch):
-    monkeypatch.setattr(media, "LIMITS", media.MediaLimits(min_timeout_s=0.0, timeout_per_media_s=0.0))
+def test_stalled_decoder_is_killed(src_clip, monkeypatch):
+    monkeypatch.setattr(media, "LIMITS", media.MediaLimits(min_timeout_s=0.0, stall_timeout_s=0.0))
     with pytest.raises(MediaError, match="too long"):
         list(media.iter_frames(src_clip))
+
+
+def test_slow_consumer_is_not_killed(src_clip, monkeypatch):
+    import time
+
+    monkeypatch.setattr(media, "LIMITS", media.MediaLimits(min_timeout_s=0.0, stall_timeout_s=1.5,
+                                                           timeout_per_media_s=0.0))
+    n = 0
+    for _ in media.iter_frames(src_clip, size=(32, 32)):
+        n += 1
+        if n <= 3:
+            time.sleep(1.0)  # 3 s of consuming in all, longer than the stall limit, but never stalled
+    assert n == 75
