@@ -21,7 +21,7 @@ Progress = Callable[[str, float], None]  # (stage text, fraction 0..1)
 
 MAX_TEXT_CHARS = 2000  # typed text longer than this is refused (about 2.5 minutes of speech)
 MAX_SPEECH_S = 120.0  # uploaded speech longer than this is refused
-MIN_SIZE, MAX_SIZE = 64, 1024  # allowed output sides in px
+MIN_SIZE, MAX_SIZE = 32, 1024  # allowed output sides in px
 SIZE_GPU, SIZE_CPU = 512, 256  # default output side on a GPU / on a CPU
 
 
@@ -37,12 +37,13 @@ class RenderRequest:
     arousal: float = 0.0  # [-1, 1]
     intensity: float = 1.0  # scales (valence, arousal) toward neutral, [0, 1]
     emotion_track: list[tuple[float, float, float]] | None = None  # (t s, v, a) keyframes; overrides v/a
-    size: int | None = None  # output side in px (None: SIZE_GPU, or SIZE_CPU on a CPU)
+    size: int | None = None  # output side in px (None: the identity's, at most SIZE_CPU on a CPU)
     yaw: float = 0.0  # camera yaw offset, degrees
     pitch: float = 0.0  # camera pitch offset, degrees
     blink_rate: float = 1.0  # blinks relative to the identity's natural rate
     seed: int = 0  # random seed (blinks)
     watermark: bool = True  # small "AI-generated" label on the video
+    device: str | None = None  # "cuda" or "cpu" (None: cuda when available)
     notices: list[str] = field(default_factory=list)  # filled by validation (clamping, CPU size, ...)
 
 
@@ -107,8 +108,8 @@ def device_info() -> dict:
     if cuda:
         return {"device": "cuda", "default_size": SIZE_GPU, "notice": None}
     return {"device": "cpu", "default_size": SIZE_CPU,
-            "notice": f"No GPU here: rendering runs on the CPU at {SIZE_CPU}px by default and takes "
-                      "minutes, not seconds."}
+            "notice": f"No GPU here: rendering runs on the CPU at {SIZE_CPU}px by default, several "
+                      "times slower than real time."}
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -172,12 +173,15 @@ def validate_request(req: RenderRequest) -> RenderRequest:
     if r.emotion_track:
         track = EmotionTrack.from_keyframes(list(r.emotion_track))
         r.notices += track.notices
-    dev = device_info()
+    if r.device not in (None, "cpu", "cuda"):
+        raise InputError(f"Device must be cpu or cuda, got {r.device!r}.")
+    if r.device == "cuda" and device_info()["device"] != "cuda":
+        raise InputError("A CUDA GPU was asked for, but none is visible. Use the CPU.")
     if r.size is None:
-        r.size = dev["default_size"]
-        if dev["notice"]:
-            r.notices.append(dev["notice"])
-    if not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2:
+        dev = device_info() if r.device is None else {"device": r.device, "notice": None}
+        if dev["device"] == "cpu" and device_info()["notice"]:
+            r.notices.append(device_info()["notice"])
+    elif not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2:
         raise InputError(f"Resolution must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
                          f"got {r.size}.")
     for what, val, lim in (("Camera yaw", r.yaw, 30.0), ("Camera pitch", r.pitch, 20.0)):
@@ -402,6 +406,12 @@ def _device() -> str:
     return device_info()["device"]
 
 
+def _default_size(identity_size: int, device: str) -> int:
+    """The identity's own size, capped at SIZE_CPU on a CPU (even)."""
+    s = identity_size if device == "cuda" else min(identity_size, SIZE_CPU)
+    return int(s) - int(s) % 2
+
+
 def synthesize(req: RenderRequest, workdir: Path | None = None,
                progress: Progress | None = None) -> RenderResult:
     """Speech (file or text) + identity + emotion -> an mp4 with the speech, lips in sync."""
@@ -418,10 +428,11 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
     r = validate_request(req)
     work = Path(workdir or new_workdir())
     work.mkdir(parents=True, exist_ok=True)
-    dev = _device()
+    dev = r.device or _device()
     t = time.time()
     say("loading identity", 0.0)
     ident = _load(resolve_identity(r.identity), dev)
+    r.size = r.size or _default_size(ident.size, dev)
     timings["load"] = time.time() - t
     t = time.time()
     engine = None
@@ -469,8 +480,9 @@ def preview(req: RenderRequest):
 
     r = replace(req, text=req.text or "preview", audio=None)
     r = validate_request(r)
-    dev = _device()
+    dev = r.device or _device()
     ident = _load(resolve_identity(r.identity), dev)
+    r.size = r.size or _default_size(ident.size, dev)
     kind = ident.meta["model"].get("audio_kind", "whisper")
     key = (kind, dev)
     if key not in _SILENT_CODE:

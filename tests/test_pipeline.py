@@ -19,9 +19,11 @@ def req(**kw) -> RenderRequest:
     return RenderRequest(**base)
 
 
-def test_valid_text_request_gets_defaults():
+def test_valid_text_request_keeps_size_open_until_the_identity_is_known():
     r = pipeline.validate_request(req())
-    assert r.size in (pipeline.SIZE_GPU, pipeline.SIZE_CPU)
+    assert r.size is None
+    assert pipeline._default_size(512, "cpu") == pipeline.SIZE_CPU
+    assert pipeline._default_size(48, "cpu") == 48 and pipeline._default_size(512, "cuda") == 512
 
 
 @pytest.mark.parametrize("kw,msg", [
@@ -31,6 +33,8 @@ def test_valid_text_request_gets_defaults():
     ({"text": "x" * 5000}, "limit is"),
     ({"intensity": 1.5}, "Intensity"),
     ({"size": 63}, "Resolution"),
+    ({"size": 30}, "Resolution"),
+    ({"device": "tpu"}, "Device"),
     ({"size": 4096}, "Resolution"),
     ({"yaw": 90.0}, "yaw"),
     ({"blink_rate": -1.0}, "Blink rate"),

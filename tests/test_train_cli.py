@@ -21,9 +21,10 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
     assert (out / "thumbnail.png").is_file()
     wav = shared("audio/speech_obama_5s.wav")
     video = tmp_path / "out.mp4"
-    rc = main(["render", str(out), "--audio", str(wav), "--valence", "0.8", "--arousal", "0.5",
-               "-o", str(video), "--device", "cpu", "--batch", "16"])
+    rc = main(["render", str(out), "--audio", str(wav), "--valence", "1.2", "--arousal", "0.5",
+               "-o", str(video), "--device", "cpu"])
     assert rc == 0
+    assert "outside the unit disc" in capsys.readouterr().err  # clamped with a notice, not an error
     from emotalk import media
 
     info = media.probe(video)
@@ -31,8 +32,7 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
     assert abs(info.duration - 5.0) < 0.3
 
 
-def test_render_refuses_out_of_range_emotion(tmp_path, capsys) -> None:
-    rc = main(["render", str(tmp_path), "--audio", "x.wav", "--valence", "1.5",
-               "-o", str(tmp_path / "o.mp4")])
+def test_render_refuses_a_nan_emotion(tmp_path, capsys) -> None:
+    rc = main(["render", "obama", "--text", "hello", "--valence", "nan", "-o", str(tmp_path / "o.mp4")])
     assert rc == 1
-    assert "valence" in capsys.readouterr().err
+    assert "finite" in capsys.readouterr().err

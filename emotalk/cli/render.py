@@ -1,53 +1,66 @@
-"""Render an identity saying a speech recording, with an emotion, into an mp4 (H.264 + AAC)."""
+"""Render an identity saying a speech file or typed text, with an emotion, into an mp4 (H.264 + AAC).
+
+Goes through emotalk.pipeline like the app: the same validation, TTS fallbacks and notices.
+IDENTITY is a name (shipped, e.g. obama, or fine-tuned), an identity folder, or hf:owner/repo.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "render an identity saying an audio file"
+HELP = "render an identity saying an audio file or text, with an emotion"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("identity", help="identity folder (from 'python -m emotalk train')")
-    p.add_argument("--audio", required=True, help="speech recording (wav, mp3, m4a, ...)")
+    p.add_argument("identity", help="identity name, folder, or hf:owner/repo")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio", help="speech recording (wav, mp3, m4a, ogg, flac, or a video's sound)")
+    src.add_argument("--text", help="text to speak (TTS: online voices, else Piper, else espeak-ng)")
+    p.add_argument("--voice", default=None, help="TTS voice, e.g. en-US-GuyNeural or offline:piper")
+    emo = p.add_mutually_exclusive_group()
+    emo.add_argument("--emotion", default=None, help="a category: neutral, happy, sad, angry, ...")
+    emo.add_argument("--emotion-track", default=None, help="JSON/CSV keyframes (time, valence, arousal)")
     p.add_argument("--valence", type=float, default=0.0, help="valence in [-1, 1]")
     p.add_argument("--arousal", type=float, default=0.0, help="arousal in [-1, 1]")
+    p.add_argument("--intensity", type=float, default=1.0, help="scales the emotion toward neutral, 0..1")
     p.add_argument("-o", "--out", required=True, help="mp4 to write")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--size", type=int, default=None, help="output side in px (default: the identity's)")
-    p.add_argument("--batch", type=int, default=8, help="frames rendered together")
+    p.add_argument("--size", type=int, default=None,
+                   help="output side in px (default: the identity's; at most 256 on a CPU)")
+    p.add_argument("--yaw", type=float, default=0.0, help="camera yaw offset, degrees")
+    p.add_argument("--pitch", type=float, default=0.0, help="camera pitch offset, degrees")
+    p.add_argument("--no-label", action="store_true", help="leave out the small 'AI-generated' label")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
     import sys
-    import time
+    from pathlib import Path
 
-    import torch
+    from emotalk import pipeline
+    from emotalk.face.emotion import EmotionTrack, category_va
 
-    from emotalk import media
-    from emotalk.errors import InputError
-    from emotalk.identity import load_identity
-    from emotalk.speech.features import compute_audio_code
-    from emotalk.synthesis import synthesize
-
-    for name in ("valence", "arousal"):
-        v = getattr(args, name)
-        if not -1 <= v <= 1:
-            raise InputError(f"--{name} must be in [-1, 1], got {v}.")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ident = load_identity(args.identity, device=device)
-    wav = media.read_audio(args.audio, sr=16000)
-    n = max(1, int(round(len(wav) / 16000 * ident.fps)))
-    kind = ident.meta["model"].get("audio_kind", "whisper")
-    t0 = time.time()
-    code = compute_audio_code(wav, 16000, n_frames=n, fps=ident.fps, kind=kind, device=device)
+    v, a = (category_va(args.emotion) if args.emotion else (args.valence, args.arousal))
+    track = None
+    if args.emotion_track:
+        t = EmotionTrack.from_file(args.emotion_track)
+        track = [(float(tt), float(vv), float(aa)) for tt, (vv, aa) in zip(t.times, t.va)]
+    req = pipeline.RenderRequest(identity=args.identity, audio=args.audio, text=args.text, voice=args.voice,
+                                 valence=v, arousal=a, intensity=args.intensity, emotion_track=track,
+                                 size=args.size, yaw=args.yaw, pitch=args.pitch,
+                                 watermark=not args.no_label, device=args.device)
 
     def prog(stage: str, f: float) -> None:
-        print(f"\r{stage} {100 * f:5.1f}%", end="", file=sys.stderr, flush=True)
+        print(f"\r{100 * f:5.1f}%  {stage:60s}", end="", file=sys.stderr, flush=True)
 
-    synthesize(ident, code, (args.valence, args.arousal), args.out, audio=wav, sr=16000, progress=prog,
-               batch=args.batch, size=args.size, device=device)
-    dt = time.time() - t0
-    print(f"\nwrote {args.out}: {n} frames in {dt:.1f} s ({n / ident.fps / dt:.2f}× real time)",
-          file=sys.stderr)
+    res = pipeline.synthesize(req, progress=prog)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(res.video), out)
+    print(file=sys.stderr)
+    if res.notice:
+        print(f"note: {res.notice}", file=sys.stderr)
+    spoken = f", spoken by {res.tts_engine}" if res.tts_engine else ""
+    print(f"wrote {out}: {res.n_frames} frames in {res.seconds:.1f} s "
+          f"({res.n_frames / 25 / max(res.seconds, 1e-6):.2f}x real time){spoken}")
     return 0
