@@ -1,4 +1,4 @@
-"""Lip-sync benchmark: the sync table of BENCHMARKS_SYNC.md, on real clips and on renders.
+"""Lip-sync benchmark: the sync table of BENCHMARKS.md (Lip-sync), on real clips and on renders.
 
     .venv/bin/python bench/bench_sync.py real [--data ../shared/data] [--out out/bench_sync]
     .venv/bin/python bench/bench_sync.py renders IDENTITY [--data ../shared/data] [--out out/bench_sync]

@@ -29,7 +29,7 @@ class CropSettings:
     """Where the square face crop lies, relative to the aligned face."""
 
     # defaults chosen by the lowest frame-level NLL of the true class on the 21 MEAD ceiling clips over a
-    # 3x3 grid (in-sample; see BENCHMARKS_EMOTION.md for the plain box 1.0 / 0.5 and a held-out actor)
+    # 3x3 grid (in-sample; see BENCHMARKS.md, Emotion for the plain box 1.0 / 0.5 and a held-out actor)
     scale: float = 0.95  # crop side / forehead-to-chin height of the mesh
     centre_y: float = 0.45  # crop centre between mesh top (0) and chin (1), along the face's vertical
     size: int = 64  # model input side, px

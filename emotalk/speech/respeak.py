@@ -57,7 +57,7 @@ class Voice:
 
 # Voices that pocketsphinx (en-US acoustic model) aligns reliably; measured on the Obama and Reagan clips.
 # espeak-ng en-gb+f3 (high), en-gb-scotland (low, slow) and en-029 were tried and dropped: too few of
-# their words aligned (BENCHMARKS_SYNC.md).
+# their words aligned (BENCHMARKS.md, Lip-sync).
 VOICES: dict[str, Voice] = {v.name: v for v in (
     Voice("piper-joe", "piper"),
     Voice("piper-joe-fast", "piper", rate=25.0),
