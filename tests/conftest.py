@@ -85,3 +85,15 @@ def installed_identity(request, tmp_path_factory):
     os.environ["EMOTALK_HOME"] = str(tmp_path_factory.mktemp("emotalk-home"))
     shutil.copytree(tiny, pipeline.user_dir() / "may-tiny")
     return pipeline.list_identities()[0]
+
+
+@pytest.fixture(scope="module")
+def app_url(installed_identity):
+    """The studio launched on localhost (queue of 8) for one test module; yields its URL."""
+    import app
+
+    demo = app.build()
+    _, url, _ = app.launch(demo, queue_size=8, server_name="127.0.0.1", server_port=None,
+                           prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()

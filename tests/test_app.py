@@ -15,17 +15,6 @@ from tests.conftest import REPO, shared
 
 
 @pytest.fixture(scope="module")
-def app_url(installed_identity):
-    import app
-
-    demo = app.build()
-    _, url, _ = app.launch(demo, queue_size=8, server_name="127.0.0.1", server_port=None,
-                           prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
-
-
-@pytest.fixture(scope="module")
 def client(app_url):
     from gradio_client import Client
 

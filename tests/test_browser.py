@@ -21,17 +21,6 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 
 @pytest.fixture(scope="module")
-def app_url(installed_identity):
-    import app
-
-    demo = app.build()
-    _, url, _ = app.launch(demo, queue_size=8, server_name="127.0.0.1", server_port=None,
-                           prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
-
-
-@pytest.fixture(scope="module")
 def browser():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (requirements-dev)")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
