@@ -177,11 +177,9 @@ def validate_request(req: RenderRequest) -> RenderRequest:
         raise InputError(f"Device must be cpu or cuda, got {r.device!r}.")
     if r.device == "cuda" and device_info()["device"] != "cuda":
         raise InputError("A CUDA GPU was asked for, but none is visible. Use the CPU.")
-    if r.size is None:
-        dev = device_info() if r.device is None else {"device": r.device, "notice": None}
-        if dev["device"] == "cpu" and device_info()["notice"]:
-            r.notices.append(device_info()["notice"])
-    elif not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2:
+    if r.size is None and r.device is None and device_info()["notice"]:
+        r.notices.append(device_info()["notice"])  # no GPU: say why it is small and slow
+    elif r.size is not None and not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2:
         raise InputError(f"Resolution must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
                          f"got {r.size}.")
     for what, val, lim in (("Camera yaw", r.yaw, 30.0), ("Camera pitch", r.pitch, 20.0)):
@@ -461,6 +459,7 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
     t = time.time()
     with VideoWriter(out, fps=ident.fps, audio=wav, sr=16000) as w:
         for frames in render_frames(ident, code, emotion, size=r.size, device=dev, blinks=r.blink_rate > 0,
+                                    blink_rate=r.blink_rate, seed=r.seed,
                                     progress=lambda s, f: say(f"rendering frame {int(f * n)}/{n}",
                                                               0.2 + 0.75 * f)):
             w.write_batch(_label(frames) if r.watermark else frames)

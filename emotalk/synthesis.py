@@ -87,7 +87,8 @@ def _as_emotion(emotion, n: int) -> np.ndarray:
 def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batch: int = 8,
                   size: int | None = None, device: str = "cpu", backend: str = "auto",
                   blinks: bool = True, body: np.ndarray | None = None,
-                  progress: Progress | None = None) -> Iterator[np.ndarray]:
+                  progress: Progress | None = None, blink_rate: float = 1.0,
+                  seed: int = 0) -> Iterator[np.ndarray]:
     """Yield rendered frames in batches ([b,S,S,3] uint8) for an audio code [T,W,C] and emotion."""
     model = identity.model
     code = np.asarray(audio_code, np.float32)
@@ -111,7 +112,8 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
     sched = pingpong_schedule(T, L)
     upper = np.array(identity.track_upper[sched], np.float32)
     if blinks:
-        upper = add_blinks(upper, identity.upper_names, identity.fps)
+        upper = add_blinks(upper, identity.upper_names, identity.fps, seed=seed,
+                           min_rate_hz=blink_rate / 8)  # blink_rate 1 = one blink per 8 s at least
     dev = torch.device(device)
     model.to(dev)
     body_t = torch.as_tensor(frames_body[:L]).to(dev)

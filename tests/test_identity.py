@@ -136,3 +136,15 @@ def test_render_checks_audio_code_and_emotion(ident_dir) -> None:
         next(render_frames(ident, ds.audio_code[:3], (2.0, 0.0)))
     frames = list(render_frames(ident, ds.audio_code[:5], np.zeros((5, 2)), batch=2))
     assert [f.shape[0] for f in frames] == [2, 2, 1]
+
+
+def test_blink_rate_setting_asks_for_more_blinks() -> None:
+    from emotalk.synthesis import add_blinks
+
+    names = ["eyeBlinkLeft", "eyeBlinkRight"]
+    sparse = np.zeros((250, 2), np.float32)
+    sparse[50:55] = sparse[180:185] = 0.9  # two blinks in 10 s: enough at the natural rate (1 per 8 s)
+    assert np.array_equal(add_blinks(sparse, names, 25.0, min_rate_hz=1 / 8), sparse)
+    more = add_blinks(sparse, names, 25.0, min_rate_hz=3 / 8)  # the app's blink rate 3
+    closed = more[:, 0] > 0.5
+    assert int(np.sum(closed[1:] & ~closed[:-1])) > 2
