@@ -9,8 +9,8 @@ import sys
 
 from emotalk.errors import EmoTalkError
 
-# Order shown in --help. A module missing from emotalk/cli is simply not offered.
-COMMANDS = ["render", "train", "preprocess", "speak", "eval", "sync", "assets", "media", "bench"]
+# Order shown in --help; each name is a module in emotalk/cli.
+COMMANDS = ["render", "train", "preprocess", "speak", "eval", "sync", "assets"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,12 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"emotalk.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"emotalk.cli.{name}":
-                continue
-            raise
+        mod = importlib.import_module(f"emotalk.cli.{name}")
         p = sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
