@@ -99,3 +99,10 @@ def test_cleanup_old_outputs(tmp_path):
 
 def test_gpu_seconds_estimate_grows_with_speech():
     assert pipeline.estimate_gpu_seconds(req(text="x" * 1400)) > pipeline.estimate_gpu_seconds(req(text="hi"))
+
+
+def test_bench_command_runs_a_benchmark_script(capsys):
+    from emotalk.__main__ import main
+
+    assert main(["bench", "speech", "--help"]) == 0
+    assert "audio-code speed" in capsys.readouterr().out
