@@ -179,7 +179,7 @@ def validate_request(req: RenderRequest) -> RenderRequest:
         raise InputError("A CUDA GPU was asked for, but none is visible. Use the CPU.")
     if r.size is None and r.device is None and device_info()["notice"]:
         r.notices.append(device_info()["notice"])  # no GPU: say why it is small and slow
-    elif r.size is not None and not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2:
+    elif r.size is not None and (not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2):
         raise InputError(f"Resolution must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
                          f"got {r.size}.")
     for what, val, lim in (("Camera yaw", r.yaw, 30.0), ("Camera pitch", r.pitch, 20.0)):

@@ -22,6 +22,7 @@ def req(**kw) -> RenderRequest:
 def test_valid_text_request_keeps_size_open_until_the_identity_is_known():
     r = pipeline.validate_request(req())
     assert r.size is None
+    assert pipeline.validate_request(req(device="cpu")).size is None  # size chosen later, no notice needed
     assert pipeline._default_size(512, "cpu") == pipeline.SIZE_CPU
     assert pipeline._default_size(48, "cpu") == 48 and pipeline._default_size(512, "cuda") == 512
 
