@@ -28,6 +28,7 @@ import numpy as np
 from emotalk.errors import DatasetError, InputError, MediaError
 from emotalk.face.parsing import ParsingSettings
 from emotalk.face.tracking import PoseSettings, TrackerSettings
+from emotalk.folders import read_folder_json
 from emotalk.preprocess.checks import CheckSettings
 from emotalk.preprocess.crop import CropSettings
 from emotalk.preprocess.plate import PlateSettings
@@ -147,17 +148,8 @@ def load_dataset(path: str | os.PathLike) -> IdentityDataset:
     import cv2
 
     root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"No identity dataset at {root}. Create one: "
-                           f"python -m emotalk preprocess CLIP --out {root}")
-    missing = [f for f in FILES if not (root / f).is_file()]
-    if missing:
-        raise DatasetError(f"The dataset at {root} is incomplete (missing {', '.join(missing)}). "
-                           "Run preprocess again.")
-    try:
-        meta = json.loads((root / "meta.json").read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{root / 'meta.json'} is unreadable ({e}). Run preprocess again.") from e
+    meta = read_folder_json(root, FILES, "meta.json", "identity dataset",
+                            f"python -m emotalk preprocess CLIP --out {root}", "Run preprocess again.")
     ver = meta.get("format_version")
     if ver != DATASET_VERSION:
         raise DatasetError(f"The dataset at {root} has format version {ver}; this EmoTalk reads version "

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from emotalk.errors import DatasetError
+from emotalk.folders import read_folder_json
 from emotalk.gaussians.model import BRANCHES, TalkingGaussians
 
 FORMAT = "emotalk-identity"
@@ -193,16 +194,8 @@ def load_identity(path: str | os.PathLike, device: str = "cpu") -> Identity:
     from emotalk.train import settings_from_dict
 
     root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"No identity at {root}. Train one: python -m emotalk train DATASET --out {root}")
-    missing = [f for f in FILES if not (root / f).is_file()]
-    if missing:
-        raise DatasetError(f"The identity at {root} is incomplete (missing {', '.join(missing)}). "
-                           "Train it again.")
-    try:
-        meta = json.loads((root / "identity.json").read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{root / 'identity.json'} is unreadable ({e}). Train the identity again.") from e
+    meta = read_folder_json(root, FILES, "identity.json", "identity",
+                            f"python -m emotalk train DATASET --out {root}", "Train the identity again.")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise DatasetError(f"{root} is format {meta.get('format')!r} version {meta.get('format_version')}; "
                            f"this EmoTalk reads {FORMAT!r} version {FORMAT_VERSION}. "
