@@ -518,9 +518,8 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
 
     from emotalk.data import PRESETS as DATA_PRESETS
     from emotalk.data import preprocess
-    from emotalk.identity import save_identity
     from emotalk.train import PRESETS as TRAIN_PRESETS
-    from emotalk.train import dataset_audio_code, evaluate, load_train_data, train
+    from emotalk.train import dataset_audio_code, train_identity
 
     if not consent:
         raise InputError("Tick the consent box: you must have the right to use this person's likeness.")
@@ -562,14 +561,9 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
             last_sample[0] = st.step
             on_sample(list(losses), None)
 
-    model, summary = train(ds, s, work / "train", device=dev, on_status=status, audio_code=code)
-    say("saving the identity", 0.97)
-    data = load_train_data(ds, s.size, code, dev)
-    thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
-    thumb, _ = evaluate(model, data, thumb_idx)
-    save_identity(dest, model, ds, s, summary, name=name, source_clip=str(clip), size=data.size,
-                  thumbnail=thumb[0])
+    _, _, thumb = train_identity(ds, s, dest, work / "train", device=dev, on_status=status, audio_code=code,
+                                 name=name, source_clip=str(clip))
     if on_sample:
-        on_sample(list(losses), thumb[0])
+        on_sample(list(losses), thumb)
     say("done", 1.0)
     return _identity_info(dest, "user")

@@ -551,3 +551,23 @@ def settings_from_dict(d: dict) -> TrainSettings:
     if "stage_frac" in rest:
         rest["stage_frac"] = tuple(rest["stage_frac"])
     return replace(TrainSettings(**rest), model=model)
+
+
+def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir: str | os.PathLike,
+                   device: str = "cpu", on_status: Callable[[TrainStatus], None] | None = None,
+                   audio_code: np.ndarray | None = None, name: str | None = None,
+                   source_clip: str | None = None) -> tuple[Path, dict, np.ndarray]:
+    """Train (resumably, in work_dir), render a held-out thumbnail and write the identity folder `out`.
+
+    Returns (identity folder, training summary, thumbnail [S,S,3] uint8). The CLI and the app use this.
+    """
+    from emotalk.identity import save_identity
+
+    code = audio_code if audio_code is not None else dataset_audio_code(ds, settings.audio_kind)
+    model, summary = train(ds, settings, work_dir, device=device, on_status=on_status, audio_code=code)
+    data = load_train_data(ds, settings.size, code, device)
+    thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
+    thumb, _ = evaluate(model, data, thumb_idx)
+    path = save_identity(out, model, ds, settings, summary, name=name, source_clip=source_clip,
+                         size=data.size, thumbnail=thumb[0])
+    return path, summary, thumb[0]

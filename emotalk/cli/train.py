@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     from emotalk.data import load_dataset
     from emotalk.errors import InputError
-    from emotalk.identity import identity_size_mb, save_identity
-    from emotalk.train import PRESETS, TrainStatus, evaluate, load_train_data, train
+    from emotalk.identity import identity_size_mb
+    from emotalk.train import PRESETS, TrainStatus, train_identity
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -60,14 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if device == "cpu" and (s.size or ds.size) > 128:
         print(f"note: on a CPU, training at {s.size or ds.size}² px takes hours; --size 128 and --steps "
               "1000 give a rough preview identity, a GPU the real one.", file=sys.stderr)
-    model, summary = train(ds, s, work, device=device, on_status=status)
+    _, summary, _ = train_identity(ds, s, out, work, device=device, on_status=status, name=args.name)
     print(file=sys.stderr)
-    from emotalk.train import dataset_audio_code
-
-    data = load_train_data(ds, s.size, dataset_audio_code(ds, s.audio_kind), device)
-    thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
-    thumb, _ = evaluate(model, data, thumb_idx)
-    save_identity(out, model, ds, s, summary, name=args.name, size=data.size, thumbnail=thumb[0])
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)  # finished: the resumable state is no longer needed
