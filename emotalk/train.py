@@ -74,6 +74,9 @@ class TrainSettings:
     prune_opacity: float = 0.005  # Gaussians below this opacity are removed
     max_gaussians: int = 60000  # densification stops growing a branch's share beyond this total
     rare_upper_boost: float = 2.0  # unusual upper-face codes (blinks) are drawn up to 1+this as often
+    respeak_prob: float = 0.3  # share of sampled frames driven by a re-spoken version of their words
+    # (dataset's respoken/, `python -m emotalk sync --respeak DATASET`); 0 or none there: own voice only
+    respeak_from: float = 0.1  # fraction of the steps trained on the own voice before re-spoken codes mix in
     checkpoint_every: int = 500  # steps between resumable state saves
     seed: int = 0  # frame sampling, splitting and initialisation
     lpips: bool = True  # use ST-LPIPS at all (needs the alex_shift_tolerant.pth asset)
@@ -120,6 +123,7 @@ class TrainData:
     size: int
     train_idx: np.ndarray
     val_idx: np.ndarray
+    alt_audio: Tensor | None = None  # [V,T,W,C] the same words re-spoken by V other voices, or None
 
 
 def _resize(x: np.ndarray, S: int, nearest: bool = False) -> np.ndarray:
@@ -157,8 +161,10 @@ def dataset_audio_code(ds, kind: str = "whisper") -> np.ndarray:
     return np.asarray(code, np.float32)
 
 
-def load_train_data(ds, size: int | None, audio_code: np.ndarray, device: str) -> TrainData:
-    """Decode and resize the dataset once; everything stays on `device` during training."""
+def load_train_data(ds, size: int | None, audio_code: np.ndarray, device: str,
+                    alt_codes: list[np.ndarray] | None = None) -> TrainData:
+    """Decode and resize the dataset once; everything stays on `device` during training.
+    alt_codes: re-spoken codes [T,W,C] of the same frames (`emotalk.speech.respeak.load_respoken`)."""
     S = int(size or ds.size)
     sc = S / ds.size
     K = ds.K.astype(np.float32).copy()
@@ -173,14 +179,34 @@ def load_train_data(ds, size: int | None, audio_code: np.ndarray, device: str) -
         parsing=t(_resize(ds.parsing(), S, nearest=True)),
         viewmats=t(ds.world_to_cam, torch.float32), K=t(K), audio=t(audio_code, torch.float32),
         upper=t(ds.upper_face, torch.float32), lmk2d=t(ds.lmk2d * sc, torch.float32), size=S,
-        train_idx=np.asarray(ds.train_idx), val_idx=np.asarray(ds.val_idx))
+        train_idx=np.asarray(ds.train_idx), val_idx=np.asarray(ds.val_idx),
+        alt_audio=t(np.stack(alt_codes), torch.float32) if alt_codes else None)
 
 
-def frames_at(data: TrainData, idx: Tensor, emotion: Tensor | None = None) -> Frames:
-    """Conditions and cameras of dataset frames `idx` [B] (emotion: neutral unless given)."""
+def frames_at(data: TrainData, idx: Tensor, emotion: Tensor | None = None, audio: Tensor | None = None
+              ) -> Frames:
+    """Conditions and cameras of dataset frames `idx` [B] (emotion: neutral unless given; audio [B,W,C]:
+    the frames' own code unless given)."""
     B = len(idx)
     emo = emotion if emotion is not None else data.audio.new_zeros(B, 2)
-    return Frames(data.viewmats[idx], data.K[None].expand(B, 3, 3), data.audio[idx], data.upper[idx], emo)
+    aud = audio if audio is not None else data.audio[idx]
+    return Frames(data.viewmats[idx], data.K[None].expand(B, 3, 3), aud, data.upper[idx], emo)
+
+
+def respoken_audio(data: TrainData, idx: Tensor, rng: np.random.Generator, prob: float) -> tuple[Tensor, int]:
+    """Audio codes [B,W,C] of frames idx [B], each replaced with probability `prob` by the same frame's
+    code in a random re-spoken voice; and how many were replaced."""
+    aud = data.audio[idx]
+    if data.alt_audio is None or prob <= 0:
+        return aud, 0
+    swap = rng.random(len(idx)) < prob
+    if not swap.any():
+        return aud, 0
+    voice = torch.as_tensor(rng.integers(0, data.alt_audio.shape[0], int(swap.sum())), device=idx.device)
+    sel = torch.as_tensor(np.flatnonzero(swap), device=idx.device)
+    aud = aud.clone()
+    aud[sel] = data.alt_audio[voice, idx[sel]]
+    return aud, int(swap.sum())
 
 
 # -- optimiser and densification -------------------------------------------------------------------
@@ -410,9 +436,14 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     work = Path(work_dir)
     state_dir = work / "train_state"
     code = audio_code if audio_code is not None else dataset_audio_code(ds, s.audio_kind)
+    alt = []
+    if s.respeak_prob > 0:
+        from emotalk.speech.respeak import load_respoken
+
+        alt = [a for a in load_respoken(ds, kind=s.audio_kind) if a.shape == code.shape]
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
-    data = load_train_data(ds, s.size, code, device)
+    data = load_train_data(ds, s.size, code, device, alt)
     S = data.size
     head = head_size_of(ds)
     model = build_model(ds, s.model, tuple(code.shape[1:]), seed=s.seed).to(device)
@@ -439,6 +470,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     smooth = None
     last_saved = step0
     step = step0
+    n_swapped = 0
     for step in range(step0, s.steps):
         stage, frac = stage_at(step, s)
         rng = np.random.default_rng([s.seed, step])
@@ -450,7 +482,11 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
         mouth_in = parse == MOUTH_CLASS
         lips = _dilate(torch.isin(parse, torch.as_tensor(LIP_CLASSES, device=parse.device)), max(1, S // 128))
         weight = 1 + s.mouth_weight * lips.float()
-        fr = frames_at(data, idx)
+        audio = None
+        if data.alt_audio is not None and step >= s.respeak_from * s.steps:
+            audio, k = respoken_audio(data, idx, rng, s.respeak_prob)
+            n_swapped += k
+        fr = frames_at(data, idx, audio=audio)
         try:
             layers = {}
             branches = {"face": ("face",), "mouth": ("mouth",), "fuse": BRANCHES}[stage]
@@ -534,7 +570,9 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     _, m = evaluate(model, data, val, backend=backend)
     summary = {"steps": s.steps, "train_minutes": minutes, "device": str(device),
                "n_face": model.n_gaussians("face"), "n_mouth": model.n_gaussians("mouth"),
-               "val_psnr": m["psnr"], "val_ssim": m["ssim"], "size": S}
+               "val_psnr": m["psnr"], "val_ssim": m["ssim"], "size": S,
+               "respoken_voices": 0 if data.alt_audio is None else int(data.alt_audio.shape[0]),
+               "respoken_frames": n_swapped}
     return model, summary
 
 

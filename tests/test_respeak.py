@@ -85,15 +85,17 @@ def test_respeak_a_real_clip(tmp_path):
     _, mouth = lipsync.track_mouth(media.iter_frames(path, fps=25.0), 25.0)
     T = len(mouth)
     paths = respeak.respeak(wav, T, 25.0, tmp_path / "respoken", ["piper-joe"], kind="mel", mouth=mouth)
-    assert [p.name for p in paths] == ["piper-joe.npy"]
-    code = np.load(paths[0])
-    assert code.shape == (T, 32, 80) and code.dtype == np.float16 and np.isfinite(code).all()
+    assert [p.name for p in paths] == ["piper-joe.npz"]
+    with np.load(paths[0]) as z:  # the re-spoken feature sequence and the time map's anchors
+        assert z["seq"].dtype == np.float16 and z["seq"].shape[1] == 80 and len(z["ta"]) == len(z["tb"]) > 5
+    code = respeak.load_respoken(SimpleNamespace(root=tmp_path, n_frames=T, fps=25.0))[0]
+    assert code.shape == (T, 32, 80) and np.isfinite(code).all()
     q = json.loads((tmp_path / "respoken" / "index.json").read_text())["voices"][0]
     assert q["matched"] == q["words"] >= 5
     assert q["mean_abs_error_s"] < 0.12 and q["mean_abs_error_s"] < 0.5 * q["mean_abs_error_unwarped_s"]
     assert q["code_cosine"] > q["code_cosine_unwarped"]
     assert abs(q["peak_lag_model"]) <= 1 and q["corr0_model"] > 0.2  # the warped speech is in sync
-    ds = SimpleNamespace(root=tmp_path, n_frames=T)
+    ds = SimpleNamespace(root=tmp_path, n_frames=T, fps=25.0)
     got = respeak.load_respoken(ds)
     assert len(got) == 1 and got[0].dtype == np.float32 and got[0].shape == code.shape
     assert respeak.load_respoken(ds, kind="whisper") == []

@@ -19,11 +19,17 @@ Quality per voice (`respoken/index.json`): words matched; mean |time error| of a
 (Whisper's own word times on the re-spoken audio vs the mapped original Whisper word times); and the
 validation that the warped speech still "moves" with the original mouth (correlations at lag 0).
 
-Training hook (for `emotalk/train.py`): `alt = load_respoken(ds, kind=settings.audio_kind)` once (a list of
-[T,W,C]; empty when the dataset was not re-spoken: then nothing changes). Per step, for each sampled frame,
-with probability p (e.g. 0.3, in the mouth and fuse stages) use `alt[v][idx]` (v random) instead of the
-original code for that frame; the image loss stays the same (the frame's own pixels are the target), so the
-lips learn to follow *what* is said in any of the voices.
+Besides the TTS voices there are "perturbed" versions of the original recording itself (pitch and
+formants moved together, tempo changed; `engine="perturb"`): their time map is exact and they need no
+transcript, so they work for any language (the TTS voices need English).
+
+Storage: respoken/{voice}.npz holds the re-spoken feature sequence (float16 [S,C]), its start time and
+the anchors of the time map; `load_respoken` samples the [T,W,C] codes from them (about 15x smaller than
+storing codes, whose windows overlap).
+
+Training (`emotalk/train.py`, TrainSettings.respeak_prob): per step, each sampled frame is driven with
+probability p by one of these codes instead of its own (voice random); the target stays the frame's own
+pixels, so the lips learn to follow *what* is said in any of the voices.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +55,16 @@ class Voice:
     """One offline TTS voice setting used for re-speaking."""
 
     name: str  # file stem under respoken/
-    engine: str  # "piper" or "espeak"
+    engine: str  # "piper", "espeak" or "perturb" (the original recording, pitch/formants/tempo changed)
     voice: str = ""  # espeak-ng voice (with +variant); ignored by Piper (one voice, en_US-joe-medium)
-    rate: float = 0.0  # speaking-rate change, percent
+    rate: float = 0.0  # speaking-rate change, percent (perturb: tempo change, percent)
     pitch: float = 0.0  # pitch change, Hz (espeak only)
+    tone: float = 1.0  # perturb only: factor on pitch and formants together (1.2: a smaller vocal tract)
+
+    @property
+    def needs_text(self) -> bool:
+        """TTS voices re-speak the transcript; perturbed ones transform the recording itself."""
+        return self.engine != "perturb"
 
 
 # Voices that pocketsphinx (en-US acoustic model) aligns reliably; measured on the Obama and Reagan clips.
@@ -66,8 +78,28 @@ VOICES: dict[str, Voice] = {v.name: v for v in (
     Voice("espeak-en-us-m3-fast-low", "espeak", "en-us+m3", rate=15.0, pitch=-20.0),
     Voice("espeak-en-gb-rp-f4-high", "espeak", "en-gb-x-rp+f4", pitch=15.0),
     Voice("espeak-en-us-klatt3", "espeak", "en-us+klatt3"),
+    Voice("orig-tone125", "perturb", tone=1.25),
+    Voice("orig-tone080-fast", "perturb", tone=0.8, rate=15.0),
+    Voice("orig-tone112-slow", "perturb", tone=1.12, rate=-12.0),
 )}
 DEFAULT_VOICES = tuple(VOICES)
+PERTURBED_VOICES = tuple(k for k, v in VOICES.items() if v.engine == "perturb")
+
+
+def perturb(wav: np.ndarray, v: Voice) -> np.ndarray:
+    """The recording with pitch and formants times `v.tone` and the tempo times 1 + v.rate/100:
+    a resample (moves everything, like tape speed) then a phase-vocoder time stretch (restores tempo)."""
+    import librosa
+
+    tempo = 1.0 + v.rate / 100.0
+    if not (0.5 <= v.tone <= 2.0 and 0.5 <= tempo <= 2.0):
+        raise InputError(f"Voice {v.name}: tone {v.tone} / tempo {tempo} outside 0.5..2.")
+    y = np.asarray(wav, np.float32)
+    if v.tone != 1.0:
+        y = librosa.resample(y, orig_sr=SR, target_sr=int(round(SR / v.tone)), res_type="soxr_hq")
+    if tempo / v.tone != 1.0:
+        y = librosa.effects.time_stretch(y, rate=tempo / v.tone)
+    return y.astype(np.float32)
 
 
 def speak(text: str, v: Voice) -> np.ndarray:
@@ -81,7 +113,8 @@ def speak(text: str, v: Voice) -> np.ndarray:
             return speak_espeak(text, v.rate, v.pitch, v.voice or "en-us")
     except EngineUnavailable as e:
         raise MediaError(f"Voice {v.name} could not speak: {e}") from e
-    raise InputError(f"Unknown engine {v.engine!r} for voice {v.name}; use piper or espeak.")
+    raise InputError(f"Unknown engine {v.engine!r} for voice {v.name}; use piper or espeak "
+                     f"(perturbed voices transform the recording: see `perturb`).")
 
 
 # --- time map -----------------------------------------------------------------------------------------
@@ -264,6 +297,14 @@ class Original:
     mouth: np.ndarray | None  # [T] mouth opening of the original frames, or None
 
 
+def plain_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "whisper",
+                   mouth: np.ndarray | None = None, device: str = "cpu") -> Original:
+    """The original speech without transcript (all that perturbed voices need)."""
+    seq, t0 = feature_sequence(wav, kind, device)
+    code = sample_code(seq, t0, kind, np.arange(n_frames) / fps)
+    return Original(np.asarray(wav, np.float32), n_frames, fps, "", [], [], [], code, mouth)
+
+
 def analyse_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "whisper",
                      mouth: np.ndarray | None = None, device: str = "cpu",
                      min_word_prob: float = 0.6) -> Original:
@@ -274,32 +315,54 @@ def analyse_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "wh
     from emotalk.speech.align import transcribe
 
     tr = transcribe(wav)
-    prob = float(np.mean([w.score for w in tr.words]))
+    prob = float(np.mean([w.score for w in tr.words])) if tr.words else 0.0
     if prob < min_word_prob:
         raise MediaError(f"The speech does not sound like English to Whisper (mean word probability "
-                         f"{prob:.2f} < {min_word_prob}); re-speaking needs English speech (the offline "
-                         "voices are English).")
+                         f"{prob:.2f} < {min_word_prob}); re-speaking with TTS needs English speech (the "
+                         "offline voices are English); perturbed voices still work.")
     words, phones, _ = align_robust(wav, tr.words)
     if not words:
         raise MediaError("The original speech could not be aligned to its transcript; nothing to re-speak.")
-    seq, t0 = feature_sequence(wav, kind, device)
-    code = sample_code(seq, t0, kind, np.arange(n_frames) / fps)
-    return Original(wav, n_frames, fps, tr.text, tr.words, words, phones, code, mouth)
+    base = plain_original(wav, n_frames, fps, kind, mouth, device)
+    return replace(base, text=tr.text, whisper_words=tr.words, words=words, phones=phones)
+
+
+@dataclass
+class Respoken:
+    """What is stored for one voice: enough to sample its code on the original frames."""
+
+    seq: np.ndarray  # [S,C] feature sequence of the re-spoken audio
+    t0: float  # time (s) of seq's step 0
+    ta: np.ndarray  # [K] anchor times in the original (s)
+    tb: np.ndarray  # [K] the same instants in the re-spoken audio (s)
+
+    def code(self, kind: str, n_frames: int, fps: float) -> np.ndarray:
+        """[T,W,C] float32 code on the original frames."""
+        return sample_code(self.seq.astype(np.float32), self.t0, kind, np.arange(n_frames) / fps,
+                           lambda t: time_map(t, self.ta, self.tb))
 
 
 def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
-                  device: str = "cpu") -> tuple[np.ndarray, VoiceQuality, np.ndarray]:
+                  device: str = "cpu") -> tuple[np.ndarray, VoiceQuality, np.ndarray, Respoken]:
     """Code [T,W,C] of `orig`'s words spoken by `v`, warped onto the original frames; its quality; the
-    re-spoken wav."""
+    re-spoken wav; what to store."""
     from emotalk.lipsync import align_robust
     from emotalk.speech.align import transcribe
 
     t_start = time.time()
-    wav_b = speak(orig.text, v)
-    tr_b = transcribe(wav_b)
-    words_b, phones_b, notes = align_robust(wav_b, guess_times(orig.words, tr_b.words, len(wav_b) / SR))
-    pairs = match_words(orig.words, words_b)
-    ta, tb = anchors(orig.words, orig.phones, words_b, phones_b, pairs)
+    if not v.needs_text:  # the recording itself, transformed: the time map is known exactly
+        wav_b = perturb(orig.wav, v)
+        dur = len(orig.wav) / SR
+        ta, tb = np.array([0.0, dur]), np.array([0.0, dur / (1.0 + v.rate / 100.0)])
+        pairs, tr_b, notes = [(i, i) for i in range(len(orig.words))], None, ["exact (signal transform)"]
+    else:
+        if not orig.text:
+            raise MediaError(f"Voice {v.name} needs the transcript of English speech; there is none.")
+        wav_b = speak(orig.text, v)
+        tr_b = transcribe(wav_b)
+        words_b, phones_b, notes = align_robust(wav_b, guess_times(orig.words, tr_b.words, len(wav_b) / SR))
+        pairs = match_words(orig.words, words_b)
+        ta, tb = anchors(orig.words, orig.phones, words_b, phones_b, pairs)
 
     def warp(t):
         return time_map(t, ta, tb)
@@ -309,11 +372,11 @@ def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
     code = sample_code(seq, t0, kind, frame_times, warp)
     unwarped = sample_code(seq, t0, kind, frame_times)
 
-    # independent timing check: Whisper's own word times on both sides
-    wp = match_words(orig.whisper_words, tr_b.words)
+    # independent timing check: Whisper's own word times on both sides (exact for perturbed voices)
+    wp = match_words(orig.whisper_words, tr_b.words) if tr_b is not None else []
     ca = np.array([(orig.whisper_words[i].start + orig.whisper_words[i].end) / 2 for i, _ in wp])
     cb = np.array([(tr_b.words[j].start + tr_b.words[j].end) / 2 for _, j in wp])
-    err = float(np.mean(np.abs(warp(ca) - cb))) if len(wp) else float("nan")
+    err = float(np.mean(np.abs(warp(ca) - cb))) if len(wp) else (0.0 if tr_b is None else float("nan"))
     err_raw = float(np.mean(np.abs(ca - cb))) if len(wp) else float("nan")
 
     def cos(x: np.ndarray, y: np.ndarray) -> float:
@@ -334,7 +397,8 @@ def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
                      round(cos(code, orig.code), 4) if orig.code is not None else float("nan"),
                      round(cos(unwarped, orig.code), 4) if orig.code is not None else float("nan"),
                      round(time.time() - t_start, 1), "; ".join(notes) or "whole text")
-    return code, q, wav_b
+    return code, q, wav_b, Respoken(seq.astype(np.float16), float(t0), np.asarray(ta, np.float64),
+                                    np.asarray(tb, np.float64))
 
 
 def original_quality(orig: Original) -> dict:
@@ -371,9 +435,9 @@ def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
             voices: Sequence[str] = DEFAULT_VOICES, kind: str = "whisper", mouth: np.ndarray | None = None,
             device: str = "cpu", progress: Progress | None = None, keep_wav: bool = False,
             checks: Checks = Checks()) -> list[Path]:
-    """Write out_dir/{voice}.npy ([T,W,C] float16) for each voice and out_dir/index.json; return the
-    .npy paths. A voice whose engine cannot run here, or whose alignment fails `checks`, is skipped and
-    recorded (with its quality) in index.json."""
+    """Write out_dir/{voice}.npz (see `Respoken`) for each voice and out_dir/index.json; return the .npz
+    paths. A voice whose engine cannot run here, that needs a transcript the speech cannot give (not
+    English), or whose alignment fails `checks`, is skipped and recorded (with its quality) in index.json."""
     unknown = [v for v in voices if v not in VOICES]
     if unknown:
         raise InputError(f"Unknown voice(s) {unknown}; choose from {', '.join(VOICES)}.")
@@ -383,15 +447,24 @@ def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     if progress:
         progress("transcribing and aligning the original speech", 0.0)
-    orig = analyse_original(wav, n_frames, fps, kind, mouth, device)
-    index = {"kind": kind, "fps": fps, "n_frames": n_frames, "text": orig.text, "voices": [], "skipped": {},
-             "original": original_quality(orig)}
-    paths: list[Path] = []
-    for i, name in enumerate(voices):
-        if progress:
-            progress(f"re-speaking with {name}", (i + 0.5) / (len(voices) + 1))
+    skipped: dict[str, str] = {}
+    if any(VOICES[v].needs_text for v in voices):
         try:
-            code, q, wav_b = respeak_voice(orig, VOICES[name], kind, device)
+            orig = analyse_original(wav, n_frames, fps, kind, mouth, device)
+        except MediaError as e:
+            skipped.update({v: str(e) for v in voices if VOICES[v].needs_text})
+            orig = plain_original(wav, n_frames, fps, kind, mouth, device)
+    else:
+        orig = plain_original(wav, n_frames, fps, kind, mouth, device)
+    index = {"kind": kind, "fps": fps, "n_frames": n_frames, "text": orig.text, "voices": [],
+             "skipped": skipped, "original": original_quality(orig)}
+    paths: list[Path] = []
+    todo = [v for v in voices if v not in skipped]
+    for i, name in enumerate(todo):
+        if progress:
+            progress(f"re-speaking with {name}", (i + 0.5) / (len(todo) + 1))
+        try:
+            code, q, wav_b, store = respeak_voice(orig, VOICES[name], kind, device)
         except MediaError as e:
             index["skipped"][name] = str(e)
             continue
@@ -400,17 +473,20 @@ def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
             index["skipped"][name] = why
             index.setdefault("rejected", []).append(asdict(q))
             continue
-        p = out / f"{name}.npy"
-        tmp = out / f".{name}.tmp.npy"
-        np.save(tmp, code.astype(np.float16))
+        p = out / f"{name}.npz"
+        tmp = out / f".{name}.tmp.npz"
+        np.savez(tmp, seq=store.seq, t0=store.t0, ta=store.ta, tb=store.tb)
         tmp.replace(p)
+        (out / f"{name}.npy").unlink(missing_ok=True)  # an older run's stored code
         if keep_wav:
             from emotalk.media import write_wav
 
             write_wav(out / f"{name}.wav", wav_b, SR)
         paths.append(p)
         index["voices"].append(dict(asdict(q), voice_settings=asdict(VOICES[name])))
-    (out / "index.json").write_text(json.dumps(index, indent=1))
+    tmp = out / ".index.tmp.json"
+    tmp.write_text(json.dumps(index, indent=1))
+    tmp.replace(out / "index.json")
     if progress:
         progress("re-spoken codes written", 1.0)
     return paths
@@ -437,9 +513,15 @@ def load_respoken(ds, kind: str | None = None) -> list[np.ndarray]:
         return []
     out = []
     for q in index["voices"]:
-        p = d / f"{q['voice']}.npy"
-        if p.is_file():
+        pz, p = d / f"{q['voice']}.npz", d / f"{q['voice']}.npy"
+        if pz.is_file():
+            with np.load(pz) as z:
+                r = Respoken(z["seq"], float(z["t0"]), z["ta"], z["tb"])
+            a = r.code(index["kind"], ds.n_frames, float(index.get("fps", ds.fps)))
+        elif p.is_file():  # stored by an older version: the code itself
             a = np.load(p).astype(np.float32)
-            if a.shape[0] == ds.n_frames:
-                out.append(a)
+        else:
+            continue
+        if a.shape[0] == ds.n_frames:
+            out.append(a)
     return out
