@@ -136,7 +136,8 @@ def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int)
 
 
 def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | None, kind: str,
-              save_frames: bool) -> dict:
+              save_frames: bool, respeak_prob: float | None = None, keep_identity: bool = False,
+              speed: bool = True) -> dict:
     import torch
 
     from emotalk.data import load_dataset
@@ -150,6 +151,9 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
     s = replace(PRESETS[preset], audio_kind=kind)
     if steps:
         s = replace(s, steps=steps)
+    if respeak_prob is not None:  # the lip-sync ablation: with / without re-spoken codes
+        s = replace(s, respeak_prob=respeak_prob)
+        tag += f"_rs{respeak_prob:g}"
     code = dataset_audio_code(ds, kind)
     work = Path(tempfile.mkdtemp(prefix=f"emotalk_bench_{name}_"))  # fresh: never resume a timed run
     t0 = time.time()
@@ -172,15 +176,23 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
                       lpips=True)
     ident_dir = work / f"identity_{tag}"  # not in OUT: only a few files come back from the GPU host
     save_identity(ident_dir, model, ds, s, {**summary, **m}, name=name, thumbnail=renders[0])
-    ident = load_identity(ident_dir, device=device)
-    speed = time_render(ident, code[val], device, batch=32, n_frames=512)
-    speed64 = time_render(ident, code[val], device, batch=64, n_frames=512)
-    speed.update({f"{k}_b64": v for k, v in speed64.items() if k != "render_frames"})
+    if keep_identity:  # bring it back (a few MB) for CPU-side evaluation
+        import shutil
+
+        shutil.copytree(ident_dir, out / f"identity_{tag}", dirs_exist_ok=True)
+    timing = {}
+    if speed:
+        ident = load_identity(ident_dir, device=device)
+        timing = time_render(ident, code[val], device, batch=32, n_frames=512)
+        speed64 = time_render(ident, code[val], device, batch=64, n_frames=512)
+        timing.update({f"{k}_b64": v for k, v in speed64.items() if k != "render_frames"})
     res = {"dataset": name, "n_frames": int(ds.n_frames), "n_val": int(len(val)), "size": int(ds.size),
            "preset": preset, "steps": s.steps, "train_minutes": summary["train_minutes"],
            "train_wall_minutes": train_wall / 60, "n_gaussians": summary["n_face"] + summary["n_mouth"],
            "n_face": summary["n_face"], "n_mouth": summary["n_mouth"],
-           "checkpoint_mb": identity_size_mb(ident_dir), **m, **speed, "face_box": list(box),
+           "checkpoint_mb": identity_size_mb(ident_dir), **m, **timing, "face_box": list(box),
+           "respoken_voices": summary.get("respoken_voices", 0),
+           "respoken_frames": summary.get("respoken_frames", 0),
            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
            "settings": asdict(s)}
     if save_frames:
@@ -271,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--kind", default="whisper", help="audio code kind")
     ap.add_argument("--no-frames", action="store_true", help="do not save held-out renders")
+    ap.add_argument("--respeak-prob", default=None,
+                    help="TrainSettings.respeak_prob values, comma-separated (lip-sync ablation)")
+    ap.add_argument("--keep-identity", action="store_true", help="copy each trained identity into OUT")
+    ap.add_argument("--no-speed", action="store_true", help="skip the render-speed timing")
     ap.add_argument("--lmd", type=Path, default=None,
                     help="compute LMD for heldout_*.npz in this folder (DATASETS: folder of the datasets)")
     ap.add_argument("--table", type=Path, default=None, help="print a markdown table of bench_*.json here")
@@ -293,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     _cv2_video_fallback()
     a.out.mkdir(parents=True, exist_ok=True)
     ok = True
-    for d, preset in [(d, p) for d in a.datasets for p in a.preset.split(",")]:
+    probs = [float(x) for x in a.respeak_prob.split(",")] if a.respeak_prob else [None]
+    for d, preset, rp in [(d, p, r) for d in a.datasets for p in a.preset.split(",") for r in probs]:
         try:
-            r = bench_one(d, a.out, preset, a.device, a.steps, a.kind, not a.no_frames)
+            r = bench_one(d, a.out, preset, a.device, a.steps, a.kind, not a.no_frames, rp,
+                          a.keep_identity, not a.no_speed)
             print(json.dumps({k: v for k, v in r.items() if k != "settings"}, indent=1), flush=True)
         except Exception:
             ok = False
