@@ -366,6 +366,9 @@ def _sync(ds, run: np.ndarray, mouth_r, mouth_g, lmk_r, lmk_g, phones: bool) -> 
                      [rep.contrast.n_open, rep.contrast.n_closed],
                      "face_found": found}
         notes += [f"{name}: {n}" for n in rep.notes]
+        if rep.contrast is not None and not (rep.contrast.n_open and rep.contrast.n_closed):
+            notes.append(f"{name}: no phone contrast ({rep.contrast.n_open} open-vowel, "
+                         f"{rep.contrast.n_closed} p/b/m frames in the run)")
     return out
 
 
@@ -412,7 +415,9 @@ def markdown(res: dict) -> str:
             off = "–" if r["offset"] is None else f"{r['offset']:+d}"
             out.append(f"| {name} | {off} | {'yes' if r['clear'] else 'no'} | {_f(r['confidence'])} | "
                        f"{_f(r['corr0'], '+.3f')} | {_f(r['phone_contrast'], '.2f')} |")
-        out += [f"- {n}" for n in s["notes"]]
+        out += [f"- {n}" for n in dict.fromkeys(s["notes"])]
+        if s.get("transcript"):
+            out.append(f"- heard: \"{s['transcript'].strip()}\"")
     if "emotion" in res:
         e = res["emotion"]
         sm = e["summary"]

@@ -1,4 +1,10 @@
-"""Evaluate emotion (and, as sections are added, image and lip) quality.
+"""Evaluate an identity (image, lips, sync, emotion) or the emotion models.
+
+IDENTITY --dataset DIR: the whole metric table of a trained identity on its dataset's held-out frames
+(`emotalk.evaluation`): image (PSNR, SSIM, ST-LPIPS, full frame and face box), lips (LMD, mouth-opening
+correlation), sync (AV offset, confidence, phone contrast of the render next to the real frames'),
+emotion (renders at each category: recogniser accuracy, V/A-RMSE, V/A-SA, lip gap vs neutral). Written
+to --out FILE.json (and FILE.md; default out/eval/<identity>_<dataset>_<size>.json).
 
 Each section adds a markdown block and a JSON entry to one report. --ceiling: the emotion recogniser on
 the 21 labelled MEAD clips (its ceiling on real faces). --video FILE with --emotion NAME or --valence V
@@ -24,7 +30,8 @@ import numpy as np
 
 from emotalk.errors import InputError
 
-HELP = "evaluate: emotion recogniser ceiling, a video against a target emotion, the emotion generator"
+HELP = ("evaluate an identity on its dataset (image, lips, sync, emotion), or the emotion recogniser / "
+        "generator")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,6 +49,17 @@ Runner = Callable[[argparse.Namespace], "Section | None"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from emotalk.evaluation import SECTIONS as ID_SECTIONS
+
+    p.add_argument("identity", nargs="?", type=Path, help="identity folder to evaluate (with --dataset)")
+    p.add_argument("--dataset", type=Path, help="the identity's dataset folder (its held-out frames are used)")
+    p.add_argument("--size", type=int, default=None, help="evaluation size in px (default: the identity's)")
+    p.add_argument("--sections", nargs="+", choices=ID_SECTIONS, default=list(ID_SECTIONS),
+                   help="identity evaluation: which sections")
+    p.add_argument("--device", default="cpu", help="render device for the identity evaluation")
+    p.add_argument("--emotion-frames", type=int, default=3, help="held-out frames rendered per emotion")
+    p.add_argument("--no-phones", action="store_true",
+                   help="identity evaluation: skip the transcript + alignment (no phone contrast)")
     p.add_argument("--ceiling", action="store_true", help="recogniser on the labelled MEAD clips")
     p.add_argument("--video", type=Path, help="a video or render to classify")
     p.add_argument("--emotion", help="target category for --video (e.g. happy)")
@@ -58,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                    help="shared data folder (holds emotion/mead_video)")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
-    p.add_argument("--out", type=Path, default=REPO / "out" / "eval", help="report folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="report folder (default out/eval); for IDENTITY a FILE.json (or a folder for it)")
 
 
 def _progress(msg: str, frac: float) -> None:
@@ -206,18 +225,69 @@ def _header() -> dict:
                        f"Python {platform.python_version()}"}
 
 
+def identity_report_path(args: argparse.Namespace, identity_name: str, dataset_name: str, size: int) -> Path:
+    """--out FILE.json as given; a folder (or nothing: out/eval) gets <identity>_<dataset>_<size>.json."""
+    name = f"{identity_name}_{dataset_name}_{size}.json"
+    if args.out is None:
+        return REPO / "out" / "eval" / name
+    return args.out if args.out.suffix.lower() == ".json" else args.out / name
+
+
+def run_identity(args: argparse.Namespace) -> int:
+    """IDENTITY --dataset DIR: the whole metric table, printed and written (JSON + markdown)."""
+    from emotalk.evaluation import evaluate_identity, markdown, write_report
+
+    if args.dataset is None:
+        raise InputError(f"Give the identity's dataset: python -m emotalk eval {args.identity} --dataset DIR "
+                         "(the folder written by python -m emotalk preprocess).")
+    if args.size is not None and (args.size < 16 or args.size % 2):
+        raise InputError(f"--size must be an even number of pixels >= 16, got {args.size}.")
+    if args.emotion_frames < 1:
+        raise InputError("--emotion-frames must be at least 1.")
+    t = time.time()
+    res = evaluate_identity(args.identity, args.dataset, size=args.size, device=args.device,
+                            sections=tuple(args.sections), progress=_progress,
+                            emotion_frames=args.emotion_frames, phones=not args.no_phones)
+    res["wall_s"] = round(time.time() - t, 1)
+    head = _header()
+    path = identity_report_path(args, res["identity_name"], Path(res["dataset"]).name, res["size"])
+    js, md = write_report(res, path, head)
+    print(f"_{head['date']}, {head['machine']}, commit {head['commit']}_\n\n{markdown(res)}\n")
+    print(f"wrote {js} and {md}", file=sys.stderr)
+    return 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.identity is None and args.dataset is not None:
+        raise InputError("--dataset goes with an IDENTITY folder: python -m emotalk eval IDENTITY --dataset DIR.")
+    if args.identity is not None:
+        if args.out is not None and args.out.suffix.lower() == ".json" and any(
+                getattr(args, k) for k in ("ceiling", "video", "generator", "generator_mead")):
+            raise InputError("--out FILE.json is for an identity alone; give a folder to combine sections.")
+        rc = run_identity(args)
+        if not any(getattr(args, k) for k in ("ceiling", "video", "generator", "generator_mead")):
+            return rc
+    if args.out is None or args.out.suffix.lower() == ".json":
+        args.out = REPO / "out" / "eval"
     sections = [s for s in (r(args) for r in SECTIONS) if s is not None]
     if not sections:
-        raise InputError("Nothing to evaluate: give --ceiling, --video FILE, --generator DATASET or "
-                         "--generator-mead.")
+        raise InputError("Nothing to evaluate: give IDENTITY --dataset DIR, --ceiling, --video FILE, "
+                         "--generator DATASET or --generator-mead.")
     head = _header()
     md = "\n\n".join([f"_{head['date']}, {head['machine']}, commit {head['commit']}_"]
                      + [s.markdown for s in sections]) + "\n"
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval.md").write_text(md)
-    (args.out / "eval.json").write_text(json.dumps({"header": head, **{s.name: s.data for s in sections}},
-                                                   indent=1, default=float))
+    _atomic_write(args.out / "eval.md", md)
+    _atomic_write(args.out / "eval.json", json.dumps({"header": head, **{s.name: s.data for s in sections}},
+                                                     indent=1, default=float))
     print(f"wrote {args.out / 'eval.md'} and eval.json", file=sys.stderr)
     return 0
