@@ -20,7 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CATS = ("neutral", "happy", "surprised", "fear", "angry", "disgusted", "contempt", "sad", "calm")
+from emotalk.evaluation import EMOTION_CATS as CATS  # noqa: E402
+from emotalk.evaluation import emotion_from_renders, render_emotions  # noqa: E402
 
 
 def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cuda") -> dict:
@@ -32,9 +33,8 @@ def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cud
     runpy.run_path(str(ROOT / "bench" / "bench_model.py"))["_cv2_video_fallback"]()
     from emotalk.data import load_dataset
     from emotalk.emotion_train import EmotionStageSettings, run_emotion_stage
-    from emotalk.face.emotion import CATEGORIES
     from emotalk.identity import _state_tensors, load_identity
-    from emotalk.train import dataset_audio_code, evaluate, frames_at, load_train_data
+    from emotalk.train import dataset_audio_code, evaluate, load_train_data
 
     ds = load_dataset(dataset)
     ident = load_identity(identity, device=dev)
@@ -48,20 +48,9 @@ def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cud
                                 progress=lambda s, f: print(s, flush=True) if f in (1.0,) else None)
     _, after = evaluate(model, data, val)
     picks = val[:: max(1, len(val) // 5)][:5]
-    imgs, vas, names, fidx = [], [], [], []
-    with torch.no_grad():
-        for name in CATS:
-            va = torch.tensor(CATEGORIES[name], device=dev).expand(len(picks), 2)
-            idx = torch.as_tensor(picks, device=dev)
-            fr = frames_at(data, idx, emotion=va)
-            img = model.render(fr, data.size, data.size, data.body[idx].float() / 255).rgb.clamp(0, 1)
-            imgs.append((img * 255 + 0.5).to(torch.uint8).cpu().numpy())
-            vas += [CATEGORIES[name]] * len(picks)
-            names += [name] * len(picks)
-            fidx += list(picks)
+    frames, vas, names, fidx = render_emotions(model, data, picks, CATS)
     import cv2
 
-    frames = np.concatenate(imgs)
     jpgs = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 93])[1]
             for f in frames]
     np.savez(out / "emotion_renders.npz", jpg=np.array([j.tobytes() for j in jpgs], dtype=object),
@@ -83,35 +72,10 @@ def evaluate_renders(folder: Path) -> dict:
     """CPU side: recognizer on the emotional renders (per category), and lip preservation vs neutral."""
     import cv2
 
-    from emotalk.emotion_metrics import clip_result, lip_preservation, summarise
-    from emotalk.face.recognizer import EmotionRecognizer
-    from emotalk.face.tracking import track_video
-
     z = np.load(folder / "emotion_renders.npz", allow_pickle=True)
     frames = np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
                        for b in z["jpg"]])
-    cats, fidx = z["category"], z["frame"]
-    tracks = [track_video([f], n_frames=1) for f in frames]  # each render on its own
-    found = np.array([bool(t.found[0]) for t in tracks])
-    lmk = np.stack([t.lmk[0] for t in tracks])
-    rec = EmotionRecognizer()
-    probs = np.stack([rec.probs(f, l[:, :2]) if ok else np.full(7, np.nan, np.float32)
-                      for f, l, ok in zip(frames, lmk, found)])  # NaN rows: no face found
-    results, lips = [], {}
-    neutral = {int(i): k for k, i in enumerate(fidx) if cats[k] == "neutral"}
-    for name in CATS:
-        m = np.flatnonzero(cats == name)
-        if name not in ("calm", "contempt"):  # no fer class / left out of the ceiling, as on MEAD
-            results.append(clip_result(f"render-{name}", name, probs[m]))
-        m = np.array([k for k in m if found[k] and found[neutral[int(fidx[k])]]], int)
-        if len(m):
-            lips[name] = lip_preservation(np.stack([lmk[neutral[int(fidx[k])]] for k in m]), lmk[m])
-    summ = summarise(results)
-    return {"faces_found": f"{int(found.sum())}/{len(found)}",
-            "summary": {k: v for k, v in summ.items() if not isinstance(v, np.ndarray)},
-            "per_category_pred": {r.target: r.predicted for r in results},
-            "lip_gap_ratio_vs_neutral": {k: v["gap_ratio"] for k, v in lips.items()},
-            "lip_gap_mae": {k: v["gap_mae"] for k, v in lips.items()}}
+    return emotion_from_renders(frames, z["category"], z["frame"])
 
 
 def main() -> int:

@@ -252,7 +252,8 @@ def evaluate_identity(identity, dataset, size: int | None = None, device: str = 
     if tuple(code.shape[1:]) != tuple(ident.model.audio_shape):
         raise DatasetError(f"The audio code of {ds.root} ({kind}) has shape {code.shape[1:]}, the identity "
                            f"needs {tuple(ident.model.audio_shape)}: the identity was trained on other "
-                           "features. Delete the dataset's audio_code_* files or evaluate on its own dataset.")
+                           "features. Delete the dataset's audio_code_* files or evaluate on its own "
+                           "dataset.")
     if len(ds.val_idx) == 0:
         raise DatasetError(f"{ds.root} holds out no frames (split val = 0): nothing to evaluate on.")
     data = load_train_data(ds, S, code, device)
@@ -345,7 +346,7 @@ def _sync(ds, run: np.ndarray, mouth_r, mouth_g, lmk_r, lmk_g, phones: bool) -> 
     if len(seg) < b - a:
         seg = np.pad(seg, (0, b - a - len(seg)))
     settings = lipsync.SyncSettings(fps=ds.fps)
-    ph, transcript, notes = (lipsync.phones_for(seg) if phones else ([], "", ["phone contrast not asked for"]))
+    ph, transcript, notes = lipsync.phones_for(seg) if phones else ([], "", ["phone contrast not asked for"])
     if len(run) < SHORT_RUN_FRAMES:
         notes.append(f"only {len(run)} held-out frames ({len(run) / ds.fps:.1f} s): offsets within "
                      f"+-{settings.max_lag} frames on a short run are noisy; compare render with real")
@@ -393,7 +394,8 @@ def markdown(res: dict) -> str:
     if "image" in res:
         m = res["image"]
         out += ["", "**Image** (render vs real frame; face = landmark box)", "",
-                "| PSNR | SSIM | ST-LPIPS | PSNR face | SSIM face | ST-LPIPS face |", "|---|---|---|---|---|---|",
+                "| PSNR | SSIM | ST-LPIPS | PSNR face | SSIM face | ST-LPIPS face |",
+                "|---|---|---|---|---|---|",
                 f"| {_f(m.get('psnr'), '.2f')} | {_f(m.get('ssim'))} | {_f(m.get('stlpips'))} | "
                 f"{_f(m.get('psnr_face'), '.2f')} | {_f(m.get('ssim_face'))} | {_f(m.get('stlpips_face'))} |"]
     if "lips" in res:
@@ -424,7 +426,7 @@ def markdown(res: dict) -> str:
         gaps = e["lip_gap_ratio_vs_neutral"]
         out += ["", f"**Emotion** ({len(e['frames'])} held-out frames x {len(EMOTION_CATS)} categories; "
                 f"faces found {e['faces_found']})", "",
-                "| Emotion Acc | V-RMSE | A-RMSE | V-SA | A-SA | lip gap vs neutral (median over categories) |",
+                "| Emotion Acc | V-RMSE | A-RMSE | V-SA | A-SA | lip gap vs neutral (median of categories) |",
                 "|---|---|---|---|---|---|",
                 f"| {_f(sm.get('accuracy'))} | {_f(sm.get('v_rmse'))} | {_f(sm.get('a_rmse'))} | "
                 f"{_f(sm.get('v_sa'))} | {_f(sm.get('a_sa'))} | "

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from emotalk.evaluation import SECTIONS as ID_SECTIONS
 
     p.add_argument("identity", nargs="?", type=Path, help="identity folder to evaluate (with --dataset)")
-    p.add_argument("--dataset", type=Path, help="the identity's dataset folder (its held-out frames are used)")
+    p.add_argument("--dataset", type=Path, help="the identity's dataset folder (held-out frames)")
     p.add_argument("--size", type=int, default=None, help="evaluation size in px (default: the identity's)")
     p.add_argument("--sections", nargs="+", choices=ID_SECTIONS, default=list(ID_SECTIONS),
                    help="identity evaluation: which sections")
@@ -267,7 +267,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.identity is None and args.dataset is not None:
-        raise InputError("--dataset goes with an IDENTITY folder: python -m emotalk eval IDENTITY --dataset DIR.")
+        raise InputError("--dataset goes with an IDENTITY folder: "
+                         "python -m emotalk eval IDENTITY --dataset DIR.")
     if args.identity is not None:
         if args.out is not None and args.out.suffix.lower() == ".json" and any(
                 getattr(args, k) for k in ("ceiling", "video", "generator", "generator_mead")):
