@@ -7,7 +7,9 @@ a thin-plate spline through the moved landmarks (backward map), faded to zero ou
 soft mask from the face parsing, so background, hair, ears, neck and torso stay still and nothing tears.
 Each inner-lip upper/lower pair moves together vertically, so the mouth opening of the original frame -
 the audio's business - is kept. A landmark warp can move brows, lids and mouth corners; it cannot add
-wrinkles, teeth or shading.
+wrinkles or shading: after the warp, the emotion's expression ratio image (`emotalk.face.expression_texture`,
+measured on MEAD: brow furrows, nasolabial folds, nose wrinkles) is mapped onto the moved landmarks and
+multiplied into the face inside the same soft mask, never in the inner mouth.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from emotalk.errors import InputError
 from emotalk.face.emotion import INNER_LIP_PAIRS, RIGID_IDX, ExpressionModel, clamp_to_disc
+from emotalk.face.expression_texture import ExpressionTexture
 
 # CelebAMask-HQ classes that move with the expression: skin, brows, eyes, glasses, nose, mouth, lips
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
@@ -50,6 +53,11 @@ class GeneratorSettings:
     # it is kept in full, linear in between
     lid_gap_range: tuple[float, float] = (0.75, 1.5)  # an eye's opening stays within these multiples of
     # the frame's own (squinting further squashes the iris and smears the lashes)
+    texture: float = 2.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
+    # into the warped face: scales its log (0 = warp only, 1 = as measured on MEAD, averaged over actors)
+    texture_colour: float = 0.5  # share of the ratio image's colour (per-channel) part: 0 = luminance only
+    texture_mouth_feather: float = 0.03  # the texture fades in from the inner-lip edge over this fraction
+    # of the face height (the inner mouth itself is never changed)
 
 
 @dataclass
@@ -212,9 +220,11 @@ class EmotionalFaceGenerator:
     """Applies the expression model to identity frames by an image warp (see the module docstring)."""
 
     def __init__(self, model: ExpressionModel | None = None,
-                 settings: GeneratorSettings = GeneratorSettings()):
+                 settings: GeneratorSettings = GeneratorSettings(),
+                 texture: ExpressionTexture | None = None):
         self.model = model or ExpressionModel.load()
         self.settings = settings
+        self.texture = texture if texture is not None or settings.texture == 0 else ExpressionTexture.load()
 
     def __call__(self, image: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None,
                  valence: float, arousal: float) -> GeneratedFace:
@@ -250,6 +260,9 @@ class EmotionalFaceGenerator:
         xi = np.clip(np.round(dst[:, 0]).astype(int), 0, W - 1)
         yi = np.clip(np.round(dst[:, 1]).astype(int), 0, H - 1)
         moved = src + off * mask[yi, xi][:, None]
+        if self.texture is not None and s.texture != 0:
+            out = self.texture.apply(out, moved, mask, v, a, strength=s.texture, colour=s.texture_colour,
+                                     mouth_feather=s.texture_mouth_feather, grid_step=s.grid_step)
         return GeneratedFace(out, moved.astype(np.float32), (moved - src).astype(np.float32),
                              (change.blendshapes * s.gain).astype(np.float32), change.blendshape_names,
                              v, a, mask)
