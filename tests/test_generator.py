@@ -47,7 +47,8 @@ def test_neutral_is_identity_and_background_stays_still():
 
 def test_pixels_follow_the_landmarks_and_lip_gap_is_kept():
     img, lmk = _synthetic_face()
-    gen = EmotionalFaceGenerator(settings=GeneratorSettings(gain=2.0, grid_step=1))
+    # the warp alone (texture off: the ratio image would change the colours being compared)
+    gen = EmotionalFaceGenerator(settings=GeneratorSettings(gain=2.0, grid_step=1, texture=0.0))
     g = gen(img, lmk, None, *CATEGORIES["happy"])
     assert np.abs(g.offsets_px).max() > 1.0  # the face really moves
     # pixels at the moved landmarks show what was at the original ones (sampled inside the face)
@@ -62,6 +63,28 @@ def test_pixels_follow_the_landmarks_and_lip_gap_is_kept():
     np.testing.assert_allclose(g.lmk[lo, 1] - g.lmk[up, 1], lmk[lo, 1] - lmk[up, 1], atol=1e-3)
     names = dict(zip(g.blendshape_names, g.blendshape_delta))
     assert names["jawOpen"] == 0 and names["mouthSmileLeft"] > 0
+
+
+def test_texture_changes_the_face_only_inside_the_mask_and_outside_the_mouth():
+    from emotalk.face.expression_texture import INNER_LIP_RING, polygon_mask
+
+    img, lmk = _synthetic_face()
+    lmk = lmk.copy()
+    lmk[[13, 82, 81, 80, 312, 311, 310], 1] -= 5  # an open mouth
+    lmk[[14, 87, 178, 88, 317, 402, 318], 1] += 5
+    warp_only = EmotionalFaceGenerator(settings=GeneratorSettings(texture=0.0))
+    textured = EmotionalFaceGenerator(settings=GeneratorSettings(texture=2.0))
+    for cat in ("angry", "happy"):
+        a = warp_only(img, lmk, None, *CATEGORIES[cat])
+        b = textured(img, lmk, None, *CATEGORIES[cat])
+        assert np.array_equal(a.lmk, b.lmk) and np.array_equal(a.mask, b.mask)
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() > 3  # the texture shows
+        still = b.mask == 0
+        assert np.array_equal(b.image[still], img[still])
+        mouth = polygon_mask(img.shape[:2], b.lmk[INNER_LIP_RING].astype(np.float64)) > 0
+        assert mouth.sum() > 20 and np.array_equal(a.image[mouth], b.image[mouth])
+    n = textured(img, lmk, None, 0.0, 0.0)
+    assert np.array_equal(n.image, img)
 
 
 def test_bad_inputs():
