@@ -58,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="identity evaluation: which sections")
     p.add_argument("--device", default="cpu", help="render device for the identity evaluation")
     p.add_argument("--emotion-frames", type=int, default=3, help="held-out frames rendered per emotion")
+    p.add_argument("--sync-clip", action="store_true",
+                   help="identity evaluation: lip sync on the whole clip rendered (in-sample; the held-out "
+                        "run is short), not only the held-out run")
     p.add_argument("--no-phones", action="store_true",
                    help="identity evaluation: skip the transcript + alignment (no phone contrast)")
     p.add_argument("--ceiling", action="store_true", help="recogniser on the labelled MEAD clips")
@@ -247,7 +250,8 @@ def run_identity(args: argparse.Namespace) -> int:
     t = time.time()
     res = evaluate_identity(args.identity, args.dataset, size=args.size, device=args.device,
                             sections=tuple(args.sections), progress=_progress,
-                            emotion_frames=args.emotion_frames, phones=not args.no_phones)
+                            emotion_frames=args.emotion_frames, phones=not args.no_phones,
+                            sync_clip=args.sync_clip)
     res["wall_s"] = round(time.time() - t, 1)
     head = _header()
     path = identity_report_path(args, res["identity_name"], Path(res["dataset"]).name, res["size"])
