@@ -1,0 +1,45 @@
+"""`python -m emotalk bench` on a CPU-only machine: runs small, writes JSON that says "no GPU"."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_bench_cpu_writes_json(tiny_identity, may_dataset_64, tmp_path):
+    import torch
+
+    from emotalk.__main__ import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this test covers the CPU fallback")
+    rc = main(["bench", "--out", str(tmp_path), "--identity", str(tiny_identity),
+               "--dataset", str(may_dataset_64.root), "--size", "32", "--seconds", "0.5"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    h = doc["header"]
+    assert h["gpu"] == "no GPU" and h["no_gpu"] is True
+    for k in ("machine", "torch", "commit", "date"):
+        assert h[k]
+    r = doc["results"]
+    assert r["render"]["size"] == 32
+    assert r["render"]["batch1"]["render_fps"] > 0
+    e2e = r["e2e"]
+    assert "error" not in e2e, e2e
+    assert e2e["stages"]["render"]["frames"] >= 1 and e2e["total_s"] > 0
+    enc = e2e["stages"]["encode"]
+    assert enc["bytes"] > 0
+    assert (enc["stand_in"] is None) == (h["ffmpeg_missing"] is None)  # a stand-in is flagged
+    assert "skipped" in r["train"] and "skipped" in r["preprocess"]
+
+
+def test_bench_bad_inputs_and_subcommands(tmp_path, capsys):
+    from emotalk.__main__ import build_parser, main
+
+    assert main(["bench", "--identity", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", "--train"]) == 1
+    assert "--dataset" in capsys.readouterr().err
+    a = build_parser().parse_args(["bench", "model", "--out", "x", "--preset", "fast"])
+    assert a.which == "model" and a.args == ["--out", "x", "--preset", "fast"]
