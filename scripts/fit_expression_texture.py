@@ -90,6 +90,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=128, help="canonical image side, px")
     ap.add_argument("--smooth", type=float, default=1.0, help="Gaussian sigma of the log ratio, canonical px")
     ap.add_argument("--limit", type=float, default=0.4, help="|log ratio| bound")
+    ap.add_argument("--keep-mean", action="store_true", help="keep each clip's overall brightness change")
+    ap.add_argument("--mean", action="store_true", help="mean over actors (default: per-pixel median)")
+    ap.add_argument("--feather", type=float, default=0.035, help="face-oval edge width, fraction of size")
     ap.add_argument("--step", type=int, default=1, help="use every step-th frame")
     ap.add_argument("--preview", type=Path, default=None, help="also draw the log ratios (PNG)")
     args = ap.parse_args()
@@ -102,7 +105,7 @@ def main() -> int:
     model = ExpressionModel.load()
     canon = canonical_points(model.neutral_shape, args.size)
     warp = CanonicalWarp.build(canon, args.size)
-    weight = canonical_weight(canon, args.size)
+    weight = canonical_weight(canon, args.size, feather=args.feather)
     t0 = time.time()
     actors = sorted({CLIP_RE.match(p.name).group(1) for p in paths})
     per_actor, frames_used = [], {}
@@ -127,11 +130,13 @@ def main() -> int:
         speech = np.stack([lip_gap(n), jaw_drop(n)], 1)
         per_actor.append(actor_log_ratios(np.stack(imgs), labels, speech))
         del imgs
-    changes = combine_actors(per_actor, weight, args.smooth, args.limit)
+    changes = combine_actors(per_actor, weight, args.smooth, args.limit, zero_mean=not args.keep_mean,
+                             median=not args.mean)
     cats = list(changes)
     info = {"actors": actors, "frames": frames_used, "clips": [p.name for p in paths], "size": args.size,
-            "smooth": args.smooth, "limit": args.limit, "step": args.step,
-            "method": "per-actor ratio of mean canonical images at equal mouth opening, geometric mean"}
+            "smooth": args.smooth, "limit": args.limit, "feather": args.feather,
+            "zero_mean": not args.keep_mean, "median": not args.mean, "step": args.step,
+            "method": "per-actor ratio of mean canonical images at equal mouth opening, median of logs"}
     tex = ExpressionTexture(canon, args.size, cats, np.stack([changes[c] for c in cats]), info)
     tex.save(args.out)
     stats = {c: round(float(np.abs(changes[c].mean(-1)).mean()), 4) for c in cats}

@@ -173,18 +173,28 @@ def actor_log_ratios(images: np.ndarray, emotions: list[str], speech: np.ndarray
 
 
 def combine_actors(per_actor: list[dict[str, np.ndarray]], weight: np.ndarray, smooth: float = 1.0,
-                   limit: float = 0.4) -> dict[str, np.ndarray]:
+                   limit: float = 0.4, zero_mean: bool = True, median: bool = True) -> dict[str, np.ndarray]:
     """Mean log ratio over actors (geometric mean of the ratios), smoothed, clipped, weighted.
 
     per_actor: [{emotion: [S,S,C]}]; weight [S,S] canonical weight (`canonical_weight`); smooth: Gaussian
-    sigma in canonical px; limit: |log ratio| bound (0.4: ratios within 0.67..1.49).
-    Returns {emotion: [S,S,C] float32}.
+    sigma in canonical px; limit: |log ratio| bound (0.4: ratios within 0.67..1.49); zero_mean: remove
+    each actor's weighted mean per channel first (a clip's exposure and white balance, not the emotion);
+    median: with 3 or more actors take the per-pixel median instead of the mean (one actor's hair fringe
+    or a shadow does not become a blotch). Returns {emotion: [S,S,C] float32}.
     """
     import cv2
 
+    def centred(x: np.ndarray) -> np.ndarray:
+        if not zero_mean:
+            return x
+        w = weight[..., None]
+        return x - (x * w).sum((0, 1)) / max(float(weight.sum()), 1e-6)
+
     out = {}
     for e in sorted({k for d in per_actor for k in d}):
-        m = np.mean([d[e] for d in per_actor if e in d], 0).astype(np.float32)
+        logs = [centred(d[e]) for d in per_actor if e in d]
+        pick = np.median if median and len(logs) >= 3 else np.mean
+        m = pick(logs, 0).astype(np.float32)
         if smooth > 0:
             m = cv2.GaussianBlur(m, (0, 0), smooth)
             if m.ndim == 2:

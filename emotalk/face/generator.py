@@ -53,7 +53,7 @@ class GeneratorSettings:
     # it is kept in full, linear in between
     lid_gap_range: tuple[float, float] = (0.75, 1.5)  # an eye's opening stays within these multiples of
     # the frame's own (squinting further squashes the iris and smears the lashes)
-    texture: float = 2.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
+    texture: float = 3.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
     # into the warped face: scales its log (0 = warp only, 1 = as measured on MEAD, averaged over actors)
     texture_colour: float = 0.5  # share of the ratio image's colour (per-channel) part: 0 = luminance only
     texture_mouth_feather: float = 0.03  # the texture fades in from the inner-lip edge over this fraction
