@@ -110,7 +110,7 @@ def main() -> int:
     actors = sorted({CLIP_RE.match(p.name).group(1) for p in paths})
     per_actor, frames_used = [], {}
     for actor in actors:
-        clips = [(CLIP_RE.match(p.name).group(2), p) for p in paths if CLIP_RE.match(p.name).group(1) == actor]
+        clips = [(m.group(2), p) for p in paths if (m := CLIP_RE.match(p.name)).group(1) == actor]
         if "neutral" not in [e for e, _ in clips]:
             continue
         neu_lmk = None

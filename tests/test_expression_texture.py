@@ -96,9 +96,13 @@ def test_fit_recovers_a_known_ratio():
     imgs2 = np.stack([base * (R if k >= n else 1.0) for k in range(2 * n)])
     got2 = actor_log_ratios(imgs2, labels, None, eps=0.0)["angry"]
     np.testing.assert_allclose(got2, np.log(R), atol=1e-4)
-    comb = combine_actors([{"angry": got2}, {"angry": got2}], np.ones((size, size), np.float32), smooth=0,
-                          limit=1.0)
+    ones = np.ones((size, size), np.float32)
+    comb = combine_actors([{"angry": got2}, {"angry": got2}], ones, smooth=0, limit=1.0, zero_mean=False)
     np.testing.assert_allclose(comb["angry"], np.log(R), atol=1e-4)
+    # zero_mean removes each actor's overall exposure change (then the median of equal logs)
+    shifted = [{"angry": got2 + d} for d in (0.2, 0.0, -0.1, 5.0)]
+    comb = combine_actors(shifted, ones, smooth=0, limit=10.0, zero_mean=True, median=True)
+    np.testing.assert_allclose(comb["angry"], np.log(R) - np.log(R).mean((0, 1)), atol=1e-4)
 
 
 def test_canonical_warp_removes_geometry():

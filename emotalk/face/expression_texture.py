@@ -88,7 +88,7 @@ class CanonicalWarp:
         return self.pix_tri >= 0
 
     def to_canonical(self, image: np.ndarray, lmk: np.ndarray) -> np.ndarray:
-        """image [H,W,C] + its landmarks [478,2+] px -> canonical image [S,S,C] float32 (0 outside the hull)."""
+        """image [H,W,C] + its landmarks [478,2+] px -> canonical image [S,S,C] float32 (0 off the hull)."""
         import cv2
 
         t = self.tri[np.maximum(self.pix_tri, 0)]  # [S,S,3] landmark indices
