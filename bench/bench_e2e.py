@@ -301,9 +301,9 @@ def run_bench(out: Path, identity: Path | None, dataset: Path | None, train: boo
     jobs = []
     if ident is not None:
         S = int(size or (64 if cpu else ident.size))
-        nb = (1, 4) if cpu else (1, 64)
-        nf = {1: 4, 4: 8} if cpu else {1: 128, 64: 512}
-        secs = float(seconds or (1.0 if cpu else 10.0))
+        nb = (1, 2) if cpu else (1, 64)  # the CPU rasterizer takes seconds a frame: a token run
+        nf = {1: 2, 2: 2} if cpu else {1: 128, 64: 512}
+        secs = float(seconds or (0.4 if cpu else 10.0))
         jobs += [("render", lambda: bench_render(ident, ds, device, S, nb, nf)),
                  ("e2e", lambda: bench_e2e(ident, ds, device, S, secs, Path(tempfile.mkdtemp())))]
     elif "identity" not in res:
