@@ -243,6 +243,8 @@ def bench_preprocess(clip: Path, cpu: bool) -> dict:
     ok, what = has_ffmpeg()
     if not ok:
         return {"skipped": f"no ffmpeg here ({what}): preprocessing decodes the clip with it"}
+    if not Path(clip).is_file():
+        return {"skipped": f"no clip at {clip}"}
     from emotalk.data import PRESETS, preprocess
 
     s = replace(PRESETS["test"], size=64) if cpu else PRESETS["default"]

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if args.args:
             raise InputError(f"Unknown arguments {' '.join(args.args)}; "
                              f"sub-commands are {', '.join(SCRIPTS)}.")
-        for name in ("identity", "dataset", "preprocess"):
+        for name in ("identity", "dataset"):  # a missing --preprocess clip is reported in the JSON
             p = getattr(args, name)
             if p is not None and not p.exists():
                 raise InputError(f"--{name} {p} does not exist.")
