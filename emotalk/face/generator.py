@@ -55,7 +55,7 @@ class GeneratorSettings:
     # the frame's own (squinting further squashes the iris and smears the lashes)
     texture: float = 3.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
     # into the warped face: scales its log (0 = warp only, 1 = as measured on MEAD, averaged over actors)
-    texture_colour: float = 0.5  # share of the ratio image's colour (per-channel) part: 0 = luminance only
+    texture_colour: float = 0.0  # share of the ratio image's colour (per-channel) part: 0 = luminance only
     texture_mouth_feather: float = 0.03  # the texture fades in from the inner-lip edge over this fraction
     # of the face height (the inner mouth itself is never changed)
 
