@@ -2,10 +2,10 @@
 
 A short identity clip is nearly all one emotion, so the field's emotion input never learns anything
 from it. This stage makes targets with the lip-aligned emotional face generator (the identity's own
-training frames, warped to emotions sampled over the disc) and fine-tunes the emotion encoder and the
-face deformation field on them, with the original frames at (0, 0) in every batch so the neutral face,
-the audio-driven mouth and the Gaussians themselves stay as trained. The inside-mouth branch and all
-Gaussian attributes are frozen: emotion only moves the face.
+training frames, warped and re-shaded to emotions sampled over the disc) and trains the model's additive
+emotion field on them (`TalkingGaussians.add_emotion_field`: position, rotation, scale and colour of the
+face Gaussians). Everything else is frozen, and the field's output is exactly zero at (0, 0), so the
+neutral face, the audio-driven mouth and held-out quality at (0, 0) stay as trained.
 It calls emotalk.train's public helpers and does not change how the main stages train.
 """
 
@@ -30,10 +30,11 @@ class EmotionStageSettings:
 
     steps: int = 1500  # optimisation steps
     batch: int = 4  # frames per step (generated targets and originals)
-    neutral_share: float = 0.5  # fraction of each batch that is an original frame at (0, 0)
+    neutral_share: float = 0.0  # fraction of each batch that is an original frame at (0, 0) (the emotion
+    # field is zero there, so these only matter for models without one)
     n_frames: int = 24  # identity training frames warped into targets
     n_random: int = 4  # random disc points per frame, besides the 8 categories and calm
-    lr: float = 1e-3  # learning rate of the emotion encoder and the face field
+    lr: float = 2e-3  # learning rate of the emotion field and its encoder
     face_weight: float = 4.0  # extra L1 weight inside the generator's face mask
     generator: GeneratorSettings | None = None  # warp settings (None: GeneratorSettings())
     seed: int = 0  # frame / emotion sampling
@@ -87,8 +88,9 @@ def make_targets(ds, size: int, settings: EmotionStageSettings, progress: Progre
 
 
 def emotion_parameters(model) -> list[torch.nn.Parameter]:
-    """What the stage trains: the emotion encoder and the face deformation field."""
-    return list(model.emo_enc.parameters()) + list(model.fields["face"].parameters())
+    """What the stage trains: the additive emotion field and its encoder (added if the model has none)."""
+    model.add_emotion_field()
+    return list(model.emotion_field.parameters()) + list(model.emotion_enc.parameters())
 
 
 def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionStageSettings,

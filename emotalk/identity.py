@@ -161,7 +161,8 @@ def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings
         "name": name or root.name,
         "source": {"clip": str(src) if src else None, "name": src_meta.get("name"), "sha256": sha,
                    "dataset": str(ds.root)},
-        "settings": asdict(settings),
+        # the model's own shape settings: it may have grown an emotion field after training
+        "settings": {**asdict(settings), "model": asdict(model.settings)},
         "metrics": summary,
         "provenance": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "torch": torch.__version__, "method": "EmoTalkingGaussian-style 3DGS talking head"},

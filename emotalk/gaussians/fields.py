@@ -75,6 +75,7 @@ class SpatialCache:
     base: Tensor  # [N,H] first-layer contribution of the spatial feature
     att: list[Tensor]  # per condition: [N,D_k] region attention gates in (0,2)
     att_all: Tensor | None = None  # [N,ΣD_k] the gates side by side (filled by precompute)
+    emotion: SpatialCache | None = None  # the face branch's additive emotion field, when the model has one
 
 
 class DeformField(nn.Module):

@@ -5,7 +5,7 @@ as inside-mouth under face over the body frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ LIP_CLASSES = (11, 12, 13)
 # MediaPipe FaceMesh inner-lip ring (upper then lower), used to seed the mouth branch.
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 C0 = 0.28209479177387814  # SH band-0 constant: colour = C0·sh0 + 0.5
+EMOTION_PLANE_CH = 4  # the emotion field's tri-plane channels (emotion changes are smoother than speech)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ModelSettings:
     sh_degree: int = 1  # view-dependent colour: SH degree (0..2)
     init_opacity: float = 0.3  # opacity of seeded Gaussians
     field: FieldSettings = field(default_factory=FieldSettings)
+    emotion_field: bool = False  # an additive emotion field on the face (position, rotation, scale and
+    # colour), exactly zero at (0, 0); added and trained by the emotion stage (emotalk.emotion_train)
 
 
 @dataclass
@@ -88,6 +91,30 @@ class TalkingGaussians(nn.Module):
             "face": DeformField(lo, hi, [s.audio_dim, s.upper_dim, s.emo_dim], 10, s),
             "mouth": DeformField(lo, hi, [s.audio_dim, s.emo_dim], 3, s),
         })
+        self.emotion_field: DeformField | None = None
+        self.emotion_enc: nn.Module | None = None
+        if settings.emotion_field:
+            self.add_emotion_field()
+
+    def add_emotion_field(self) -> None:
+        """Give the face an additive emotion field (a no-op at (0,0) until trained; see `emotion_delta`)."""
+        if self.emotion_field is not None:
+            return
+        tri = self.fields["face"].tri
+        s = replace(self.settings.field, plane_ch=EMOTION_PLANE_CH)
+        # position (3), rotation (4), log-scale (3), colour (3)
+        self.emotion_field = DeformField(tri.lo, tri.hi, [s.emo_dim], 13, s).to(tri.lo.device)
+        self.emotion_enc = nn.Sequential(nn.Linear(2, s.emo_dim), nn.Tanh()).to(tri.lo.device)
+        self.settings = replace(self.settings, emotion_field=True)
+
+    def emotion_delta(self, cache: SpatialCache | None, emotion: Tensor) -> Tensor:
+        """Emotion field output at emotion [B,2] minus its output at (0,0) -> [B,N,13]: exactly zero
+        for a neutral frame, so the emotion stage cannot change the neutral face."""
+        assert self.emotion_field is not None and self.emotion_enc is not None
+        ec = cache if cache is not None else self.emotion_field.precompute(self.branches["face"]["means"])
+        e = torch.cat([emotion, emotion.new_zeros(1, 2)])  # [B+1,2]
+        out = self.emotion_field(ec, [self.emotion_enc(e)])  # [B+1,N,13]
+        return out[:-1] - out[-1:]
 
     # -- parameters -----------------------------------------------------------------------------
     def n_gaussians(self, branch: str | None = None) -> int:
@@ -110,7 +137,11 @@ class TalkingGaussians(nn.Module):
     # -- deformation ----------------------------------------------------------------------------
     def precompute(self, branch: str) -> SpatialCache:
         """Frame-independent field terms for the current canonical Gaussians of a branch."""
-        return self.fields[branch].precompute(self.branches[branch]["means"])
+        means = self.branches[branch]["means"]
+        c = self.fields[branch].precompute(means)
+        if branch == "face" and self.emotion_field is not None:
+            c.emotion = self.emotion_field.precompute(means)
+        return c
 
     def deform(self, branch: str, fr: Frames, cache: SpatialCache | None = None
                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -120,12 +151,18 @@ class TalkingGaussians(nn.Module):
         """
         p = self.branches[branch]
         cache = cache if cache is not None else self.precompute(branch)
+        dcol = None  # colour change from the emotion field (face only)
         a = self.audio_enc(fr.audio)
-        e = self.emo_enc(fr.emotion)
+        # With an emotion field, the speech fields see the neutral emotion they were trained on (their
+        # emotion input never saw anything else, so other values would move the face at random).
+        e = self.emo_enc(fr.emotion if self.emotion_field is None else torch.zeros_like(fr.emotion))
         B = fr.viewmats.shape[0]
         if branch == "face":
             u = self.upper_enc(fr.upper if self.upper_dim else fr.upper.new_zeros(B, 1))
             d = self.fields["face"](cache, [a, u, e])  # [B,N,10]
+            if self.emotion_field is not None and bool((fr.emotion != 0).any()):
+                de = self.emotion_delta(cache.emotion, fr.emotion)  # [B,N,13]
+                d, dcol = d + de[..., :10], de[..., 10:]
             means = p["means"][None] + d[..., :3]
             quats = p["quats"][None] + d[..., 3:7]
             scales = torch.exp(p["scales"][None] + d[..., 7:10])
@@ -139,6 +176,8 @@ class TalkingGaussians(nn.Module):
         campos = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # [B,3] camera centre in the head frame
         sh = torch.cat([p["sh0"], p["shN"]], 1)  # [N,K,3]
         colors = eval_sh(sh[None].expand(B, -1, -1, -1), means - campos[:, None], self.settings.sh_degree)
+        if dcol is not None:
+            colors = colors + dcol
         return means, quats, scales, opac, colors
 
     def render(self, fr: Frames, width: int, height: int, body: Tensor,
