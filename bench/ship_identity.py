@@ -1,9 +1,10 @@
 """GPU step that turns a trained identity into the shipped one: the emotion stage, then evidence.
 
 Runs on the GPU host (no ffmpeg there: datasets decode with OpenCV, as in bench_model.py):
-  python bench/ship_identity.py IDENTITY DATASET --out OUT [--steps 800]
-Writes OUT/model.safetensors (the identity's tensors with the emotion stage applied, body track kept),
-OUT/emotion_stage.json (held-out PSNR/SSIM at (0,0) before and after, losses, minutes) and
+  python bench/ship_identity.py IDENTITY DATASET --out OUT [--steps 1500]
+Writes OUT/identity/ (the identity with the emotion stage applied, body track kept, identity.json's
+settings and metrics updated: ready to copy under checkpoints/), OUT/emotion_stage.json (held-out
+PSNR/SSIM at (0,0) before and after, losses, minutes, render FPS neutral vs emotional) and
 OUT/emotion_renders.npz (held-out frames rendered at each category, JPEG) for the CPU-side evaluation
 (`python bench/ship_identity.py --evaluate OUT`: recognizer accuracy, V/A sign agreement, lip preservation).
 """
@@ -28,12 +29,12 @@ def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cud
     import runpy
 
     import torch
-    from safetensors.torch import load_file, save_file
 
     runpy.run_path(str(ROOT / "bench" / "bench_model.py"))["_cv2_video_fallback"]()
     from emotalk.data import load_dataset
     from emotalk.emotion_train import EmotionStageSettings, run_emotion_stage
-    from emotalk.identity import _state_tensors, load_identity
+    from emotalk.face.emotion import CATEGORIES
+    from emotalk.identity import load_identity
     from emotalk.train import dataset_audio_code, evaluate, load_train_data
 
     ds = load_dataset(dataset)
@@ -47,7 +48,7 @@ def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cud
     summary = run_emotion_stage(model, ds, st, device=dev, size=ident.size, audio_code=code,
                                 progress=lambda s, f: print(s, flush=True) if f in (1.0,) else None)
     _, after = evaluate(model, data, val)
-    picks = val[:: max(1, len(val) // 5)][:5]
+    picks = val[:: max(1, len(val) // 8)][:8]
     frames, vas, names, fidx = render_emotions(model, data, picks, CATS)
     import cv2
 
@@ -55,17 +56,74 @@ def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cud
             for f in frames]
     np.savez(out / "emotion_renders.npz", jpg=np.array([j.tobytes() for j in jpgs], dtype=object),
              va=np.array(vas, np.float32), category=np.array(names), frame=np.array(fidx))
-    tensors = _state_tensors(model)
-    orig = load_file(str(Path(identity) / "model.safetensors"))
-    tensors.update({k: v for k, v in orig.items() if k.startswith("track.")})
-    save_file(tensors, str(out / "model.safetensors"))
+    speed = {k: render_fps(model, data, val, va, dev) for k, va in (("neutral", (0.0, 0.0)),
+                                                                      ("happy", CATEGORIES["happy"]))}
     res = {"heldout_before": before, "heldout_after": after, "steps": steps,
            "minutes": summary["minutes"], "n_targets": summary["n_targets"],
            "loss_emotion_first_last": [summary["loss_emotion"][0], summary["loss_emotion"][-1]],
-           "loss_neutral_first_last": [summary["loss_neutral"][0], summary["loss_neutral"][-1]],
+           "render_fps_b32": speed,
            "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}
     (out / "emotion_stage.json").write_text(json.dumps(res, indent=1))
+    write_identity(Path(identity), model, out / "identity", res, st)
     return res
+
+
+def render_fps(model, data, val: np.ndarray, va: tuple[float, float], dev: str, batch: int = 32,
+               reps: int = 10) -> float:
+    """Frames per second of batched renders of held-out frames at one emotion (caches precomputed)."""
+    import time
+
+    import torch
+
+    from emotalk.gaussians.model import BRANCHES
+    from emotalk.train import frames_at
+
+    idx = torch.as_tensor(np.resize(val, batch), device=dev)
+    emo = torch.tensor(va, device=dev, dtype=torch.float32).expand(batch, 2)
+    with torch.no_grad():
+        caches = {b: model.precompute(b) for b in BRANCHES}
+        fr = frames_at(data, idx, emotion=emo)
+        body = data.body[idx].float() / 255
+        for k in range(reps + 2):
+            if k == 2:
+                if dev.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t0 = time.time()
+            model.render(fr, data.size, data.size, body, caches=caches)
+        if dev.startswith("cuda"):
+            torch.cuda.synchronize()
+    return batch * reps / (time.time() - t0)
+
+
+def write_identity(src: Path, model, dest: Path, res: dict, st) -> Path:
+    """The identity with the emotion stage applied, ready to ship: tensors replaced (body track kept),
+    identity.json's model settings (now with the emotion field) and metrics updated."""
+    import shutil
+    from dataclasses import asdict
+
+    from safetensors.torch import load_file, save_file
+
+    from emotalk.identity import _state_tensors
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy2(f, dest / f.name)
+    tensors = _state_tensors(model)
+    orig = load_file(str(src / "model.safetensors"))
+    tensors.update({k: v for k, v in orig.items() if k.startswith("track.")})
+    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "emotalk-identity"})
+    meta = json.loads((src / "identity.json").read_text())
+    meta["settings"]["model"] = asdict(model.settings)
+    m = meta.setdefault("metrics", {})
+    m.update({"heldout_psnr_before_emotion_stage": round(res["heldout_before"]["psnr"], 3),
+              "heldout_psnr": round(res["heldout_after"]["psnr"], 3),
+              "heldout_ssim": round(res["heldout_after"]["ssim"], 4),
+              "emotion_stage": {"steps": res["steps"], "minutes": round(res["minutes"], 2),
+                                "targets": res["n_targets"], "device": res["device"],
+                                "settings": asdict(st)}})
+    (dest / "identity.json").write_text(json.dumps(meta, indent=1))
+    return dest
 
 
 def evaluate_renders(folder: Path) -> dict:
@@ -83,7 +141,7 @@ def main() -> int:
     ap.add_argument("identity", nargs="?")
     ap.add_argument("dataset", nargs="?")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--evaluate", action="store_true", help="CPU side: evaluate OUT/emotion_renders.npz")
     a = ap.parse_args()
