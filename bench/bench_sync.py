@@ -101,12 +101,12 @@ def _render(identity: Path, audio: Path, dst: Path, size: int | None, device: st
     return time.time() - t0
 
 
-def bench_renders(identity: Path, data: Path, out: Path, size: int | None, device: str | None,
-                  reference: Path | None, only: list[str] | None = None) -> list[dict]:
-    from emotalk import lipsync, media
+def drive_list(data: Path, work: Path) -> list[tuple[str, Path, str | None]]:
+    """The driving speech of the renders table: every file in DATA/audio and two TTS engines reading
+    fixed sentences -> (name, wav path, text or None)."""
+    from emotalk import media
     from emotalk.speech.tts import TTSSettings, synthesize
 
-    work = out / "renders"
     work.mkdir(parents=True, exist_ok=True)
     audio = sorted(p for p in (data / "audio").glob("*") if p.suffix.lower() in (".wav", ".mp3", ".m4a"))
     drives: list[tuple[str, Path, str | None]] = [(p.stem, p, None) for p in audio]
@@ -115,6 +115,19 @@ def bench_renders(identity: Path, data: Path, out: Path, size: int | None, devic
         res = synthesize(text, TTSSettings(engines=(engine,)))
         wav_path = media.write_wav(work / f"tts_{engine}.wav", res.wav, res.sr)
         drives.append((f"tts_{engine} ({res.voice})", wav_path, res.text))
+    return drives
+
+
+def bench_renders(identity: Path, data: Path, out: Path, size: int | None, device: str | None,
+                  reference: Path | None, only: list[str] | None = None,
+                  render_fn=None, drives: list[tuple[str, Path, str | None]] | None = None) -> list[dict]:
+    """Render (or, with render_fn(name, wav, dst) -> seconds, obtain otherwise: e.g. frames rendered on a
+    GPU host) the identity for each drive and measure each video against its driving speech."""
+    from emotalk import lipsync, media
+
+    work = out / "renders"
+    work.mkdir(parents=True, exist_ok=True)
+    drives = drives if drives is not None else drive_list(data, work)
     if only:
         drives = [d for d in drives if any(o in d[0] for o in only)]
     rows = []
@@ -124,7 +137,7 @@ def bench_renders(identity: Path, data: Path, out: Path, size: int | None, devic
     for name, path, text in drives:
         dst = work / f"{Path(path).stem}.mp4"
         try:
-            secs = _render(identity, path, dst, size, device)
+            secs = render_fn(name, path, dst) if render_fn else _render(identity, path, dst, size, device)
         except RuntimeError as e:
             print(e, file=sys.stderr)
             rows.append({"drive": name, "error": str(e)})
