@@ -136,6 +136,33 @@ def evaluate_renders(folder: Path) -> dict:
     return emotion_from_renders(frames, z["category"], z["frame"])
 
 
+def install(folder: Path, name: str, dest_root: Path = ROOT / "checkpoints") -> Path:
+    """Copy OUT/identity to checkpoints/NAME with a portable source path and the provenance filled in
+    (the GPU host's temporary dataset path is replaced by the command that makes the dataset)."""
+    import shutil
+
+    src = folder / "identity"
+    meta = json.loads((src / "identity.json").read_text())
+    clip = meta["source"]["name"]
+    size = meta["model"]["size"]
+    stage = meta["metrics"].get("emotion_stage", {})
+    meta["name"] = name
+    meta["source"]["clip"] = f"shared/data/clips/{clip}"
+    meta["source"]["dataset"] = f"python -m emotalk preprocess shared/data/clips/{clip} ({size} px)"
+    prov = meta.setdefault("provenance", {})
+    prov["trained_on"] = (f"{stage.get('device', 'GPU')} (train --preset fast, re-spoken codes mixed in), "
+                          f"then bench/ship_identity.py (emotion field, {stage.get('steps', '?')} steps)")
+    prov["licence"] = "trained on a public-domain US presidential address (shippable per the data manifest)"
+    dest = dest_root / name
+    tmp = dest_root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return dest
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("identity", nargs="?")
@@ -144,9 +171,13 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--evaluate", action="store_true", help="CPU side: evaluate OUT/emotion_renders.npz")
+    ap.add_argument("--install", metavar="NAME",
+                    help="copy OUT/identity to checkpoints/NAME (shippable clips only)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.evaluate:
+    if a.install:
+        print(install(a.out, a.install))
+    elif a.evaluate:
         print(json.dumps(evaluate_renders(a.out), indent=1))
     else:
         print(json.dumps(gpu_step(a.identity, a.dataset, a.out, a.steps, a.device), indent=1))

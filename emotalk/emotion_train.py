@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from emotalk.face.emotion import CATEGORIES
+from emotalk.face.emotion import CATEGORIES, INNER_LIP_PAIRS, MOUTH_CORNERS
 from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
 
 Progress = Callable[[str, float], None]
@@ -36,7 +36,10 @@ class EmotionStageSettings:
     n_random: int = 4  # random disc points per frame, besides the 8 categories and calm
     lr: float = 2e-3  # learning rate of the emotion field and its encoder
     face_weight: float = 4.0  # extra L1 weight inside the generator's face mask
-    generator: GeneratorSettings | None = None  # warp settings (None: GeneratorSettings())
+    generator: GeneratorSettings = field(default_factory=lambda: GeneratorSettings(gain=2.5))  # targets:
+    # a stronger warp than the generator's default reads better, and the lip lock keeps the opening
+    lip_lock: bool = True  # upper and lower lip move together under emotion (the audio owns the opening)
+    lip_lock_radius: float = 0.25  # reach of the lip lock around the inner lips, times the mouth width
     seed: int = 0  # frame / emotion sampling
 
 
@@ -64,7 +67,7 @@ def make_targets(ds, size: int, settings: EmotionStageSettings, progress: Progre
     import cv2
 
     rng = np.random.default_rng(settings.seed)
-    gen = EmotionalFaceGenerator(settings=settings.generator or GeneratorSettings())
+    gen = EmotionalFaceGenerator(settings=settings.generator)
     pool = np.asarray(ds.train_idx)
     n = min(settings.n_frames, len(pool))
     idx = pool[np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int))]
@@ -87,6 +90,19 @@ def make_targets(ds, size: int, settings: EmotionStageSettings, progress: Progre
                           np.stack(out_mask))
 
 
+def lip_lock_weights(means: np.ndarray, lmk3d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lip-lock weight of face Gaussians means [N,3] (1 on the central inner lips, fading with distance;
+    the two pairs next to each corner are left out so corners stay free) and the opening direction [3],
+    from head-frame landmarks lmk3d [T,478,3]."""
+    L = np.median(np.asarray(lmk3d, np.float32), 0)  # [478,3]
+    u = L[INNER_LIP_PAIRS[:, 0]].mean(0) - L[INNER_LIP_PAIRS[:, 1]].mean(0)  # lower -> upper
+    P = L[INNER_LIP_PAIRS[2:-2].ravel()]  # [K,3] the central pairs
+    width = float(np.linalg.norm(L[MOUTH_CORNERS[0]] - L[MOUTH_CORNERS[1]]))
+    d = np.sqrt(((means[:, None, :] - P[None]) ** 2).sum(-1)).min(1)  # [N]
+    w = np.exp(-((d / (radius * max(width, 1e-6))) ** 2)).astype(np.float32)
+    return w, (u / max(float(np.linalg.norm(u)), 1e-9)).astype(np.float32)
+
+
 def emotion_parameters(model) -> list[torch.nn.Parameter]:
     """What the stage trains: the additive emotion field and its encoder (added if the model has none)."""
     model.add_emotion_field()
@@ -104,6 +120,10 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     dev = data.frames.device
     S = data.size
     params = emotion_parameters(model)
+    if settings.lip_lock:
+        means = model.branches["face"]["means"].detach().cpu().numpy()
+        w, u = lip_lock_weights(means, ds.lmk3d[np.asarray(ds.train_idx)], settings.lip_lock_radius)
+        model.set_lip_lock(torch.as_tensor(w), torch.as_tensor(u))
     train_ids = {id(p) for p in params}
     frozen = [p for p in model.parameters() if id(p) not in train_ids]
     was = [p.requires_grad for p in frozen]

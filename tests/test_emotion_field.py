@@ -87,3 +87,37 @@ def test_identity_keeps_its_emotion_field(may_dataset_64, tmp_path):
         a = model.deform("face", fr)[0]
         b = ident.model.deform("face", fr)[0]
     assert np.allclose(a.numpy(), b.numpy(), atol=5e-3)  # fp16 storage of the field
+
+
+def test_lip_lock_moves_upper_and_lower_lip_together():
+    """Locked Gaussians share one motion along the opening direction (the gap is kept); the others and
+    the sideways motion are free."""
+    m = _model(True)
+    _train_field_a_little(m)
+    fr = _frames([[0.7, 0.5]])
+    free = m.emotion_delta(None, fr.emotion)[0, :, :3]
+    w = torch.zeros(50)
+    w[:20] = 1.0
+    u = torch.tensor([0.0, 1.0, 0.0])
+    m.set_lip_lock(w, u)
+    locked = m.emotion_delta(None, fr.emotion)[0, :, :3]
+    along = locked[:20, 1]
+    assert torch.allclose(along, along.mean().expand(20), atol=1e-6) and free[:20, 1].std() > 1e-5
+    assert torch.allclose(locked[20:], free[20:]) and torch.allclose(locked[:, [0, 2]], free[:, [0, 2]])
+    assert torch.allclose(m.emotion_delta(None, torch.zeros(1, 2)), torch.zeros(1, 50, 13))
+
+
+def test_lip_lock_weights_cover_the_inner_lips_not_the_corners():
+    from emotalk.emotion_train import lip_lock_weights
+    from emotalk.face.emotion import INNER_LIP_PAIRS, MOUTH_CORNERS
+
+    rng = np.random.default_rng(0)
+    L = rng.normal(0, 0.05, (478, 3)).astype(np.float32)
+    L[MOUTH_CORNERS[0]], L[MOUTH_CORNERS[1]] = [-0.025, 0.05, 0], [0.025, 0.05, 0]
+    xs = np.linspace(-0.018, 0.018, len(INNER_LIP_PAIRS))
+    L[INNER_LIP_PAIRS[:, 0]] = np.stack([xs, np.full_like(xs, 0.045), np.zeros_like(xs)], 1)
+    L[INNER_LIP_PAIRS[:, 1]] = np.stack([xs, np.full_like(xs, 0.055), np.zeros_like(xs)], 1)
+    pts = np.array([[0, 0.045, 0], [0, 0.055, 0], [0.025, 0.05, 0], [0, -0.05, 0]], np.float32)
+    w, u = lip_lock_weights(pts, L[None], 0.25)
+    assert w[0] > 0.9 and w[1] > 0.9 and w[2] < 0.3 and w[3] < 1e-6
+    assert np.allclose(u, [0, -1, 0], atol=1e-6)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
@@ -105,7 +106,19 @@ class TalkingGaussians(nn.Module):
         # position (3), rotation (4), log-scale (3), colour (3)
         self.emotion_field = DeformField(tri.lo, tri.hi, [s.emo_dim], 13, s).to(tri.lo.device)
         self.emotion_enc = nn.Sequential(nn.Linear(2, s.emo_dim), nn.Tanh()).to(tri.lo.device)
+        # lip lock (see `set_lip_lock`): per face Gaussian weight [N,1] and the mouth's opening direction [3]
+        self.register_buffer("emotion_lip", torch.zeros(self.n_gaussians("face"), 1, device=tri.lo.device))
+        self.register_buffer("emotion_gap_dir", torch.tensor([0.0, 1.0, 0.0], device=tri.lo.device))
         self.settings = replace(self.settings, emotion_field=True)
+
+    def set_lip_lock(self, weight: Tensor, direction: Tensor) -> None:
+        """Make the emotion field move the lips without opening or closing the mouth: for face Gaussians
+        with weight [N] in [0,1] (near the inner lips), the motion along `direction` [3] (lower -> upper
+        inner lip) is pulled to the weighted mean of that region, so upper and lower lip move together
+        and the audio keeps the opening. Emotion can still move the mouth corners and the lips sideways."""
+        self.add_emotion_field()
+        self.emotion_lip = weight.reshape(-1, 1).float().to(self.emotion_lip.device)
+        self.emotion_gap_dir = F.normalize(direction.float(), dim=0).to(self.emotion_lip.device)
 
     def emotion_delta(self, cache: SpatialCache | None, emotion: Tensor) -> Tensor:
         """Emotion field output at emotion [B,2] minus its output at (0,0) -> [B,N,13]: exactly zero
@@ -114,7 +127,15 @@ class TalkingGaussians(nn.Module):
         ec = cache if cache is not None else self.emotion_field.precompute(self.branches["face"]["means"])
         e = torch.cat([emotion, emotion.new_zeros(1, 2)])  # [B+1,2]
         out = self.emotion_field(ec, [self.emotion_enc(e)])  # [B+1,N,13]
-        return out[:-1] - out[-1:]
+        d = out[:-1] - out[-1:]  # [B,N,13]
+        w = self.emotion_lip  # [N,1]
+        if w.shape[0] == d.shape[1] and bool((w > 0).any()):
+            u = self.emotion_gap_dir  # [3]
+            g = d[..., :3] @ u  # [B,N] motion along the opening direction
+            m = (g * w[:, 0]).sum(-1, keepdim=True) / w.sum()  # [B,1] the lip region's common motion
+            pos = d[..., :3] + (w[:, 0] * (m - g))[..., None] * u
+            d = torch.cat([pos, d[..., 3:]], -1)
+        return d
 
     # -- parameters -----------------------------------------------------------------------------
     def n_gaussians(self, branch: str | None = None) -> int:
