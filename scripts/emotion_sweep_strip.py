@@ -1,0 +1,70 @@
+"""The emotion-sweep frame strip in docs/: a shipped identity speaking one example while a keyframe track
+sweeps the valence-arousal disc (neutral -> happy -> surprised -> angry -> sad -> calm -> neutral);
+N frames taken evenly and labelled with their (v, a).
+
+    .venv/bin/python scripts/emotion_sweep_strip.py [--identity obama] [--audio examples/news.wav]
+        [--size 256] [--frames 8] [--out docs/emotion_sweep_obama.png] [--video out/emotion_sweep.mp4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SWEEP = ("neutral", "happy", "surprised", "angry", "sad", "calm", "neutral")
+
+
+def main() -> int:
+    import cv2
+
+    from emotalk import media
+    from emotalk.face.emotion import CATEGORIES, EmotionTrack
+    from emotalk.identity import load_identity
+    from emotalk.pipeline import resolve_identity
+    from emotalk.speech.features import compute_audio_code
+    from emotalk.speech.normalize import load_speech
+    from emotalk.synthesis import render_frames
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--identity", default="obama")
+    ap.add_argument("--audio", type=Path, default=ROOT / "examples" / "news.wav")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "emotion_sweep_obama.png")
+    ap.add_argument("--video", type=Path, default=None, help="also write the whole sweep as an mp4")
+    a = ap.parse_args()
+
+    ident = load_identity(resolve_identity(a.identity))
+    wav = load_speech(a.audio)
+    n = int(round(len(wav) / 16000 * ident.fps))
+    dur = n / ident.fps
+    keys = [(dur * i / (len(SWEEP) - 1), *CATEGORIES[c]) for i, c in enumerate(SWEEP)]
+    keys[-1] = (dur - 1e-3, *keys[-1][1:])
+    emo = EmotionTrack.from_keyframes(keys, duration=dur).at(np.arange(n) / ident.fps)
+    code = compute_audio_code(wav, 16000, n_frames=n, fps=ident.fps)
+    frames = np.concatenate(list(render_frames(ident, code, emotion=emo, size=a.size)))
+    if a.video:
+        media.write_video(a.video, frames, ident.fps, audio=wav)
+    pick = np.linspace(0, n - 1, a.frames + 2).round().astype(int)[1:-1]
+    tiles = []
+    for i in pick:
+        f = np.ascontiguousarray(frames[i][..., ::-1])
+        v, ar = emo[i]
+        label = f"t={i / ident.fps:.1f}s v={v:+.2f} a={ar:+.2f}"
+        cv2.rectangle(f, (0, 0), (f.shape[1], 22), (0, 0, 0), -1)
+        cv2.putText(f, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(f)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(a.out), np.concatenate(tiles, 1))
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
