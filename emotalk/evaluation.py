@@ -150,6 +150,13 @@ def _open(identity, dataset, device: str):
         ident = identity
     else:
         p = Path(identity)
+        if not p.is_dir() and "/" not in str(identity):  # a name: shipped or installed identity
+            from emotalk.pipeline import resolve_identity
+
+            try:
+                p = resolve_identity(str(identity))
+            except EmoTalkError:
+                pass
         if not p.is_dir():
             raise InputError(f"No identity folder at {p}. Give a trained identity (a folder with "
                              "identity.json, model.safetensors, body.mp4), e.g. checkpoints/obama.")
