@@ -121,3 +121,21 @@ def test_lip_lock_weights_cover_the_inner_lips_not_the_corners():
     w, u = lip_lock_weights(pts, L[None], 0.25)
     assert w[0] > 0.9 and w[1] > 0.9 and w[2] < 0.3 and w[3] < 1e-6
     assert np.allclose(u, [0, -1, 0], atol=1e-6)
+
+
+def test_train_identity_adds_the_emotion_field_when_asked(may_dataset_64, tmp_path):
+    """The train CLI / app path: with emotion steps the saved identity has a trained emotion field that
+    changes an emotional render and leaves the neutral one alone; the CPU default skips the stage."""
+    from dataclasses import replace
+
+    from emotalk.identity import load_identity
+    from emotalk.train import PRESETS, train_identity
+
+    ds = may_dataset_64
+    s = replace(PRESETS["test"], steps=4, size=32, audio_kind="mel", checkpoint_every=100)
+    path, summary, _ = train_identity(ds, s, tmp_path / "id", tmp_path / "work", emotion_steps=3)
+    assert summary["emotion_stage"]["steps"] == 3
+    ident = load_identity(path)
+    assert ident.model.emotion_field is not None and float(ident.model.emotion_lip.max()) > 0
+    path2, summary2, _ = train_identity(ds, s, tmp_path / "id2", tmp_path / "work2")
+    assert "emotion_stage" not in summary2 and load_identity(path2).model.emotion_field is None

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train / render side in px (default: the dataset's)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--name", default=None, help="identity name (default: the folder name)")
+    p.add_argument("--emotion-steps", type=int, default=None,
+                   help="emotion-stage steps (default 3000 on a GPU; 0 on a CPU: emotions render neutral)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if device == "cpu" and (s.size or ds.size) > 128:
         print(f"note: on a CPU, training at {s.size or ds.size}² px takes hours; --size 128 and --steps "
               "1000 give a rough preview identity, a GPU the real one.", file=sys.stderr)
-    _, summary, _ = train_identity(ds, s, out, work, device=device, on_status=status, name=args.name)
+    _, summary, _ = train_identity(ds, s, out, work, device=device, on_status=status, name=args.name,
+                                   emotion_steps=args.emotion_steps)
     print(file=sys.stderr)
     import shutil
 
