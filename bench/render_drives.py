@@ -50,7 +50,8 @@ def prepare(drives_dir: Path, data: Path) -> list[dict]:
     return rows
 
 
-def render(drives_dir: Path, identities: list[Path], out: Path, size: int, device: str) -> dict:
+def render(drives_dir: Path, identities: list[Path], out: Path, size: int, device: str,
+           quality: int = 90) -> dict:
     import cv2
 
     from emotalk.identity import load_identity
@@ -68,8 +69,8 @@ def render(drives_dir: Path, identities: list[Path], out: Path, size: int, devic
             t0 = time.time()
             frames = np.concatenate(list(render_frames(ident, code, batch=32, size=size, device=device)))
             times[f"{ip.name}/{d['stem']}"] = {"frames": len(frames), "seconds": round(time.time() - t0, 2)}
-            jpg = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
-                   for f in frames]
+            enc = [cv2.IMWRITE_JPEG_QUALITY, quality]
+            jpg = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), enc)[1] for f in frames]
             per_drive[d["stem"]] = np.array([j.tobytes() for j in jpg], dtype=object)
         np.savez(out / f"{ip.name}.npz", **per_drive)
     (out / "render_times.json").write_text(json.dumps(times, indent=1))
@@ -105,6 +106,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="render: output folder")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quality", type=int, default=90, help="render: JPEG quality (files back are <= 16 MiB)")
     ap.add_argument("--reference", type=Path, help="measure: the identity's real clip")
     ap.add_argument("--table", type=Path, help="measure: where renders.md / renders.json go")
     a = ap.parse_args()
@@ -114,7 +116,7 @@ def main() -> int:
         import runpy
 
         runpy.run_path(str(ROOT / "bench" / "bench_model.py"))["_cv2_video_fallback"]()
-        print(json.dumps(render(a.drives, a.rest, a.out, a.size, a.device), indent=1))
+        print(json.dumps(render(a.drives, a.rest, a.out, a.size, a.device, a.quality), indent=1))
     else:
         if len(a.rest) != 1 or a.table is None:
             ap.error("measure needs the frames npz of one identity and --table")
