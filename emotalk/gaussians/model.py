@@ -115,9 +115,7 @@ class TalkingGaussians(nn.Module):
         """Make the emotion field move the lips without opening or closing the mouth: for face Gaussians
         with weight [N] in [0,1] (near the inner lips), the motion along `direction` [3] (lower -> upper
         inner lip) is pulled to the weighted mean of that region, so upper and lower lip move together
-        and the audio keeps the opening; their rotation, scale and colour are left to the speech too (the
-        tracker sees a thinned or shaded lip edge as a narrower mouth). Emotion can still move the mouth
-        corners and the lips sideways."""
+        and the audio keeps the opening. Emotion can still move the mouth corners and the lips sideways."""
         self.add_emotion_field()
         self.emotion_lip = weight.reshape(-1, 1).float().to(self.emotion_lip.device)
         self.emotion_gap_dir = F.normalize(direction.float(), dim=0).to(self.emotion_lip.device)
@@ -136,7 +134,7 @@ class TalkingGaussians(nn.Module):
             g = d[..., :3] @ u  # [B,N] motion along the opening direction
             m = (g * w[:, 0]).sum(-1, keepdim=True) / w.sum()  # [B,1] the lip region's common motion
             pos = d[..., :3] + (w[:, 0] * (m - g))[..., None] * u
-            d = torch.cat([pos, d[..., 3:] * (1 - w)], -1)  # nor do they turn, swell or change colour
+            d = torch.cat([pos, d[..., 3:]], -1)
         return d
 
     # -- parameters -----------------------------------------------------------------------------
