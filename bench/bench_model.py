@@ -137,7 +137,7 @@ def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int)
 
 def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | None, kind: str,
               save_frames: bool, respeak_prob: float | None = None, keep_identity: bool = False,
-              speed: bool = True) -> dict:
+              speed: bool = True, lip_code: bool | None = None, lip_driver: Path | None = None) -> dict:
     import torch
 
     from emotalk.data import load_dataset
@@ -154,6 +154,11 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
     if respeak_prob is not None:  # the lip-sync ablation: with / without re-spoken codes
         s = replace(s, respeak_prob=respeak_prob)
         tag += f"_rs{respeak_prob:g}"
+    if lip_code is not None:  # the lip-code ablation: speech through the lip code or straight from audio
+        s = replace(s, model=replace(s.model, lip_code=lip_code))
+    if lip_driver is not None:
+        s = replace(s, lip_driver=str(lip_driver))
+    tag += "_lip" if s.model.lip_code else ""
     code = dataset_audio_code(ds, kind)
     work = Path(tempfile.mkdtemp(prefix=f"emotalk_bench_{name}_"))  # fresh: never resume a timed run
     t0 = time.time()
@@ -287,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="TrainSettings.respeak_prob values, comma-separated (lip-sync ablation)")
     ap.add_argument("--keep-identity", action="store_true", help="copy each trained identity into OUT")
     ap.add_argument("--no-speed", action="store_true", help="skip the render-speed timing")
+    ap.add_argument("--lip-code", choices=("on", "off", "both"), default=None,
+                    help="speech through the lip code (emotalk.lips) or the audio code; default: the preset's")
+    ap.add_argument("--lip-driver", type=Path, default=None, help="LipDriver file (default: the shipped one)")
     ap.add_argument("--lmd", type=Path, default=None,
                     help="compute LMD for heldout_*.npz in this folder (DATASETS: folder of the datasets)")
     ap.add_argument("--table", type=Path, default=None, help="print a markdown table of bench_*.json here")
@@ -310,10 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     ok = True
     probs = [float(x) for x in a.respeak_prob.split(",")] if a.respeak_prob else [None]
-    for d, preset, rp in [(d, p, r) for d in a.datasets for p in a.preset.split(",") for r in probs]:
+    lips = {None: [None], "on": [True], "off": [False], "both": [False, True]}[a.lip_code]
+    for d, preset, rp, lc in [(d, p, r, lc) for d in a.datasets for p in a.preset.split(",") for r in probs
+                              for lc in lips]:
         try:
             r = bench_one(d, a.out, preset, a.device, a.steps, a.kind, not a.no_frames, rp,
-                          a.keep_identity, not a.no_speed)
+                          a.keep_identity, not a.no_speed, lc, a.lip_driver)
             print(json.dumps({k: v for k, v in r.items() if k != "settings"}, indent=1), flush=True)
         except Exception:
             ok = False

@@ -53,7 +53,8 @@ class TrainSettings:
     batch: int = 4  # frames per step
     size: int | None = None  # train / render side in px (None: the dataset's)
     audio_kind: str = "whisper"  # audio code kind (emotalk.speech.features)
-    model: ModelSettings = field(default_factory=ModelSettings)
+    model: ModelSettings = field(default_factory=lambda: ModelSettings(lip_code=True))
+    lip_driver: str | None = None  # lip-code models: the LipDriver file (None: the shipped one)
     lr_means: float = 1.6e-4  # position learning rate, times the head size
     lr_scales: float = 5e-3  # log-scale learning rate
     lr_quats: float = 1e-3  # rotation learning rate
@@ -75,7 +76,8 @@ class TrainSettings:
     max_gaussians: int = 60000  # densification stops growing a branch's share beyond this total
     rare_upper_boost: float = 2.0  # unusual upper-face codes (blinks) are drawn up to 1+this as often
     respeak_prob: float = 0.3  # share of sampled frames driven by a re-spoken version of their words
-    # (dataset's respoken/, `python -m emotalk sync --respeak DATASET`); 0 or none there: own voice only
+    # (dataset's respoken/, `python -m emotalk sync --respeak DATASET`); 0 or none there: own voice only;
+    # unused by lip-code models (their fields never see the audio code: the driver was trained on voices)
     respeak_from: float = 0.1  # fraction of the steps trained on the own voice before re-spoken codes mix in
     checkpoint_every: int = 500  # steps between resumable state saves
     seed: int = 0  # frame sampling, splitting and initialisation
@@ -84,9 +86,10 @@ class TrainSettings:
 
 PRESETS: dict[str, TrainSettings] = {
     "fast": TrainSettings(steps=3000, batch=4, max_gaussians=40000,
-                          model=ModelSettings(n_face_init=15000, n_mouth_init=1500, sh_degree=1)),
+                          model=ModelSettings(n_face_init=15000, n_mouth_init=1500, sh_degree=1, lip_code=True)),
     "quality": TrainSettings(steps=8000, batch=4, max_gaussians=60000,
-                             model=ModelSettings(n_face_init=25000, n_mouth_init=2500, sh_degree=2)),
+                             model=ModelSettings(n_face_init=25000, n_mouth_init=2500, sh_degree=2,
+                                                 lip_code=True)),
     "test": TrainSettings(steps=40, batch=2, size=64, max_gaussians=1500, densify_from=10, densify_every=10,
                           checkpoint_every=20, lpips=False, lr_fields=5e-3, audio_kind="mel",
                           model=ModelSettings(n_face_init=400, n_mouth_init=80, sh_degree=1)),
@@ -124,6 +127,7 @@ class TrainData:
     train_idx: np.ndarray
     val_idx: np.ndarray
     alt_audio: Tensor | None = None  # [V,T,W,C] the same words re-spoken by V other voices, or None
+    lips: Tensor | None = None  # [T,M] tracked lip code of every frame (emotalk.lips), None without one
 
 
 def _resize(x: np.ndarray, S: int, nearest: bool = False) -> np.ndarray:
@@ -174,23 +178,33 @@ def load_train_data(ds, size: int | None, audio_code: np.ndarray, device: str,
     def t(x, dtype=None):
         return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype).to(dev)
 
+    from emotalk.lips import dataset_lips
+
+    try:
+        lips = dataset_lips(ds)[1]
+    except EmoTalkError:  # a dataset without mouth blendshapes: only audio-code models train on it
+        lips = None
+
     return TrainData(
         frames=t(_resize(ds.frames(), S)), body=t(_resize(ds.body(), S)),
         parsing=t(_resize(ds.parsing(), S, nearest=True)),
         viewmats=t(ds.world_to_cam, torch.float32), K=t(K), audio=t(audio_code, torch.float32),
         upper=t(ds.upper_face, torch.float32), lmk2d=t(ds.lmk2d * sc, torch.float32), size=S,
         train_idx=np.asarray(ds.train_idx), val_idx=np.asarray(ds.val_idx),
-        alt_audio=t(np.stack(alt_codes), torch.float32) if alt_codes else None)
+        alt_audio=t(np.stack(alt_codes), torch.float32) if alt_codes else None,
+        lips=None if lips is None else t(lips, torch.float32))
 
 
-def frames_at(data: TrainData, idx: Tensor, emotion: Tensor | None = None, audio: Tensor | None = None
-              ) -> Frames:
+def frames_at(data: TrainData, idx: Tensor, emotion: Tensor | None = None, audio: Tensor | None = None,
+              tracked_lips: bool = True) -> Frames:
     """Conditions and cameras of dataset frames `idx` [B] (emotion: neutral unless given; audio [B,W,C]:
-    the frames' own code unless given)."""
+    the frames' own code unless given). tracked_lips: give lip-code models the frames' tracked lip code
+    (training); False: they predict it from the audio, as when rendering new speech (held-out scores)."""
     B = len(idx)
     emo = emotion if emotion is not None else data.audio.new_zeros(B, 2)
     aud = audio if audio is not None else data.audio[idx]
-    return Frames(data.viewmats[idx], data.K[None].expand(B, 3, 3), aud, data.upper[idx], emo)
+    lips = data.lips[idx] if tracked_lips and data.lips is not None else None
+    return Frames(data.viewmats[idx], data.K[None].expand(B, 3, 3), aud, data.upper[idx], emo, lips)
 
 
 def respoken_audio(data: TrainData, idx: Tensor, rng: np.random.Generator, prob: float) -> tuple[Tensor, int]:
@@ -217,7 +231,8 @@ def make_optimizer(model: TalkingGaussians, s: TrainSettings, head_size: float) 
            "opacities": s.lr_opacity, "sh0": s.lr_sh, "shN": s.lr_sh / 20}
     groups = [{"params": [model.branches[b][k]], "lr": lrs[k], "name": f"{b}.{k}"}
               for b in BRANCHES for k in GAUSS_KEYS]
-    groups.append({"params": [p for n, p in model.named_parameters() if not n.startswith("branches.")],
+    groups.append({"params": [p for n, p in model.named_parameters()
+                              if not n.startswith("branches.") and p.requires_grad],
                    "lr": s.lr_fields, "name": "nets"})
     return torch.optim.Adam(groups, eps=1e-15)
 
@@ -403,8 +418,9 @@ def head_size_of(ds) -> float:
 
 def render_frames(model: TalkingGaussians, data: TrainData, idx: Tensor, backend: str = "auto",
                   emotion: Tensor | None = None):
-    """Render dataset frames idx [B] over their body frames -> RenderOut."""
-    fr = frames_at(data, idx, emotion)
+    """Render dataset frames idx [B] over their body frames, driven by their audio as new speech would be
+    (lip-code models predict the lips from it) -> RenderOut."""
+    fr = frames_at(data, idx, emotion, tracked_lips=False)
     body = data.body[idx].float() / 255
     return model.render(fr, data.size, data.size, body, backend=backend)
 
@@ -437,7 +453,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     state_dir = work / "train_state"
     code = audio_code if audio_code is not None else dataset_audio_code(ds, s.audio_kind)
     alt = []
-    if s.respeak_prob > 0:
+    if s.respeak_prob > 0 and not s.model.lip_code:
         from emotalk.speech.respeak import load_respoken
 
         alt = [a for a in load_respoken(ds, kind=s.audio_kind) if a.shape == code.shape]
@@ -446,7 +462,15 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     data = load_train_data(ds, s.size, code, device, alt)
     S = data.size
     head = head_size_of(ds)
-    model = build_model(ds, s.model, tuple(code.shape[1:]), seed=s.seed).to(device)
+    if s.model.lip_code and data.lips is None:
+        raise TrainingError(f"{ds.root} has no mouth blendshapes, which lip-code models train on: preprocess "
+                            f"the clip again, or train with ModelSettings.lip_code off.")
+    driver = None
+    if s.model.lip_code and s.lip_driver:
+        from emotalk.lips import load_driver
+
+        driver = load_driver(s.lip_driver)
+    model = build_model(ds, s.model, tuple(code.shape[1:]), seed=s.seed, lip_driver=driver).to(device)
     opt = make_optimizer(model, s, head)
     step0 = 0
     elapsed0 = 0.0

@@ -28,6 +28,18 @@ CHEEK_CONTOUR = (234, 454)  # face outline at ear height (right, left)
 EYE_OUTER_M = 0.09  # typical adult outer eye-corner distance in metres: sets the head frame's scale
 HEAD_CENTRE_BEHIND_M = 0.08  # head-frame origin: this far behind the stable landmarks' centroid
 
+# FaceLandmarker's 52 blendshapes, in the order it returns them (caches store bare arrays)
+BLENDSHAPE_NAMES = ("_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
+                    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft",
+                    "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+                    "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+                    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward",
+                    "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight",
+                    "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft",
+                    "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
+                    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+                    "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+                    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight")
 UPPER_FACE_NAMES = ("eyeBlinkLeft", "eyeBlinkRight", "browDownLeft", "browDownRight", "browInnerUp",
                     "browOuterUpLeft", "browOuterUpRight")
 

@@ -39,6 +39,9 @@ class ModelSettings:
     field: FieldSettings = field(default_factory=FieldSettings)
     emotion_field: bool = False  # an additive emotion field on the face (position, rotation, scale and
     # colour), exactly zero at (0, 0); added and trained by the emotion stage (emotalk.emotion_train)
+    lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
+    # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
+    # audio code drives the fields directly (the first sessions' identities)
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Frames:
     audio: Tensor  # [B,W,C] audio code windows
     upper: Tensor  # [B,U] upper-face code (blinks, brows)
     emotion: Tensor  # [B,2] valence, arousal in [-1,1]
+    lips: Tensor | None = None  # [B,M] lip code (z-scores) to use instead of the driver's prediction
+    # from `audio` (training feeds the tracked one); only read by lip-code models
 
 
 @dataclass
@@ -84,7 +89,19 @@ class TalkingGaussians(nn.Module):
         }) for b, n in (("face", n_face), ("mouth", n_mouth))})
         W, C = audio_shape
         self.audio_shape, self.upper_dim = (W, C), upper_dim
-        self.audio_enc = AudioEncoder(C, W, s.audio_dim)
+        if settings.lip_code:
+            from emotalk.lips import LIP_NAMES, LipDriver
+
+            M = len(LIP_NAMES)
+            self.lip_driver = LipDriver(W, C, M).requires_grad_(False)  # frozen: set by `build_model`
+            self.lip_enc = nn.Sequential(nn.Linear(M, 32), nn.LeakyReLU(0.02), nn.Linear(32, s.audio_dim),
+                                         nn.Tanh())
+            self.register_buffer("lip_mean", torch.zeros(M))  # [M] this identity's raw lip parameters:
+            self.register_buffer("lip_std", torch.ones(M))  # [M] mean and spread over its training frames
+            self.register_buffer("lip_lo", torch.full((M,), -3.0))  # [M] range of its training lip code:
+            self.register_buffer("lip_hi", torch.full((M,), 3.0))  # [M] predictions are clamped into it
+        else:
+            self.audio_enc = AudioEncoder(C, W, s.audio_dim)
         self.upper_enc = nn.Sequential(nn.Linear(max(upper_dim, 1), s.upper_dim), nn.Tanh())
         self.emo_enc = nn.Sequential(nn.Linear(2, s.emo_dim), nn.Tanh())
         # face: position (3), rotation (4), log-scale (3); mouth: position (3)
@@ -137,6 +154,12 @@ class TalkingGaussians(nn.Module):
             d = torch.cat([pos, d[..., 3:]], -1)
         return d
 
+    def train(self, mode: bool = True) -> TalkingGaussians:
+        super().train(mode)
+        if self.settings.lip_code:
+            self.lip_driver.eval()  # frozen: no dropout while the rest trains
+        return self
+
     # -- parameters -----------------------------------------------------------------------------
     def n_gaussians(self, branch: str | None = None) -> int:
         bs = BRANCHES if branch is None else (branch,)
@@ -156,6 +179,20 @@ class TalkingGaussians(nn.Module):
         p["shN"] = nn.Parameter(torch.zeros(n, K - 1, 3, device=dev))
 
     # -- deformation ----------------------------------------------------------------------------
+    def lips(self, fr: Frames) -> Tensor:
+        """Lip code [B,M] of a lip-code model: the given one, else the driver's from the audio [B,W,C],
+        clamped to the range the identity was trained on (the fields never saw mouths beyond it)."""
+        if fr.lips is not None:
+            return fr.lips
+        with torch.no_grad():
+            return torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
+
+    def speech(self, fr: Frames) -> Tensor:
+        """The speech condition of the fields [B,A]: embedded lip code, or embedded audio code."""
+        if self.settings.lip_code:
+            return self.lip_enc(self.lips(fr))
+        return self.audio_enc(fr.audio)
+
     def precompute(self, branch: str) -> SpatialCache:
         """Frame-independent field terms for the current canonical Gaussians of a branch."""
         means = self.branches[branch]["means"]
@@ -173,7 +210,7 @@ class TalkingGaussians(nn.Module):
         p = self.branches[branch]
         cache = cache if cache is not None else self.precompute(branch)
         dcol = None  # colour change from the emotion field (face only)
-        a = self.audio_enc(fr.audio)
+        a = self.speech(fr)
         # With an emotion field, the speech fields see the neutral emotion they were trained on (their
         # emotion input never saw anything else, so other values would move the face at random).
         e = self.emo_enc(fr.emotion if self.emotion_field is None else torch.zeros_like(fr.emotion))
@@ -305,8 +342,11 @@ def seed_points(ds, n_face: int, n_mouth: int, seed: int = 0, n_views: int = 6
     return res
 
 
-def build_model(ds, settings: ModelSettings, audio_shape: tuple[int, int], seed: int = 0) -> TalkingGaussians:
-    """A model seeded from the dataset (see `seed_points`); fields span the seeded points' box + 15%."""
+def build_model(ds, settings: ModelSettings, audio_shape: tuple[int, int], seed: int = 0,
+                lip_driver=None) -> TalkingGaussians:
+    """A model seeded from the dataset (see `seed_points`); fields span the seeded points' box + 15%.
+    A lip-code model gets `lip_driver` (an emotalk.lips.LipDriver; None: the shipped one) and the
+    dataset's lip statistics."""
     pts = seed_points(ds, settings.n_face_init, settings.n_mouth_init, seed)
     allp = np.concatenate([pts["face"][0], pts["mouth"][0]])
     lo, hi = allp.min(0), allp.max(0)
@@ -318,4 +358,19 @@ def build_model(ds, settings: ModelSettings, audio_shape: tuple[int, int], seed:
     for b in BRANCHES:
         p, c, s = (torch.from_numpy(x) for x in pts[b])
         model.set_gaussians(b, p, c, s, settings.init_opacity)
+    if settings.lip_code:
+        from emotalk.errors import EmoTalkError
+        from emotalk.lips import dataset_lips, load_driver
+
+        d = lip_driver if lip_driver is not None else load_driver()
+        if (d.window, d.channels) != tuple(audio_shape):
+            raise EmoTalkError(f"The lip driver reads [{d.window}, {d.channels}] audio windows (Whisper), this "
+                               f"training's audio code is {list(audio_shape)}: train with audio_kind 'whisper' "
+                               f"or with ModelSettings.lip_code off.")
+        model.lip_driver.load_state_dict(d.state_dict())
+        stats, code = dataset_lips(ds)
+        seen = torch.as_tensor(code[np.asarray(ds.train_idx)])
+        for name, v in (("lip_mean", stats.mean), ("lip_std", stats.std), ("lip_lo", seen.amin(0)),
+                        ("lip_hi", seen.amax(0))):
+            getattr(model, name).copy_(torch.as_tensor(v))
     return model

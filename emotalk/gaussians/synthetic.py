@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emotalk.face.tracking import BLENDSHAPE_NAMES
 from emotalk.gaussians.model import INNER_LIPS
 from emotalk.gaussians.raster import rasterize_torch
 
@@ -129,9 +130,10 @@ def make_synthetic(size: int = 64, n_frames: int = 40, seed: int = 0, window: in
     code = np.sin(speech[:, None, None] * np.arange(1, channels + 1)[None, None] + 0.1 * t_ax * 0
                   + np.arange(window)[None, :, None] * 0.01).astype(np.float32)
     blink = np.zeros((T, 2), np.float32)
-    names = ["eyeBlinkLeft", "eyeBlinkRight"] + [f"shape{i}" for i in range(50)]
+    names = list(BLENDSHAPE_NAMES)
     bs = np.zeros((T, 52), np.float32)
-    bs[:, :2] = blink
+    bs[:, [names.index("eyeBlinkLeft"), names.index("eyeBlinkRight")]] = blink
+    bs[:, names.index("jawOpen")] = speech  # the mouth opening, as a tracker would report it
     n_val = max(1, T // 11)
     return SyntheticDataset(
         root=Path("synthetic"), meta={"units": "synthetic", "version": 0}, size=S, fps=25.0, n_frames=T,

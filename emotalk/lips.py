@@ -1,0 +1,162 @@
+"""The lip code: a few speaker-independent mouth parameters between the speech and the renderer.
+
+Why: an identity learns its mouth from one short clip. Driven straight by the audio code, its speech
+fields memorise that clip's frames and, on any other audio (even held-out audio of the same voice),
+regress to a half-open mouth (measured: held-out inner-lip gap ~0.34x as wide in range as the truth,
+phone contrast ~1). With the lip code the renderer is trained on the **tracked** lip parameters of
+each frame (their full range), and a small `LipDriver`, trained once on many speakers and voice
+perturbations (`scripts/train_lip_driver.py`), predicts them from any speech's audio code.
+
+Parameters (`LIP_NAMES`), from FaceLandmarker landmarks [T,478,2+] (px) and blendshapes [T,52]:
+inner-lip gap and mouth width over the outer-eye distance, jawOpen, rounding (funnel + pucker),
+lip press (press + roll), lower-lip drop. Each identity z-scores its own (`LipStats`); the driver
+predicts z-scores, scaled by a per-parameter gain that undoes its regression to the mean.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from emotalk.errors import AssetError, EmoTalkError
+from emotalk.face.tracking import EYE_OUTER, LIP_INNER
+
+LIP_NAMES = ("gap", "width", "jaw", "round", "press", "lower")
+MOUTH_CORNERS = (61, 291)  # FaceMesh outer mouth corners
+# blendshape names summed (then averaged) into each blendshape-based parameter
+_BS_PARTS = {
+    "jaw": ("jawOpen",),
+    "round": ("mouthFunnel", "mouthPucker"),
+    "press": ("mouthPressLeft", "mouthPressRight", "mouthRollLower", "mouthRollUpper"),
+    "lower": ("mouthLowerDownLeft", "mouthLowerDownRight"),
+}
+DRIVER = Path(__file__).resolve().parent / "models" / "lip_driver.safetensors"
+
+
+def lip_params(lmk: np.ndarray, blendshapes: np.ndarray, names) -> np.ndarray:
+    """Raw lip parameters [T,len(LIP_NAMES)] from landmarks [T,478,2+] (px) and blendshapes [T,52]."""
+    lmk = np.asarray(lmk, np.float64)
+    bs = np.asarray(blendshapes, np.float64)
+    names = [str(n) for n in names]
+    eyes = np.maximum(np.linalg.norm(lmk[:, EYE_OUTER[0], :2] - lmk[:, EYE_OUTER[1], :2], axis=-1), 1e-6)
+    gap = np.linalg.norm(lmk[:, LIP_INNER[0], :2] - lmk[:, LIP_INNER[1], :2], axis=-1) / eyes
+    width = np.linalg.norm(lmk[:, MOUTH_CORNERS[0], :2] - lmk[:, MOUTH_CORNERS[1], :2], axis=-1) / eyes
+    cols = {"gap": gap, "width": width}
+    for k, parts in _BS_PARTS.items():
+        missing = [p for p in parts if p not in names]
+        if missing:
+            raise EmoTalkError(f"blendshapes lack {missing}: track the clip again with FaceLandmarker "
+                               f"(blendshapes on) to get lip parameters.")
+        cols[k] = bs[:, [names.index(p) for p in parts]].mean(1)
+    return np.stack([cols[k] for k in LIP_NAMES], 1).astype(np.float32)
+
+
+@dataclass
+class LipStats:
+    """One identity's lip-parameter statistics: its code is (raw - mean) / std."""
+
+    mean: np.ndarray  # [M] over its training frames
+    std: np.ndarray  # [M] (floored, so a parameter that never moves does not blow up)
+
+    @classmethod
+    def of(cls, raw: np.ndarray) -> LipStats:
+        raw = np.asarray(raw, np.float64)
+        std = raw.std(0)
+        return cls(raw.mean(0).astype(np.float32), np.maximum(std, 1e-3 + 0.05 * std.max()).astype(np.float32))
+
+    def code(self, raw: np.ndarray) -> np.ndarray:
+        """z-scored lip code [T,M] of raw parameters [T,M]."""
+        return ((np.asarray(raw, np.float32) - self.mean) / self.std).astype(np.float32)
+
+
+def dataset_lips(ds) -> tuple[LipStats, np.ndarray]:
+    """An identity dataset's lip statistics (over its training frames) and lip code [T,M] (all frames)."""
+    raw = lip_params(ds.lmk2d, ds.blendshapes, ds.blendshape_names)
+    stats = LipStats.of(raw[np.asarray(ds.train_idx)])
+    return stats, stats.code(raw)
+
+
+class LipDriver(nn.Module):
+    """Audio code [B,W,C] -> lip code [B,M] (z-scores): per-step projection, then an MLP over the window.
+
+    Inputs are standardised per channel with the training set's statistics (`in_mean`, `in_std`),
+    outputs multiplied by `gain` (1 / the spread of its held-out predictions), so the predicted code
+    spans the range real lips do instead of hugging the mean.
+    """
+
+    def __init__(self, window: int, channels: int, n_out: int = len(LIP_NAMES), step_dim: int = 24,
+                 hidden: int = 96, dropout: float = 0.5):
+        super().__init__()
+        self.window, self.channels, self.n_out = window, channels, n_out
+        self.register_buffer("in_mean", torch.zeros(channels))  # [C]
+        self.register_buffer("in_std", torch.ones(channels))  # [C]
+        self.register_buffer("gain", torch.ones(n_out))  # [M]
+        self.step = nn.Linear(channels, step_dim)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(window * step_dim, hidden),
+                                 nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+    def raw(self, code: Tensor) -> Tensor:
+        """Prediction before the gain: code [B,W,C] -> [B,M]."""
+        x = (code - self.in_mean) / self.in_std
+        return self.mlp(self.step(x))
+
+    def forward(self, code: Tensor) -> Tensor:
+        return self.raw(code) * self.gain
+
+
+def driver_meta(driver: LipDriver, **info) -> dict[str, str]:
+    return {"window": str(driver.window), "channels": str(driver.channels), "names": json.dumps(LIP_NAMES),
+            **{k: json.dumps(v) for k, v in info.items()}}
+
+
+def save_driver(driver: LipDriver, path: str | Path = DRIVER, **info) -> Path:
+    """Weights + shape metadata (safetensors), written atomically."""
+    import os
+
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in driver.state_dict().items()}
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(save(tensors, metadata=driver_meta(driver, **info)))
+    os.replace(tmp, path)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise AssetError(f"The lip driver {p} is missing: reinstall the package (it ships in emotalk/models) "
+                         f"or train one with scripts/train_lip_driver.py.")
+    with safe_open(str(p), "pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return meta, tensors
+
+
+def load_driver(path: str | Path = DRIVER) -> LipDriver:
+    """The shipped (or given) lip driver, on the CPU, in eval mode."""
+    meta, tensors = _load(str(path))
+    if json.loads(meta.get("names", "[]")) != list(LIP_NAMES):
+        raise AssetError(f"The lip driver {path} predicts {meta.get('names')}, this version needs "
+                         f"{list(LIP_NAMES)}: train it again with scripts/train_lip_driver.py.")
+    d = LipDriver(int(meta["window"]), int(meta["channels"]))
+    d.load_state_dict(tensors)
+    return d.eval()
+
+
+def driver_info(path: str | Path = DRIVER) -> dict:
+    """The metadata written with the driver (training clips, held-out scores)."""
+    meta, _ = _load(str(path))
+    return {k: (json.loads(v) if k not in ("window", "channels") else int(v)) for k, v in meta.items()}
