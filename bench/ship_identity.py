@@ -150,7 +150,14 @@ def install(folder: Path, name: str, dest_root: Path = ROOT / "checkpoints") -> 
     meta["source"]["clip"] = f"shared/data/clips/{clip}"
     meta["source"]["dataset"] = f"python -m emotalk preprocess shared/data/clips/{clip} ({size} px)"
     prov = meta.setdefault("provenance", {})
-    prov["trained_on"] = (f"{stage.get('device', 'GPU')} (train --preset fast, re-spoken codes mixed in), "
+    settings = meta.get("settings", {})
+    if settings.get("model", {}).get("lip_code"):
+        speaker = clip.split("_")[0]
+        how = f"lip code; its LipDriver was trained without the {speaker} clips"
+        settings["lip_driver"] = f"scripts/train_lip_driver.py --without {speaker}"
+    else:
+        how = "re-spoken codes mixed in"
+    prov["trained_on"] = (f"{stage.get('device', 'GPU')} (train --preset fast, {how}), "
                           f"then bench/ship_identity.py (emotion field, {stage.get('steps', '?')} steps)")
     prov["licence"] = "trained on a public-domain US presidential address (shippable per the data manifest)"
     dest = dest_root / name

@@ -55,6 +55,7 @@ class TrainSettings:
     audio_kind: str = "whisper"  # audio code kind (emotalk.speech.features)
     model: ModelSettings = field(default_factory=lambda: ModelSettings(lip_code=True))
     lip_driver: str | None = None  # lip-code models: the LipDriver file (None: the shipped one)
+    lip_adapt_steps: int = 100  # lip-code models: steps fitting the driver to this speaker first (0: none)
     lr_means: float = 1.6e-4  # position learning rate, times the head size
     lr_scales: float = 5e-3  # log-scale learning rate
     lr_quats: float = 1e-3  # rotation learning rate
@@ -476,9 +477,14 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     elapsed0 = 0.0
     stats = {b: GradStats(torch.zeros(model.n_gaussians(b), device=device),
                           torch.zeros(model.n_gaussians(b), device=device)) for b in BRANCHES}
-    if (state_dir / "state.json").is_file():
+    if (state_dir / "state.json").is_file():  # resuming: the saved model holds the adapted driver
         info = load_state(state_dir, model, opt, stats)
         step0, elapsed0 = int(info["step"]), float(info.get("elapsed_s", 0.0))
+    elif s.model.lip_code and s.lip_adapt_steps > 0:
+        from emotalk.lips import adapt_driver
+
+        tr_t = torch.as_tensor(data.train_idx, device=data.audio.device)
+        adapt_driver(model.lip_driver, data.audio[tr_t], data.lips[tr_t], s.lip_adapt_steps, seed=s.seed)
     lp = None
     if s.lpips and s.lpips_weight > 0:
         from emotalk.metrics import stlpips_model

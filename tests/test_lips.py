@@ -129,8 +129,10 @@ def test_lip_code_model_trains_saves_and_renders(tmp_path):
     ident = load_identity(out)
     m = ident.model
     assert m.settings.lip_code and not hasattr(m, "audio_enc")
-    for k, v in drv.state_dict().items():  # the identity carries its driver (stored as float16)
-        torch.testing.assert_close(m.lip_driver.state_dict()[k], v, rtol=2e-3, atol=1e-3)
+    carried = m.lip_driver.state_dict()  # the identity carries its driver (float16), fitted to the speaker
+    for k in ("gain", "in_mean", "in_std"):
+        torch.testing.assert_close(carried[k], drv.state_dict()[k], rtol=2e-3, atol=1e-3)
+    assert not torch.allclose(carried["step.weight"], drv.step.weight, atol=1e-3)
     from emotalk.gaussians.model import Frames
 
     code = torch.as_tensor(ds.audio_code[:5])
@@ -167,3 +169,19 @@ def test_driver_shape_mismatch_is_a_clear_error(tmp_path):
     with pytest.raises(EmoTalkError, match="audio_kind 'whisper'"):
         build_model(ds, ModelSettings(n_face_init=50, n_mouth_init=10, lip_code=True), (4, 8),
                     lip_driver=LipDriver(16, 384))
+
+
+def test_speaker_adaptation_fits_the_identity_and_stays_frozen():
+    from emotalk.lips import adapt_driver
+
+    torch.manual_seed(0)
+    d = LipDriver(4, 8).eval().requires_grad_(False)
+    code = torch.randn(40, 4, 8)
+    target = code[:, :, :len(LIP_NAMES)].mean(1) * 3  # a mapping the driver can learn
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(d.raw(code), target)
+    adapt_driver(d, code, target, steps=150, lr=3e-3)
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(d.raw(code), target)
+    assert after < 0.5 * before
+    assert not d.training and not any(p.requires_grad for p in d.parameters())
