@@ -138,7 +138,7 @@ def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int)
 def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | None, kind: str,
               save_frames: bool, respeak_prob: float | None = None, keep_identity: bool = False,
               speed: bool = True, lip_code: bool | None = None, lip_driver: Path | None = None,
-              lip_adapt: int | None = None) -> dict:
+              lip_adapt: int | None = None, seed: int = 0) -> dict:
     import torch
 
     from emotalk.data import load_dataset
@@ -159,6 +159,9 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
         s = replace(s, model=replace(s.model, lip_code=lip_code))
     if lip_driver is not None:
         s = replace(s, lip_driver=str(lip_driver))
+    if seed:
+        s = replace(s, seed=seed)
+        tag += f"_seed{seed}"
     if lip_adapt is not None:
         s = replace(s, lip_adapt_steps=lip_adapt)
     tag += ("_lipa" if s.lip_adapt_steps else "_lip") if s.model.lip_code else ""
@@ -296,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-identity", action="store_true", help="copy each trained identity into OUT")
     ap.add_argument("--no-speed", action="store_true", help="skip the render-speed timing")
     ap.add_argument("--lip-code", choices=("on", "off", "both"), default=None,
-                    help="speech through the lip code (emotalk.lips) or the audio code; default: the preset's")
+                    help="speech via the lip code (emotalk.lips) or the audio code (default: the preset's)")
     ap.add_argument("--lip-driver", type=Path, default=None, help="LipDriver file (default: the shipped one)")
     ap.add_argument("--lip-adapt", type=int, default=None, help="driver speaker-adaptation steps (0: none)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (tags other than 0 get _seed<N>)")
     ap.add_argument("--lmd", type=Path, default=None,
                     help="compute LMD for heldout_*.npz in this folder (DATASETS: folder of the datasets)")
     ap.add_argument("--table", type=Path, default=None, help="print a markdown table of bench_*.json here")
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                               for lc in lips]:
         try:
             r = bench_one(d, a.out, preset, a.device, a.steps, a.kind, not a.no_frames, rp,
-                          a.keep_identity, not a.no_speed, lc, a.lip_driver, a.lip_adapt)
+                          a.keep_identity, not a.no_speed, lc, a.lip_driver, a.lip_adapt, a.seed)
             print(json.dumps({k: v for k, v in r.items() if k != "settings"}, indent=1), flush=True)
         except Exception:
             ok = False

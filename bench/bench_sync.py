@@ -176,7 +176,8 @@ def _row(name: str, rep, secs: float) -> dict:
             "offset": rep.sync.offset, "clear": rep.sync.clear,
             "confidence": round(rep.sync.confidence, 3), "corr0": round(rep.sync.corr0, 3),
             "contrast0": None if rep.contrast is None else round(rep.contrast.ratio, 2),
-            "contrast_at_offset": None if rep.contrast_at_offset is None else round(rep.contrast_at_offset.ratio, 2),
+            "contrast_at_offset": (None if rep.contrast_at_offset is None
+                                   else round(rep.contrast_at_offset.ratio, 2)),
             "render_s": round(secs, 1), "notes": rep.notes}
 
 

@@ -70,7 +70,8 @@ class LipStats:
     def of(cls, raw: np.ndarray) -> LipStats:
         raw = np.asarray(raw, np.float64)
         std = raw.std(0)
-        return cls(raw.mean(0).astype(np.float32), np.maximum(std, 1e-3 + 0.05 * std.max()).astype(np.float32))
+        floor = 1e-3 + 0.05 * std.max()
+        return cls(raw.mean(0).astype(np.float32), np.maximum(std, floor).astype(np.float32))
 
     def code(self, raw: np.ndarray) -> np.ndarray:
         """z-scored lip code [T,M] of raw parameters [T,M]."""
@@ -100,8 +101,9 @@ class LipDriver(nn.Module):
         self.register_buffer("in_std", torch.ones(channels))  # [C]
         self.register_buffer("gain", torch.ones(n_out))  # [M]
         self.step = nn.Linear(channels, step_dim)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(window * step_dim, hidden),
-                                 nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+        self.mlp = nn.Sequential(nn.GELU(), nn.Flatten(), nn.Dropout(dropout),
+                                 nn.Linear(window * step_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, n_out))
 
     def raw(self, code: Tensor) -> Tensor:
         """Prediction before the gain: code [B,W,C] -> [B,M]."""

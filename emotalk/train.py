@@ -87,7 +87,8 @@ class TrainSettings:
 
 PRESETS: dict[str, TrainSettings] = {
     "fast": TrainSettings(steps=3000, batch=4, max_gaussians=40000,
-                          model=ModelSettings(n_face_init=15000, n_mouth_init=1500, sh_degree=1, lip_code=True)),
+                          model=ModelSettings(n_face_init=15000, n_mouth_init=1500, sh_degree=1,
+                                              lip_code=True)),
     "quality": TrainSettings(steps=8000, batch=4, max_gaussians=60000,
                              model=ModelSettings(n_face_init=25000, n_mouth_init=2500, sh_degree=2,
                                                  lip_code=True)),

@@ -59,8 +59,8 @@ def clip_rows(data: Path, cache: Path) -> list[dict]:
             print(f"  skip {path.stem}: no clear AV offset (peak at {est.offset:+d})")
             continue
         off = est.offset if est.clear else 0
-        rows.append({"name": path.stem, "code_z": LipStats.of(raw).code(raw), "wav": ts.shift_wav(c["wav"], -off),
-                     "offset": off})
+        rows.append({"name": path.stem, "code_z": LipStats.of(raw).code(raw),
+                     "wav": ts.shift_wav(c["wav"], -off), "offset": off})
     return rows
 
 
@@ -116,7 +116,8 @@ def fit(rows: list[dict], epochs: int = 10, seed: int = 0, log: bool = False) ->
 
 def predict(d: LipDriver, code: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return torch.cat([d.raw(torch.as_tensor(code[i:i + 512]).float()) for i in range(0, len(code), 512)]).numpy()
+        parts = [d.raw(torch.as_tensor(code[i:i + 512]).float()) for i in range(0, len(code), 512)]
+    return torch.cat(parts).numpy()
 
 
 def fold_report(rows: list[dict], held: dict, d: LipDriver) -> dict:
@@ -165,7 +166,8 @@ def main() -> int:
     print(f"final fit on {len(keep)} clips (without {args.without or 'none'}); gain {np.round(gain, 2)}")
     d = fit(keep, args.epochs, log=True)
     d.gain.copy_(torch.as_tensor(gain, dtype=torch.float32))
-    info = {"clips": [r["name"] for r in keep], "offsets": {r["name"]: r["offset"] for r in rows if r["offset"]},
+    info = {"clips": [r["name"] for r in keep],
+            "offsets": {r["name"]: r["offset"] for r in rows if r["offset"]},
             "voices": list(TONES), "held_out": folds, "gain": [round(float(x), 3) for x in gain],
             "data": "shared/data/clips (see MANIFEST.md)"}
     out = args.out or (REPO / "emotalk" / "models" / "lip_driver.safetensors")

@@ -364,9 +364,9 @@ def build_model(ds, settings: ModelSettings, audio_shape: tuple[int, int], seed:
 
         d = lip_driver if lip_driver is not None else load_driver()
         if (d.window, d.channels) != tuple(audio_shape):
-            raise EmoTalkError(f"The lip driver reads [{d.window}, {d.channels}] audio windows (Whisper), this "
-                               f"training's audio code is {list(audio_shape)}: train with audio_kind 'whisper' "
-                               f"or with ModelSettings.lip_code off.")
+            raise EmoTalkError(f"The lip driver reads [{d.window}, {d.channels}] audio windows (Whisper), "
+                               f"this training's audio code is {list(audio_shape)}: train with audio_kind "
+                               f"'whisper' or with ModelSettings.lip_code off.")
         model.lip_driver.load_state_dict(d.state_dict())
         stats, code = dataset_lips(ds)
         seen = torch.as_tensor(code[np.asarray(ds.train_idx)])
