@@ -10,7 +10,8 @@ perturbations (`scripts/train_lip_driver.py`), predicts them from any speech's a
 Parameters (`LIP_NAMES`), from FaceLandmarker landmarks [T,478,2+] (px) and blendshapes [T,52]:
 inner-lip gap and mouth width over the outer-eye distance, jawOpen, rounding (funnel + pucker),
 lip press (press + roll), lower-lip drop. Each identity z-scores its own (`LipStats`); the driver
-predicts z-scores, scaled by a per-parameter gain that undoes its regression to the mean.
+predicts z-scores, scaled by a per-parameter gain that undoes its regression to the mean. Each identity
+carries its own copy of the driver, first adapted to its speaker (`adapt_driver`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from emotalk.face.tracking import EYE_OUTER, LIP_INNER
 
 LIP_NAMES = ("gap", "width", "jaw", "round", "press", "lower")
 MOUTH_CORNERS = (61, 291)  # FaceMesh outer mouth corners
-# blendshape names summed (then averaged) into each blendshape-based parameter
+# blendshapes averaged into each blendshape-based parameter
 _BS_PARTS = {
     "jaw": ("jawOpen",),
     "round": ("mouthFunnel", "mouthPucker"),

@@ -185,3 +185,13 @@ def test_speaker_adaptation_fits_the_identity_and_stays_frozen():
         after = torch.nn.functional.mse_loss(d.raw(code), target)
     assert after < 0.5 * before
     assert not d.training and not any(p.requires_grad for p in d.parameters())
+
+
+def test_lip_code_training_needs_mouth_blendshapes(tmp_path):
+    from emotalk.gaussians.synthetic import make_synthetic
+    from emotalk.train import TrainingError, train
+
+    ds = make_synthetic(size=32, n_frames=12, window=4, channels=8)
+    ds.blendshape_names = [f"shape{i}" for i in range(52)]  # an old dataset without FaceLandmarker names
+    with pytest.raises(TrainingError, match="no mouth blendshapes"):
+        train(ds, _tiny_settings(save_driver(LipDriver(4, 8), tmp_path / "d.safetensors")), tmp_path / "w")
