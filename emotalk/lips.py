@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emotalk.errors import AssetError, EmoTalkError
-from emotalk.face.tracking import EYE_OUTER, LIP_INNER
+from emotalk.face.tracking import EYE_OUTER
+from emotalk.preprocess.avsync import mouth_opening
 
 LIP_NAMES = ("gap", "width", "jaw", "round", "press", "lower")
 MOUTH_CORNERS = (61, 291)  # FaceMesh outer mouth corners
@@ -48,7 +49,7 @@ def lip_params(lmk: np.ndarray, blendshapes: np.ndarray, names) -> np.ndarray:
     bs = np.asarray(blendshapes, np.float64)
     names = [str(n) for n in names]
     eyes = np.maximum(np.linalg.norm(lmk[:, EYE_OUTER[0], :2] - lmk[:, EYE_OUTER[1], :2], axis=-1), 1e-6)
-    gap = np.linalg.norm(lmk[:, LIP_INNER[0], :2] - lmk[:, LIP_INNER[1], :2], axis=-1) / eyes
+    gap = mouth_opening(lmk)  # the lip-sync metric's mouth opening, so both measure the same thing
     width = np.linalg.norm(lmk[:, MOUTH_CORNERS[0], :2] - lmk[:, MOUTH_CORNERS[1], :2], axis=-1) / eyes
     cols = {"gap": gap, "width": width}
     for k, parts in _BS_PARTS.items():
@@ -122,7 +123,7 @@ def adapt_driver(driver: LipDriver, code: Tensor, lips: Tensor, steps: int = 100
     100 steps raise the held-out-sentence correlation of macron's inner-lip gap from 0.52 to 0.83 and leave
     the driver's correlation on speakers it never saw unchanged (0.57 -> 0.56 on obama)."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([p for p in driver.parameters()], lr=lr)
+    opt = torch.optim.Adam(driver.parameters(), lr=lr)
     was = [p.requires_grad for p in driver.parameters()]
     driver.requires_grad_(True).train()
     loss = torch.zeros(())

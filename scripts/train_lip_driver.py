@@ -43,12 +43,12 @@ def clip_rows(data: Path, cache: Path) -> list[dict]:
     """Per clip: name, lip code [T,M], synced 16 kHz speech, measured offset (or skipped with a reason)."""
     import train_syncnet as ts
 
+    from emotalk.face.tracking import BLENDSHAPE_NAMES, fill_gaps
+
     rows = []
     for path in ts.clips(data):
         c = ts.load_clip(path, cache)  # tracks and caches when needed
         z = np.load(cache / f"{path.stem}.npz")
-        from emotalk.face.tracking import BLENDSHAPE_NAMES, fill_gaps
-
         found = z["found"]
         if found.mean() < 0.9:
             print(f"  skip {path.stem}: face in {100 * found.mean():.0f} % of frames")

@@ -241,6 +241,8 @@ class TalkingGaussians(nn.Module):
     def render(self, fr: Frames, width: int, height: int, body: Tensor,
                caches: dict[str, SpatialCache] | None = None, backend: str = "auto") -> RenderOut:
         """Render B frames: inside-mouth under face over `body` [B,H,W,3] (float, [0,1])."""
+        if self.settings.lip_code and fr.lips is None:  # predict the lips once for both branches
+            fr = replace(fr, lips=self.lips(fr))
         layers = {}
         for b in BRANCHES:
             g = self.deform(b, fr, None if caches is None else caches[b])
