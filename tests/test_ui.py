@@ -63,7 +63,9 @@ def test_loss_figure_scale(hist, log):
 def test_thumbnails_real_or_placeholder(tmp_path):
     real = tmp_path / "t.png"
     Image.new("RGB", (4, 4)).save(real)
-    assert thumbs.thumbnail_for("x", real) == str(real)
+    copied = Path(thumbs.thumbnail_for("x", real))
+    # a copy in the UI cache (user identity folders are not served), same bytes
+    assert copied != real and copied.parent == thumbs._CACHE and copied.read_bytes() == real.read_bytes()
     a, b = thumbs.thumbnail_for("alice", None), thumbs.thumbnail_for("bob", tmp_path / "missing.png")
     assert a != b and Image.open(a).size == (128, 128) and Path(b).is_file()
     assert thumbs.thumbnail_for("alice", None) == a

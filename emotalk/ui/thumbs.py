@@ -13,10 +13,19 @@ _CACHE = Path(tempfile.gettempdir()) / "emotalk-ui-thumbs"
 
 
 def thumbnail_for(name: str, thumbnail: Path | None) -> str:
-    """Path of an image for the identity gallery (a placeholder when the identity has none)."""
-    if thumbnail is not None and Path(thumbnail).is_file():
-        return str(thumbnail)
+    """Path of an image for the identity gallery (a placeholder when the identity has none).
+
+    The identity's own thumbnail is copied into the UI cache: Gradio serves files only from its allowed
+    folders, and a fine-tuned identity lives in the user's folder, which must not be served whole."""
     _CACHE.mkdir(parents=True, exist_ok=True)
+    if thumbnail is not None and Path(thumbnail).is_file():
+        data = Path(thumbnail).read_bytes()
+        path = _CACHE / f"id-{hashlib.sha1(data).hexdigest()[:16]}{Path(thumbnail).suffix or '.png'}"
+        if not path.exists():
+            tmp = path.with_suffix(path.suffix + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return str(path)
     digest = hashlib.sha1(name.encode()).hexdigest()[:12]
     path = _CACHE / f"{digest}.png"
     if not path.exists():
