@@ -91,7 +91,7 @@ def _identity_at(ident, size: int):
 def _audio_code_for(ident, ds, n: int) -> np.ndarray:
     """An audio code of n frames for render timing: the dataset's, else random of the right shape."""
     if ds is not None:
-        from emotalk.train import dataset_audio_code
+        from emotalk.training.data import dataset_audio_code
 
         try:
             code = dataset_audio_code(ds, ident.meta["model"].get("audio_kind", "whisper"))
@@ -133,7 +133,7 @@ def bench_e2e(ident, ds, device: str, size: int, seconds: float, work: Path) -> 
     """text -> speech -> audio code -> frames -> mp4, each stage timed."""
     import torch
 
-    from emotalk.synthesis import render_frames
+    from emotalk.render.frames import render_frames
 
     stages: dict[str, dict] = {}
     SR = 16000
@@ -213,7 +213,9 @@ def bench_e2e(ident, ds, device: str, size: int, seconds: float, work: Path) -> 
 def bench_train(ds, device: str, cpu: bool) -> dict:
     import torch
 
-    from emotalk.train import PRESETS, dataset_audio_code, train
+    from emotalk.training.data import dataset_audio_code
+    from emotalk.training.loop import train
+    from emotalk.training.settings import PRESETS
 
     s = PRESETS["fast"]
     if cpu:  # no GPU: a few steps of the tiny preset, to show it runs
@@ -245,7 +247,7 @@ def bench_preprocess(clip: Path, cpu: bool) -> dict:
         return {"skipped": f"no ffmpeg here ({what}): preprocessing decodes the clip with it"}
     if not Path(clip).is_file():
         return {"skipped": f"no clip at {clip}"}
-    from emotalk.data import PRESETS, preprocess
+    from emotalk.dataset.build import PRESETS, preprocess
 
     s = replace(PRESETS["test"], size=64) if cpu else PRESETS["default"]
     work = Path(tempfile.mkdtemp(prefix="emotalk_bench_pre_"))
@@ -287,14 +289,14 @@ def run_bench(out: Path, identity: Path | None, dataset: Path | None, train: boo
     path = out / "bench.json"
     ds = ident = None
     if dataset is not None:
-        from emotalk.data import load_dataset
+        from emotalk.dataset.format import load_dataset
 
         try:
             ds = load_dataset(dataset)
         except Exception as e:
             res["dataset"] = {"error": f"{type(e).__name__}: {e}"}
     if identity is not None:
-        from emotalk.identity import load_identity
+        from emotalk.identity.checkpoint import load_identity
 
         try:
             ident = load_identity(identity, device=device)

@@ -36,7 +36,7 @@ def _cv2_video_fallback() -> None:
         pass
     import cv2
 
-    from emotalk import data
+    from emotalk.dataset import build as data
 
     def _video(self, name, idx):
         sel = None if idx is None else np.asarray(idx, np.int64).reshape(-1)
@@ -141,10 +141,12 @@ def bench_one(ds_path: Path, out: Path, preset: str, device: str, steps: int | N
               lip_adapt: int | None = None, seed: int = 0) -> dict:
     import torch
 
-    from emotalk.data import load_dataset
-    from emotalk.identity import identity_size_mb, load_identity, save_identity
+    from emotalk.dataset.format import load_dataset
+    from emotalk.identity.checkpoint import identity_size_mb, load_identity, save_identity
     from emotalk.metrics import face_box, image_metrics
-    from emotalk.train import PRESETS, dataset_audio_code, evaluate, load_train_data, train
+    from emotalk.training.data import dataset_audio_code, load_train_data
+    from emotalk.training.loop import evaluate, train
+    from emotalk.training.settings import PRESETS
 
     name = ds_path.name
     tag = f"{name}_{preset}"
@@ -230,7 +232,7 @@ def lmd_from_npz(npz: Path, datasets: Path | None = None) -> float:
     truth = z["lmk2d"]
     clip = npz.stem[8:].rsplit("_", 1)[0]
     if datasets is not None and (datasets / clip).is_dir():
-        from emotalk.data import load_dataset
+        from emotalk.dataset.format import load_dataset
 
         truth = detect_landmarks(load_dataset(datasets / clip).frames(z["truth_idx"]))
     return lmd(detect_landmarks(frames), truth)

@@ -26,7 +26,7 @@ import numpy as np
 
 
 def _settings(size: int, min_seconds: float):
-    from emotalk.data import PRESETS
+    from emotalk.dataset.build import PRESETS
 
     return dataclasses.replace(PRESETS["default"], size=size, min_seconds=min_seconds)
 
@@ -38,7 +38,7 @@ def _load() -> float:
 def cmd_time(a) -> None:
     import torch
 
-    from emotalk.data import preprocess
+    from emotalk.dataset.build import preprocess
 
     out = a.out or os.path.join(tempfile.mkdtemp(prefix="bench-pre-"), "ds")
     load0 = _load()
@@ -56,7 +56,7 @@ def cmd_time(a) -> None:
 
 
 def cmd_prepare(a) -> None:
-    from emotalk.data import prepare
+    from emotalk.dataset.build import prepare
 
     for clip in a.clips:
         name = Path(clip).stem
@@ -87,7 +87,7 @@ def _decode_cv2(path: Path, T: int) -> np.ndarray:
 def cmd_parse(a) -> None:
     import torch
 
-    from emotalk.data import PRESETS, parse
+    from emotalk.dataset.build import PRESETS, parse
 
     try:
         import imageio_ffmpeg  # noqa: F401
@@ -119,7 +119,7 @@ def cmd_parse(a) -> None:
 
 
 def cmd_finish(a) -> None:
-    from emotalk.data import PRESETS, finish
+    from emotalk.dataset.build import PRESETS, finish
 
     for work in sorted(p for p in Path(a.work).iterdir() if (p / "parsing.npz").is_file()):
         t0 = time.time()

@@ -43,8 +43,8 @@ def _fmt(x, spec: str) -> str:
 def bench_real(data: Path, out: Path, cache: Path) -> list[dict]:
     import train_syncnet as ts
 
-    from emotalk import lipsync, syncnet
-    from emotalk.preprocess.avsync import estimate_offset, speech_envelope
+    from emotalk.avsync import lipsync, syncnet
+    from emotalk.avsync.offset import estimate_offset, speech_envelope
 
     clips = [ts.load_clip(p, cache) for p in ts.clips(data)]
     feats = {c["name"]: ts.features(c) for c in clips}
@@ -123,7 +123,8 @@ def bench_renders(identity: Path, data: Path, out: Path, size: int | None, devic
                   render_fn=None, drives: list[tuple[str, Path, str | None]] | None = None) -> list[dict]:
     """Render (or, with render_fn(name, wav, dst) -> seconds, obtain otherwise: e.g. frames rendered on a
     GPU host) the identity for each drive and measure each video against its driving speech."""
-    from emotalk import lipsync, media
+    from emotalk import media
+    from emotalk.avsync import lipsync
 
     work = out / "renders"
     work.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,8 @@ FILES = ("meta.json", "frames.mp4", "body.mp4", "parsing.npz", "tracks.npz", "ba
 
 
 def pack(src: Path, dest: Path, kind: str = "whisper") -> Path:
-    from emotalk.data import load_dataset
-    from emotalk.train import dataset_audio_code
+    from emotalk.dataset.format import load_dataset
+    from emotalk.training.data import dataset_audio_code
 
     dest.mkdir(parents=True, exist_ok=True)
     for f in FILES:

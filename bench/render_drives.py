@@ -54,8 +54,8 @@ def render(drives_dir: Path, identities: list[Path], out: Path, size: int, devic
            quality: int = 90) -> dict:
     import cv2
 
-    from emotalk.identity import load_identity
-    from emotalk.synthesis import render_frames
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.render.frames import render_frames
 
     drives = json.loads((drives_dir / "drives.json").read_text())
     times = {}

@@ -21,8 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emotalk.evaluation import EMOTION_CATS as CATS  # noqa: E402
-from emotalk.evaluation import emotion_from_renders, render_emotions  # noqa: E402
+from emotalk.evaluation.report import EMOTION_CATS as CATS  # noqa: E402
+from emotalk.evaluation.report import emotion_from_renders, render_emotions  # noqa: E402
 
 
 def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cuda") -> dict:
@@ -31,11 +31,12 @@ def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cud
     import torch
 
     runpy.run_path(str(ROOT / "bench" / "bench_model.py"))["_cv2_video_fallback"]()
-    from emotalk.data import load_dataset
-    from emotalk.emotion_train import EmotionStageSettings, run_emotion_stage
-    from emotalk.face.emotion import CATEGORIES
-    from emotalk.identity import load_identity
-    from emotalk.train import dataset_audio_code, evaluate, load_train_data
+    from emotalk.dataset.format import load_dataset
+    from emotalk.emotion import CATEGORIES
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.training.data import dataset_audio_code, load_train_data
+    from emotalk.training.emotion_stage import EmotionStageSettings, run_emotion_stage
+    from emotalk.training.loop import evaluate
 
     ds = load_dataset(dataset)
     ident = load_identity(identity, device=dev)
@@ -76,7 +77,7 @@ def render_fps(model, data, val: np.ndarray, va: tuple[float, float], dev: str, 
     import torch
 
     from emotalk.gaussians.model import BRANCHES
-    from emotalk.train import frames_at
+    from emotalk.training.data import frames_at
 
     idx = torch.as_tensor(np.resize(val, batch), device=dev)
     emo = torch.tensor(va, device=dev, dtype=torch.float32).expand(batch, 2)
@@ -103,7 +104,7 @@ def write_identity(src: Path, model, dest: Path, res: dict, st) -> Path:
 
     from safetensors.torch import load_file, save_file
 
-    from emotalk.identity import _state_tensors
+    from emotalk.identity.checkpoint import _state_tensors
 
     dest.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():

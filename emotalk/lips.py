@@ -27,9 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from emotalk.avsync.offset import mouth_opening
 from emotalk.errors import AssetError, EmoTalkError
 from emotalk.face.tracking import EYE_OUTER
-from emotalk.preprocess.avsync import mouth_opening
 
 LIP_NAMES = ("gap", "width", "jaw", "round", "press", "lower")
 MOUTH_CORNERS = (61, 291)  # FaceMesh outer mouth corners

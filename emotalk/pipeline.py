@@ -6,7 +6,6 @@ user; heavy modules (torch, the model, TTS) are imported only when a function ne
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
@@ -16,6 +15,22 @@ from pathlib import Path
 
 from emotalk import assets, media
 from emotalk.errors import InputError
+
+# identities: the store's lookup is part of this API (the app and the CLI list, load and push through it)
+from emotalk.identity.store import (  # noqa: F401
+    IdentityInfo,
+    identity_info,
+    list_identities,
+    load_cached,
+    load_hub_identity,
+    push_identity,
+    resolve_identity,
+    user_dir,
+    validate_identity_name,
+    validate_repo_id,
+)
+from emotalk.render.camera import orbit
+from emotalk.render.label import label_frames
 
 Progress = Callable[[str, float], None]  # (stage text, fraction 0..1)
 
@@ -61,16 +76,6 @@ class RenderResult:
 
 
 @dataclass
-class IdentityInfo:
-    """An identity the app can pick."""
-
-    name: str
-    path: Path
-    thumbnail: Path | None
-    source: str  # "shipped" | "user" | "hub"
-
-
-@dataclass
 class SpeechResult:
     """Speech made from typed text."""
 
@@ -112,41 +117,9 @@ def device_info() -> dict:
                       "times slower than real time."}
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-
-
-def validate_identity_name(name: str, shipped: set[str] | None = None) -> str:
-    """A safe new identity name: letters, digits, '-' and '_', not a shipped identity's name."""
-    n = (name or "").strip()
-    if not _NAME.match(n):
-        raise InputError(f"Identity name {name!r} is not allowed: use 1-64 letters, digits, '-' or '_', "
-                         "starting with a letter or digit (no spaces, dots or slashes).")
-    if shipped is None:
-        shipped = _shipped_names()
-    if n.lower() in {s.lower() for s in shipped}:
-        raise InputError(f"{n!r} is the name of a shipped identity; choose another name.")
-    return n
-
-
-def validate_repo_id(repo_id: str) -> str:
-    """A Hugging Face repo id 'owner/name' (no URLs, no path tricks)."""
-    r = (repo_id or "").strip()
-    if r.startswith("hf:"):
-        r = r[3:]
-    if not _REPO.match(r) or ".." in r:
-        raise InputError(f"{repo_id!r} is not a Hugging Face repo id; write it as owner/name.")
-    return r
-
-
-def _shipped_names() -> set[str]:
-    root = Path(__file__).resolve().parents[1] / "checkpoints"
-    return {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
-
-
 def validate_request(req: RenderRequest) -> RenderRequest:
     """Check a request before any GPU work; returns a normalised copy (notices say what changed)."""
-    from emotalk.face.emotion import EmotionTrack, clamp_to_disc
+    from emotalk.emotion import EmotionTrack, clamp_to_disc
 
     r = replace(req, notices=list(req.notices))
     if not (r.identity or "").strip():
@@ -250,148 +223,14 @@ def cleanup_old_outputs(root: Path, max_age_s: float) -> int:
 
 # ---- identities -------------------------------------------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_DIR = REPO_ROOT / "checkpoints"  # identities that come with the project
-
-
-def user_dir() -> Path:
-    """Where fine-tuned and Hub identities live: $EMOTALK_HOME/identities (~/.local/share/emotalk)."""
-    import os
-
-    base = os.environ.get("EMOTALK_HOME") or str(Path.home() / ".local" / "share" / "emotalk")
-    return Path(base) / "identities"
-
-
-def _identity_info(p: Path, source: str) -> IdentityInfo:
-    thumb = p / "thumbnail.png"
-    return IdentityInfo(p.name, p, thumb if thumb.is_file() else None, source)
-
-
-def list_identities() -> list[IdentityInfo]:
-    """Shipped identities first, then the user's (fine-tuned or loaded from the Hub)."""
-    out = []
-    for root, source in ((SHIPPED_DIR, "shipped"), (user_dir(), "user")):
-        if root.is_dir():
-            for p in sorted(root.iterdir()):
-                if (p / "identity.json").is_file():
-                    src = "hub" if (p / ".hub_repo").is_file() else source
-                    out.append(_identity_info(p, src))
-    return out
-
-
-def resolve_identity(ref: str) -> Path:
-    """An identity's folder from its name, a folder path, or 'hf:owner/repo'."""
-    ref = (ref or "").strip()
-    if ref.startswith("hf:"):
-        return load_hub_identity(ref).path
-    for info in list_identities():
-        if info.name == ref:
-            return info.path
-    p = Path(ref).expanduser()
-    if (p / "identity.json").is_file():
-        return p
-    names = ", ".join(i.name for i in list_identities()) or "none yet"
-    raise InputError(f"No identity named {ref!r}. Available: {names}. Fine-tune one from a clip, or "
-                     "load one from the Hub with hf:owner/repo.")
-
-
-def load_hub_identity(repo_id: str, token: str | None = None) -> IdentityInfo:
-    """Download an identity folder from a Hugging Face repo into the user's identities."""
-    from emotalk.errors import AssetError
-
-    rid = validate_repo_id(repo_id)
-    dest = user_dir() / rid.replace("/", "__")
-    if not assets.hub_reachable():
-        if (dest / "identity.json").is_file():
-            return _identity_info(dest, "hub")
-        raise AssetError(f"The Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set), so "
-                         f"{rid} cannot be loaded. Use a shipped identity or fine-tune your own.")
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(rid, local_dir=str(dest), token=token or None, etag_timeout=10,
-                          allow_patterns=["identity.json", "model.safetensors", "body.mp4", "thumbnail.png"])
-    except Exception as e:  # the Hub library raises many types; the user needs one message
-        raise AssetError(f"Could not download {rid} from the Hub ({type(e).__name__}: {e}). Check the repo "
-                         "id, your token for private repos, and the connection.") from e
-    (dest / ".hub_repo").write_text(rid)
-    from emotalk.identity import load_identity
-
-    load_identity(dest)  # validates version and shapes now, not at render time
-    return _identity_info(dest, "hub")
-
-
-def push_identity(name: str, repo_id: str, token: str) -> str:
-    """Upload a user identity folder to the user's own Hub repo; returns its URL."""
-    from emotalk.errors import AssetError
-
-    rid = validate_repo_id(repo_id)
-    if not token:
-        raise InputError("Pushing to the Hub needs your own write token.")
-    path = resolve_identity(name)
-    try:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(rid, exist_ok=True, private=True)
-        api.upload_folder(folder_path=str(path), repo_id=rid,
-                          allow_patterns=["identity.json", "model.safetensors", "body.mp4", "thumbnail.png"])
-    except Exception as e:
-        raise AssetError(f"Could not push {name} to {rid} ({type(e).__name__}: {e}).") from e
-    return f"https://huggingface.co/{rid}"
-
-
-_LOADED: dict[tuple[str, float, str], object] = {}  # (path, mtime, device) -> Identity; bounded below
-
-
-def _load(path: Path, device: str):
-    """Load an identity once per process (renders and previews reuse it)."""
-    from emotalk.identity import load_identity
-
-    key = (str(path.resolve()), (path / "model.safetensors").stat().st_mtime, device)
-    if key not in _LOADED:
-        if len(_LOADED) >= 4:
-            _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = load_identity(path, device=device)
-    return _LOADED[key]
-
 
 # ---- rendering --------------------------------------------------------------------------------
-
-def _orbit(w2c, yaw_deg: float, pitch_deg: float):
-    """Turn the head frame by (yaw, pitch) degrees: a camera offset applied to every pose. [L,4,4]."""
-    import numpy as np
-
-    y, p = np.radians(yaw_deg), np.radians(pitch_deg)
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    m = np.eye(4)
-    m[:3, :3] = ry @ rx
-    return (w2c @ m).astype(np.float32)
-
-
-def _label(frames, text: str = "AI-generated"):
-    """Burn a small translucent label into the bottom-right corner of frames [N,H,W,3]."""
-    import cv2
-
-    out = frames.copy()
-    h, w = out.shape[1:3]
-    if w < 256:  # keep the label small on small videos
-        text = "AI"
-    scale = max(0.3, w / 1100)
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    x0, y0 = w - tw - 8, h - 8
-    for f in out:
-        roi = f[y0 - th - 4:y0 + 4, x0 - 4:x0 + tw + 4]
-        roi[:] = (roi * 0.45).astype(roi.dtype)
-        cv2.putText(f, text, (x0, y0), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
 
 
 def _emotion_per_frame(r: RenderRequest, n: int, fps: float):
     import numpy as np
 
-    from emotalk.face.emotion import EmotionTrack
+    from emotalk.emotion import EmotionTrack
 
     if r.emotion_track:
         track = EmotionTrack.from_keyframes(list(r.emotion_track), duration=n / fps)
@@ -416,9 +255,9 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
     from dataclasses import replace as dc_replace
 
     from emotalk.media import VideoWriter
+    from emotalk.render.frames import render_frames
     from emotalk.speech.features import compute_audio_code
     from emotalk.speech.normalize import load_speech
-    from emotalk.synthesis import render_frames
 
     t_start = time.time()
     timings: dict[str, float] = {}
@@ -429,7 +268,7 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
     dev = r.device or _device()
     t = time.time()
     say("loading identity", 0.0)
-    ident = _load(resolve_identity(r.identity), dev)
+    ident = load_cached(resolve_identity(r.identity), dev)
     r.size = r.size or _default_size(ident.size, dev)
     timings["load"] = time.time() - t
     t = time.time()
@@ -454,7 +293,7 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
     timings["features"] = time.time() - t
     emotion = _emotion_per_frame(r, n, ident.fps)
     if r.yaw or r.pitch:
-        ident = dc_replace(ident, track_w2c=_orbit(ident.track_w2c, r.yaw, r.pitch))
+        ident = dc_replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
     out = work / "emotalk.mp4"
     t = time.time()
     with VideoWriter(out, fps=ident.fps, audio=wav, sr=16000) as w:
@@ -462,7 +301,7 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
                                     blink_rate=r.blink_rate, seed=r.seed,
                                     progress=lambda s, f: say(f"rendering frame {int(f * n)}/{n}",
                                                               0.2 + 0.75 * f)):
-            w.write_batch(_label(frames) if r.watermark else frames)
+            w.write_batch(label_frames(frames) if r.watermark else frames)
         say("encoding", 0.97)
     timings["render_encode"] = time.time() - t
     say("done", 1.0)
@@ -474,13 +313,13 @@ def preview(req: RenderRequest):
     """One frame [H,W,3] uint8 at the request's emotion, mouth at rest: quick feedback for the picker."""
     import numpy as np
 
+    from emotalk.render.frames import render_frames
     from emotalk.speech.features import compute_audio_code
-    from emotalk.synthesis import render_frames
 
     r = replace(req, text=req.text or "preview", audio=None)
     r = validate_request(r)
     dev = r.device or _device()
-    ident = _load(resolve_identity(r.identity), dev)
+    ident = load_cached(resolve_identity(r.identity), dev)
     r.size = r.size or _default_size(ident.size, dev)
     kind = ident.meta["model"].get("audio_kind", "whisper")
     key = (kind, dev)
@@ -491,10 +330,10 @@ def preview(req: RenderRequest):
     if r.yaw or r.pitch:
         from dataclasses import replace as dc_replace
 
-        ident = dc_replace(ident, track_w2c=_orbit(ident.track_w2c, r.yaw, r.pitch))
+        ident = dc_replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
     frames = next(iter(render_frames(ident, _SILENT_CODE[key], emo, batch=1, size=r.size, device=dev,
                                      blinks=False)))
-    return _label(frames)[0] if r.watermark else frames[0]
+    return label_frames(frames)[0] if r.watermark else frames[0]
 
 
 _SILENT_CODE: dict = {}
@@ -516,10 +355,11 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
     """
     from dataclasses import replace as dc_replace
 
-    from emotalk.data import PRESETS as DATA_PRESETS
-    from emotalk.data import preprocess
-    from emotalk.train import PRESETS as TRAIN_PRESETS
-    from emotalk.train import dataset_audio_code, train_identity
+    from emotalk.dataset.build import PRESETS as DATA_PRESETS
+    from emotalk.dataset.build import preprocess
+    from emotalk.identity.fit import train_identity
+    from emotalk.training.data import dataset_audio_code
+    from emotalk.training.settings import PRESETS as TRAIN_PRESETS
 
     if not consent:
         raise InputError("Tick the consent box: you must have the right to use this person's likeness.")
@@ -543,7 +383,7 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
     work.mkdir(parents=True, exist_ok=True)
     ds_dir = work / "dataset"
     if (ds_dir / "meta.json").is_file():
-        from emotalk.data import load_dataset
+        from emotalk.dataset.format import load_dataset
 
         ds = load_dataset(ds_dir)  # a crashed fine-tune resumes after preprocessing
     else:
@@ -566,4 +406,4 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
     if on_sample:
         on_sample(list(losses), thumb)
     say("done", 1.0)
-    return _identity_info(dest, "user")
+    return identity_info(dest, "user")

@@ -24,12 +24,12 @@ def main() -> int:
     import cv2
 
     from emotalk import media
-    from emotalk.face.emotion import CATEGORIES, EmotionTrack
-    from emotalk.identity import load_identity
-    from emotalk.pipeline import resolve_identity
+    from emotalk.emotion import CATEGORIES, EmotionTrack
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.identity.store import resolve_identity
+    from emotalk.render.frames import render_frames
     from emotalk.speech.features import compute_audio_code
     from emotalk.speech.normalize import load_speech
-    from emotalk.synthesis import render_frames
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--identity", default="obama")

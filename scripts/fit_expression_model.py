@@ -23,12 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emotalk.face.emotion import (  # noqa: E402
-    DEFAULT_MODEL_PATH,
-    ClipTrack,
-    ExpressionModel,
-    measure_changes,
-)
+from emotalk.face.expression import DEFAULT_MODEL_PATH, ClipTrack, ExpressionModel, measure_changes
 
 CLIP_RE = re.compile(r"^(M030|W009|W011)_front_([a-z]+)_level(\d)_001\.mp4$")
 
@@ -59,7 +54,7 @@ def plot_map(model: ExpressionModel, path: Path, exaggerate: float = 4.0) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from emotalk.face.emotion import CATEGORIES
+    from emotalk.emotion import CATEGORIES
 
     names = ["angry", "surprised", "happy", "fear", "neutral", "calm", "disgusted", "contempt", "sad"]
     base = model.neutral_shape[:468, :2]

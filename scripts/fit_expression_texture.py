@@ -24,12 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emotalk.face.emotion import (  # noqa: E402
-    ExpressionModel,
-    jaw_drop,
-    lip_gap,
-    normalise_faces,
-)
+from emotalk.face.expression import ExpressionModel, jaw_drop, lip_gap, normalise_faces
 from emotalk.face.expression_texture import (  # noqa: E402
     DEFAULT_TEXTURE_PATH,
     CanonicalWarp,

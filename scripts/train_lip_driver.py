@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from emotalk import lipsync  # noqa: E402
+from emotalk.avsync import lipsync  # noqa: E402
 from emotalk.lips import LIP_NAMES, LipDriver, LipStats, lip_params, save_driver  # noqa: E402
 
 FPS = 25.0
@@ -67,7 +67,7 @@ def clip_rows(data: Path, cache: Path) -> list[dict]:
 def audio_codes(rows: list[dict], cache: Path) -> None:
     """Whisper audio code [T,W,C] (float16) of every voice version of every clip, cached by offset."""
     from emotalk.speech.features import compute_audio_code
-    from emotalk.speech.respeak import VOICES, perturb
+    from emotalk.training.respeak import VOICES, perturb
 
     base = VOICES["orig-tone125"]
     for r in rows:
@@ -125,7 +125,7 @@ def fold_report(rows: list[dict], held: dict, d: LipDriver) -> dict:
     p = predict(d, held["codes"][0])
     y = held["code_z"]
     corr = {k: round(float(np.corrcoef(p[:, i], y[:, i])[0, 1]), 3) for i, k in enumerate(LIP_NAMES)}
-    from emotalk.syncnet import bandpass
+    from emotalk.avsync.syncnet import bandpass
 
     gap_bp = float(np.corrcoef(bandpass(p[:, 0], FPS), bandpass(y[:, 0], FPS))[0, 1])
     return {"corr": corr, "gap_corr_bandpassed": round(gap_bp, 3),

@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from emotalk import lipsync, syncnet  # noqa: E402
+from emotalk.avsync import lipsync, syncnet  # noqa: E402
 from emotalk.speech.align import Phone  # noqa: E402
 
 FPS = 25.0

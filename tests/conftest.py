@@ -48,7 +48,7 @@ def may_dataset_64(tmp_path_factory):
     """The shared 5 s clip preprocessed once per session at 64 px (real tracking, parsing, body frames)."""
     import dataclasses
 
-    from emotalk.data import PRESETS, preprocess
+    from emotalk.dataset.build import PRESETS, preprocess
 
     clip = shared("clips/may_5s_512px_25fps.mp4")
     out = tmp_path_factory.mktemp("may64") / "ds"
@@ -60,8 +60,9 @@ def tiny_identity(may_dataset_64, tmp_path_factory):
     """A tiny real identity (a few hundred Gaussians, 40 CPU steps, mel audio code) saved as a folder."""
     from dataclasses import replace
 
-    from emotalk.identity import save_identity
-    from emotalk.train import PRESETS, train
+    from emotalk.identity.checkpoint import save_identity
+    from emotalk.training.loop import train
+    from emotalk.training.settings import PRESETS
 
     ds = may_dataset_64
     s = replace(PRESETS["test"], audio_kind="mel")

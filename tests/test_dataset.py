@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from emotalk.data import DATASET_VERSION, PRESETS, IdentityDataset, load_dataset, preprocess
+from emotalk.dataset.build import PRESETS, preprocess
+from emotalk.dataset.format import DATASET_VERSION, IdentityDataset, load_dataset
 from emotalk.errors import DatasetError
 from emotalk.face.parsing import BG, HAIR, NECK, SKIN
 from tests.conftest import shared

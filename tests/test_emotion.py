@@ -7,18 +7,15 @@ import math
 import numpy as np
 import pytest
 
+from emotalk.emotion import CATEGORIES, EmotionTrack, clamp_to_disc, parse_track_text
 from emotalk.errors import InputError
-from emotalk.face.emotion import (
-    CATEGORIES,
+from emotalk.face.expression import (
     EXPRESSION_BLENDSHAPES,
     INNER_LIP_PAIRS,
-    EmotionTrack,
     ExpressionModel,
-    clamp_to_disc,
     keep_lip_gap,
     lip_gap,
     normalise_faces,
-    parse_track_text,
 )
 
 

@@ -68,8 +68,10 @@ def test_identity_keeps_its_emotion_field(may_dataset_64, tmp_path):
     """Save / load round trip of a tiny real identity with a trained emotion field."""
     from dataclasses import replace
 
-    from emotalk.identity import load_identity, save_identity
-    from emotalk.train import PRESETS, dataset_audio_code, train
+    from emotalk.identity.checkpoint import load_identity, save_identity
+    from emotalk.training.data import dataset_audio_code
+    from emotalk.training.loop import train
+    from emotalk.training.settings import PRESETS
 
     ds = may_dataset_64
     s = replace(PRESETS["test"], steps=4, size=32, audio_kind="mel", checkpoint_every=100)
@@ -108,8 +110,8 @@ def test_lip_lock_moves_upper_and_lower_lip_together():
 
 
 def test_lip_lock_weights_cover_the_inner_lips_not_the_corners():
-    from emotalk.emotion_train import lip_lock_weights
-    from emotalk.face.emotion import INNER_LIP_PAIRS, MOUTH_CORNERS
+    from emotalk.face.expression import INNER_LIP_PAIRS, MOUTH_CORNERS
+    from emotalk.training.emotion_stage import lip_lock_weights
 
     rng = np.random.default_rng(0)
     L = rng.normal(0, 0.05, (478, 3)).astype(np.float32)
@@ -128,8 +130,9 @@ def test_train_identity_adds_the_emotion_field_when_asked(may_dataset_64, tmp_pa
     changes an emotional render and leaves the neutral one alone; the CPU default skips the stage."""
     from dataclasses import replace
 
-    from emotalk.identity import load_identity
-    from emotalk.train import PRESETS, train_identity
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.identity.fit import train_identity
+    from emotalk.training.settings import PRESETS
 
     ds = may_dataset_64
     s = replace(PRESETS["test"], steps=4, size=32, audio_kind="mel", checkpoint_every=100)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emotalk.errors import DatasetError, InputError
-from emotalk.evaluation import SECTIONS, longest_run, markdown
+from emotalk.evaluation.report import SECTIONS, longest_run, markdown
 
 
 def _finite(x) -> bool:
@@ -51,7 +51,7 @@ def test_eval_writes_every_section(tiny_eval):
 
 
 def test_eval_sections_and_size(tiny_identity, may_dataset_64):
-    from emotalk.evaluation import evaluate_identity
+    from emotalk.evaluation.report import evaluate_identity
 
     stages = []
     res = evaluate_identity(tiny_identity, may_dataset_64.root, size=32, sections=("image",),
@@ -64,7 +64,7 @@ def test_eval_sections_and_size(tiny_identity, may_dataset_64):
 
 def test_eval_bad_inputs(tiny_identity, may_dataset_64, tmp_path, capsys):
     from emotalk.__main__ import main
-    from emotalk.evaluation import evaluate_identity
+    from emotalk.evaluation.report import evaluate_identity
 
     with pytest.raises(InputError, match="No identity folder"):
         evaluate_identity(tmp_path / "nope", may_dataset_64.root)

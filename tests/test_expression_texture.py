@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotalk.face.emotion import CATEGORIES, ExpressionModel
+from emotalk.emotion import CATEGORIES
+from emotalk.face.expression import ExpressionModel
 from emotalk.face.expression_texture import (
     DEFAULT_TEXTURE_PATH,
     INNER_LIP_RING,

@@ -128,7 +128,8 @@ def test_fresh_field_is_the_identity_deformation() -> None:
 
 def test_model_seeded_from_dataset_renders_the_head(synthetic_ds) -> None:
     from emotalk.gaussians.model import ModelSettings, build_model
-    from emotalk.train import load_train_data, render_frames
+    from emotalk.training.data import load_train_data
+    from emotalk.training.data import render_batch as render_frames
 
     ds = synthetic_ds
     model = build_model(ds, ModelSettings(n_face_init=600, n_mouth_init=60), ds.audio_code.shape[1:])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emotalk.emotion import CATEGORIES
 from emotalk.errors import InputError
-from emotalk.face.emotion import CATEGORIES, INNER_LIP_PAIRS, ExpressionModel
+from emotalk.face.expression import INNER_LIP_PAIRS, ExpressionModel
 from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings, tps_eval, tps_fit
 from tests.conftest import shared
 

@@ -15,7 +15,7 @@ MAY = "clips/may_5s_512px_25fps.mp4"
 
 @pytest.fixture(scope="module")
 def small_ds(tmp_path_factory):
-    from emotalk.data import PRESETS, preprocess
+    from emotalk.dataset.build import PRESETS, preprocess
 
     out = tmp_path_factory.mktemp("ds") / "may"
     s = PRESETS["test"]
@@ -25,9 +25,10 @@ def small_ds(tmp_path_factory):
 
 @pytest.mark.slow
 def test_emotion_stage_learns_emotion_and_keeps_neutral(small_ds):
-    from emotalk.emotion_train import EmotionStageSettings, emotion_stage, make_targets
     from emotalk.gaussians.model import build_model
-    from emotalk.train import PRESETS, dataset_audio_code, frames_at, load_train_data
+    from emotalk.training.data import dataset_audio_code, frames_at, load_train_data
+    from emotalk.training.emotion_stage import EmotionStageSettings, emotion_stage, make_targets
+    from emotalk.training.settings import PRESETS
 
     torch.manual_seed(0)
     ds = small_ds

@@ -16,8 +16,9 @@ from emotalk.errors import DatasetError, InputError
 @pytest.fixture(scope="module")
 def ident_dir(tmp_path_factory):
     from emotalk.gaussians.synthetic import make_synthetic
-    from emotalk.identity import save_identity
-    from emotalk.train import PRESETS, train
+    from emotalk.identity.checkpoint import save_identity
+    from emotalk.training.loop import train
+    from emotalk.training.settings import PRESETS
 
     ds = make_synthetic(size=32, n_frames=12)
     s = replace(PRESETS["test"], steps=2, batch=1, size=32,
@@ -35,7 +36,7 @@ def _copy(src, tmp_path):
 
 
 def test_round_trip_and_size(ident_dir) -> None:
-    from emotalk.identity import identity_size_mb, load_identity
+    from emotalk.identity.checkpoint import identity_size_mb, load_identity
 
     root, ds = ident_dir
     files = {p.name for p in root.iterdir()}
@@ -50,7 +51,7 @@ def test_round_trip_and_size(ident_dir) -> None:
 
 
 def test_other_format_version_is_refused(ident_dir, tmp_path) -> None:
-    from emotalk.identity import load_identity
+    from emotalk.identity.checkpoint import load_identity
 
     root = _copy(ident_dir[0], tmp_path)
     meta = json.loads((root / "identity.json").read_text())
@@ -61,7 +62,7 @@ def test_other_format_version_is_refused(ident_dir, tmp_path) -> None:
 
 
 def test_wrong_shapes_are_refused(ident_dir, tmp_path) -> None:
-    from emotalk.identity import load_identity
+    from emotalk.identity.checkpoint import load_identity
 
     root = _copy(ident_dir[0], tmp_path)
     meta = json.loads((root / "identity.json").read_text())
@@ -74,7 +75,7 @@ def test_wrong_shapes_are_refused(ident_dir, tmp_path) -> None:
 def test_foreign_file_renamed_safetensors_is_refused(ident_dir, tmp_path) -> None:
     import torch
 
-    from emotalk.identity import load_identity
+    from emotalk.identity.checkpoint import load_identity
 
     root = _copy(ident_dir[0], tmp_path)
     torch.save({"x": torch.zeros(3)}, root / "model.safetensors")  # a pickle, renamed
@@ -86,7 +87,7 @@ def test_foreign_file_renamed_safetensors_is_refused(ident_dir, tmp_path) -> Non
 
 
 def test_missing_files_are_named(ident_dir, tmp_path) -> None:
-    from emotalk.identity import load_identity
+    from emotalk.identity.checkpoint import load_identity
 
     root = _copy(ident_dir[0], tmp_path)
     (root / "body.mp4").unlink()
@@ -95,7 +96,7 @@ def test_missing_files_are_named(ident_dir, tmp_path) -> None:
 
 
 def test_pingpong_has_no_jumps_and_turns_smoothly() -> None:
-    from emotalk.synthesis import pingpong_schedule
+    from emotalk.render.frames import pingpong_schedule
 
     s = pingpong_schedule(400, 60)
     assert s.min() >= 0 and s.max() <= 59 and s.max() >= 55
@@ -108,7 +109,7 @@ def test_pingpong_has_no_jumps_and_turns_smoothly() -> None:
 
 
 def test_blinks_added_only_when_the_track_rarely_blinks() -> None:
-    from emotalk.synthesis import add_blinks
+    from emotalk.render.frames import add_blinks
 
     names = ["eyeBlinkLeft", "eyeBlinkRight", "browInnerUp"]
     calm = np.zeros((250, 3), np.float32)
@@ -125,8 +126,8 @@ def test_blinks_added_only_when_the_track_rarely_blinks() -> None:
 
 
 def test_render_checks_audio_code_and_emotion(ident_dir) -> None:
-    from emotalk.identity import load_identity
-    from emotalk.synthesis import render_frames
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.render.frames import render_frames
 
     root, ds = ident_dir
     ident = load_identity(root)
@@ -139,7 +140,7 @@ def test_render_checks_audio_code_and_emotion(ident_dir) -> None:
 
 
 def test_blink_rate_setting_asks_for_more_blinks() -> None:
-    from emotalk.synthesis import add_blinks
+    from emotalk.render.frames import add_blinks
 
     names = ["eyeBlinkLeft", "eyeBlinkRight"]
     sparse = np.zeros((250, 2), np.float32)

@@ -105,7 +105,7 @@ def test_shipped_driver_follows_a_real_mouth(tmp_path):
 
 
 def _tiny_settings(driver_path: Path | None):
-    from emotalk.train import PRESETS
+    from emotalk.training.settings import PRESETS
 
     s = PRESETS["test"]
     return replace(s, steps=6, batch=1, size=32, checkpoint_every=100, densify_from=100,
@@ -115,9 +115,9 @@ def _tiny_settings(driver_path: Path | None):
 
 def test_lip_code_model_trains_saves_and_renders(tmp_path):
     from emotalk.gaussians.synthetic import make_synthetic
-    from emotalk.identity import load_identity
-    from emotalk.synthesis import render_frames
-    from emotalk.train import train_identity
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.identity.fit import train_identity
+    from emotalk.render.frames import render_frames
 
     ds = make_synthetic(size=32, n_frames=12, window=4, channels=8)
     drv = LipDriver(4, 8)
@@ -189,7 +189,7 @@ def test_speaker_adaptation_fits_the_identity_and_stays_frozen():
 
 def test_lip_code_training_needs_mouth_blendshapes(tmp_path):
     from emotalk.gaussians.synthetic import make_synthetic
-    from emotalk.train import TrainingError, train
+    from emotalk.training.loop import TrainingError, train
 
     ds = make_synthetic(size=32, n_frames=12, window=4, channels=8)
     ds.blendshape_names = [f"shape{i}" for i in range(52)]  # an old dataset without FaceLandmarker names

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from emotalk import lipsync
+from emotalk.avsync import lipsync
 from emotalk.speech.align import Phone
 from tests.conftest import shared
 
@@ -109,7 +109,7 @@ def test_no_face_gives_no_clear_sync():
 
 
 def test_shipped_sync_model_loads():
-    from emotalk import syncnet
+    from emotalk.avsync import syncnet
 
     m = syncnet.load()
     assert m.weight.shape == m.mean.shape == (40 * 11,)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from emotalk.dataset.stages.store import LabelWriter, read_labels
 from emotalk.face import parsing as fp
-from emotalk.preprocess.store import LabelWriter, read_labels
 from tests.conftest import shared
 
 

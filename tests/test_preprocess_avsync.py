@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotalk.preprocess import avsync
+from emotalk.avsync import offset as avsync
 from tests.conftest import shared
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalk.data import PRESETS, preprocess
+from emotalk.dataset.build import PRESETS, preprocess
+from emotalk.dataset.stages import checks
 from emotalk.errors import EmoTalkError, InputError, MediaError
 from emotalk.face import tracking
-from emotalk.preprocess import checks
 from tests.conftest import shared
 
 MAY = "clips/may_5s_512px_25fps.mp4"

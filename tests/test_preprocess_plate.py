@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from emotalk.dataset.stages import plate
+from emotalk.dataset.stages.crop import Crop, CropSettings, choose_crop
 from emotalk.face.parsing import BG, CLOTH, HAIR, NECK, SKIN
-from emotalk.preprocess import plate
-from emotalk.preprocess.crop import Crop, CropSettings, choose_crop
 
 
 def _scene(T: int = 12, S: int = 96):

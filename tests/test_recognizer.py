@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotalk.emotion_metrics import (
+from emotalk.emotion import CATEGORIES, FER_CLASSES, FER_VA
+from emotalk.errors import InputError
+from emotalk.evaluation.emotion import (
     clip_result,
     expression_fidelity,
     lip_preservation,
@@ -13,8 +15,6 @@ from emotalk.emotion_metrics import (
     sign_agreement,
     summarise,
 )
-from emotalk.errors import InputError
-from emotalk.face.emotion import CATEGORIES, FER_CLASSES, FER_VA
 from tests.conftest import shared
 
 
@@ -61,7 +61,7 @@ def test_lip_metrics():
 
 def test_recogniser_reads_real_happy_and_neutral_faces():
     """On real labelled frames (MEAD), happy and neutral — the classes it gets right — are recognised."""
-    from emotalk.emotion_metrics import recognise_clip
+    from emotalk.evaluation.emotion import recognise_clip
     from emotalk.face.recognizer import EmotionRecognizer
 
     rec = EmotionRecognizer()

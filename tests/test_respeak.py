@@ -75,7 +75,8 @@ def test_warp_moves_the_code_by_a_known_delay():
 def test_respeak_a_real_clip(tmp_path):
     """A GRID sentence re-spoken by Piper: every word matched, timing error well under the TTS's own,
     the warped speech in sync with the original mouth, codes on the original frames, loadable."""
-    from emotalk import lipsync, media
+    from emotalk import media
+    from emotalk.avsync import lipsync
     from emotalk.speech.tts_offline import piper_available
 
     if piper_available():

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from emotalk.speech import respeak
-from emotalk.train import PRESETS, load_train_data, respoken_audio, train
+from emotalk.training.data import load_train_data, respoken_audio
+from emotalk.training.loop import train
+from emotalk.training.settings import PRESETS
 
 
 def _speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
@@ -91,7 +93,7 @@ def test_respoken_audio_replaces_the_requested_share():
 
 def test_training_mixes_in_respoken_codes(may_dataset_64, tmp_path):
     """A real (tiny) dataset with perturbed voices of its own recording: training uses them and says so."""
-    from emotalk.data import load_dataset
+    from emotalk.dataset.format import load_dataset
 
     root = tmp_path / "ds"
     shutil.copytree(may_dataset_64.root, root)

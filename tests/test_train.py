@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from emotalk.errors import EmoTalkError
-from emotalk.train import PRESETS, TrainingError, evaluate, load_train_data, train
+from emotalk.training.data import load_train_data
+from emotalk.training.loop import TrainingError, evaluate, train
+from emotalk.training.settings import PRESETS
 from tests.conftest import shared
 
 TINY = replace(PRESETS["test"], steps=12, batch=1, size=32, checkpoint_every=4, densify_from=4,
@@ -33,9 +35,9 @@ def may_dataset(may_dataset_64):
 
 @pytest.mark.slow
 def test_tiny_identity_from_real_clip_improves_saves_loads_renders(may_dataset, tmp_path) -> None:
-    from emotalk.identity import load_identity, save_identity
+    from emotalk.identity.checkpoint import load_identity, save_identity
+    from emotalk.render.frames import render_frames
     from emotalk.speech.features import compute_audio_code
-    from emotalk.synthesis import render_frames
 
     ds = may_dataset
     code = compute_audio_code(ds.audio(), 16000, n_frames=ds.n_frames, fps=ds.fps, kind="mel")
@@ -92,7 +94,7 @@ def test_resume_after_crash_gives_the_same_model(synth, tmp_path) -> None:
 
 
 def test_nan_loss_stops_without_writing_a_broken_checkpoint(synth, tmp_path, monkeypatch) -> None:
-    import emotalk.train as T
+    import emotalk.training.loop as T
 
     real = T.rasterize
     calls = {"n": 0}
@@ -117,7 +119,7 @@ def test_nan_loss_stops_without_writing_a_broken_checkpoint(synth, tmp_path, mon
 
 
 def test_gpu_out_of_memory_names_the_settings_to_lower(synth, tmp_path, monkeypatch) -> None:
-    import emotalk.train as T
+    import emotalk.training.loop as T
 
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -131,7 +133,7 @@ def test_gpu_out_of_memory_names_the_settings_to_lower(synth, tmp_path, monkeypa
 
 
 def test_dataset_of_an_older_format_version_is_refused(tmp_path) -> None:
-    from emotalk import data
+    from emotalk.dataset import build as data
     from emotalk.errors import DatasetError
 
     old = tmp_path / "old"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from emotalk.emotion import CATEGORIES
 from emotalk.errors import InputError
-from emotalk.face.emotion import CATEGORIES
 from emotalk.ui import pad, plots, thumbs
 from emotalk.ui.presets import PRESETS
 

@@ -49,7 +49,7 @@ Runner = Callable[[argparse.Namespace], "Section | None"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotalk.evaluation import SECTIONS as ID_SECTIONS
+    from emotalk.evaluation.report import SECTIONS as ID_SECTIONS
 
     p.add_argument("identity", nargs="?", type=Path, help="identity folder to evaluate (with --dataset)")
     p.add_argument("--dataset", type=Path, help="the identity's dataset folder (held-out frames)")
@@ -90,7 +90,7 @@ def _progress(msg: str, frac: float) -> None:
 def section_ceiling(args: argparse.Namespace) -> Section | None:
     if not args.ceiling:
         return None
-    from emotalk.emotion_metrics import confusion_markdown, mead_ceiling, summary_markdown
+    from emotalk.evaluation.emotion import confusion_markdown, mead_ceiling, summary_markdown
 
     t = time.time()
     summary, results = mead_ceiling(args.data, max_frames=args.max_frames, progress=_progress)
@@ -109,7 +109,7 @@ def section_ceiling(args: argparse.Namespace) -> Section | None:
 
 def _target(args: argparse.Namespace) -> tuple[str, tuple[float, float], list[str]]:
     """Target category and (v, a) from --emotion or --valence/--arousal (nearest fer category)."""
-    from emotalk.face.emotion import FER_CLASSES, FER_VA, category_va, clamp_to_disc
+    from emotalk.emotion import FER_CLASSES, FER_VA, category_va, clamp_to_disc
 
     notes = []
     if args.emotion:
@@ -132,8 +132,8 @@ def _target(args: argparse.Namespace) -> tuple[str, tuple[float, float], list[st
 def section_video(args: argparse.Namespace) -> Section | None:
     if args.video is None:
         return None
-    from emotalk.emotion_metrics import clip_result, recognise_clip
-    from emotalk.face.emotion import FER_CLASSES, FER_VA
+    from emotalk.emotion import FER_CLASSES, FER_VA
+    from emotalk.evaluation.emotion import clip_result, recognise_clip
 
     target, va, notes = _target(args)
     probs = recognise_clip(args.video, max_frames=args.max_frames)
@@ -169,7 +169,7 @@ def section_video(args: argparse.Namespace) -> Section | None:
 def section_generator(args: argparse.Namespace) -> Section | None:
     if args.generator is None:
         return None
-    from emotalk.emotion_metrics import evaluate_generator, generator_markdown
+    from emotalk.evaluation.emotion import evaluate_generator, generator_markdown
 
     res = evaluate_generator(args.generator, n_frames=args.frames, settings=_gen_settings(args),
                              progress=_progress)
@@ -190,7 +190,7 @@ def _write_grid(args: argparse.Namespace) -> None:
     """frames x 9 emotions of the dataset, zoomed on the face (only for identities you may publish)."""
     import cv2
 
-    from emotalk.data import load_dataset
+    from emotalk.dataset.format import load_dataset
     from emotalk.face.generator import EmotionalFaceGenerator, emotion_grid
 
     ds = load_dataset(args.generator)
@@ -205,7 +205,7 @@ def _write_grid(args: argparse.Namespace) -> None:
 def section_generator_mead(args: argparse.Namespace) -> Section | None:
     if not args.generator_mead:
         return None
-    from emotalk.emotion_metrics import generator_markdown, mead_generator
+    from emotalk.evaluation.emotion import generator_markdown, mead_generator
 
     res = mead_generator(args.data, settings=_gen_settings(args), progress=_progress)
     return Section("generator_mead", generator_markdown(res), res)
@@ -238,7 +238,7 @@ def identity_report_path(args: argparse.Namespace, identity_name: str, dataset_n
 
 def run_identity(args: argparse.Namespace) -> int:
     """IDENTITY --dataset DIR: the whole metric table, printed and written (JSON + markdown)."""
-    from emotalk.evaluation import evaluate_identity, markdown, write_report
+    from emotalk.evaluation.report import evaluate_identity, markdown, write_report
 
     if args.dataset is None:
         raise InputError(f"Give the identity's dataset: python -m emotalk eval {args.identity} --dataset DIR "

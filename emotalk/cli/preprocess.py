@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from emotalk.data import PRESETS, preprocess
+    from emotalk.dataset.build import PRESETS, preprocess
     from emotalk.errors import InputError
 
     if args.preset not in PRESETS:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from emotalk import pipeline
-    from emotalk.face.emotion import EmotionTrack, category_va
+    from emotalk.emotion import EmotionTrack, category_va
 
     v, a = (category_va(args.emotion) if args.emotion else (args.valence, args.arousal))
     track = None

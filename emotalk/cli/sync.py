@@ -23,7 +23,7 @@ HELP = "lip-sync of a video (AV offset, confidence, phone contrast); --respeak D
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotalk.speech.respeak import DEFAULT_VOICES, VOICES
+    from emotalk.training.respeak import DEFAULT_VOICES, VOICES
 
     p.add_argument("video", nargs="?", type=Path, help="video to measure (its own audio unless --audio)")
     p.add_argument("--audio", type=Path, help="speech to measure the video against (audio or video file)")
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from emotalk.errors import InputError
 
     if args.respeak is not None:
-        from emotalk.data import load_dataset
-        from emotalk.speech.respeak import respeak_dataset
+        from emotalk.dataset.format import load_dataset
+        from emotalk.training.respeak import respeak_dataset
 
         ds = load_dataset(args.respeak)
         paths = respeak_dataset(ds, args.voices, args.kind, _progress, args.device)
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("Give a video to measure, or --respeak DATASET.")
     from dataclasses import replace
 
-    from emotalk import lipsync, media
+    from emotalk import media
+    from emotalk.avsync import lipsync
 
     wav = media.read_audio(args.audio, 16000) if args.audio else None
     settings = replace(lipsync.DEFAULT, max_lag=args.max_lag)

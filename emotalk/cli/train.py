@@ -35,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from emotalk.data import load_dataset
+    from emotalk.dataset.format import load_dataset
     from emotalk.errors import InputError
-    from emotalk.identity import identity_size_mb
-    from emotalk.train import PRESETS, TrainStatus, train_identity
+    from emotalk.identity.checkpoint import identity_size_mb
+    from emotalk.identity.fit import train_identity
+    from emotalk.training.settings import PRESETS, TrainStatus
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.emotion import CATEGORIES
 from emotalk.errors import InputError
-from emotalk.face.emotion import CATEGORIES, ExpressionModel
+from emotalk.face.expression import ExpressionModel
 
 DEFAULT_TEXTURE_PATH = Path(__file__).resolve().parents[1] / "models" / "expression_texture.npz"
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emotalk.emotion import clamp_to_disc
 from emotalk.errors import InputError
-from emotalk.face.emotion import INNER_LIP_PAIRS, RIGID_IDX, ExpressionModel, clamp_to_disc
+from emotalk.face.expression import INNER_LIP_PAIRS, RIGID_IDX, ExpressionModel
 from emotalk.face.expression_texture import ExpressionTexture
 
 # CelebAMask-HQ classes that move with the expression: skin, brows, eyes, glasses, nose, mouth, lips
@@ -281,7 +282,7 @@ def emotion_grid(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None
     """
     import cv2
 
-    from emotalk.face.emotion import CATEGORIES
+    from emotalk.emotion import CATEGORIES
 
     gen = generator or EmotionalFaceGenerator()
     rows = []

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emotalk.emotion import FER_CLASSES, FER_VA
 from emotalk.errors import InputError, MediaError
-from emotalk.face.emotion import FER_CLASSES, FER_VA
 
 EYE_OUTER = (33, 263)  # outer eye corners (subject's right, left)
 FACE_TOP, CHIN = 10, 152  # forehead top of the mesh, chin

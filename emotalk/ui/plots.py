@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 
-from emotalk.face.emotion import EmotionTrack
+from emotalk.emotion import EmotionTrack
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emotalk.face.emotion import CATEGORIES
+from emotalk.emotion import CATEGORIES
 
 PRESET_NAMES = ("neutral", "happy", "sad", "angry", "surprised", "calm", "fear")
 PRESETS: dict[str, tuple[float, float]] = {n: CATEGORIES[n] for n in PRESET_NAMES}

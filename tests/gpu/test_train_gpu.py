@@ -15,7 +15,9 @@ def test_tiny_training_on_cuda(tmp_path) -> None:
     import gsplat_prebuilt  # noqa: F401  (optional: a prebuilt kernel on the lent GPU hosts)
 
     from emotalk.gaussians.synthetic import make_synthetic
-    from emotalk.train import PRESETS, evaluate, load_train_data, train
+    from emotalk.training.data import load_train_data
+    from emotalk.training.loop import evaluate, train
+    from emotalk.training.settings import PRESETS
 
     ds = make_synthetic(size=64, n_frames=24)
     s = replace(PRESETS["test"], steps=150, batch=4, size=64)

@@ -192,7 +192,7 @@ def load_identity(path: str | os.PathLike, device: str = "cpu") -> Identity:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from emotalk.train import settings_from_dict
+    from emotalk.training.settings import settings_from_dict
 
     root = Path(path)
     meta = read_folder_json(root, FILES, "identity.json", "identity",

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.face.emotion import CATEGORIES, FER_CLASSES, FER_VA, LIP_MID, MOUTH_CORNERS
+from emotalk.emotion import CATEGORIES, FER_CLASSES, FER_VA
+from emotalk.face.expression import LIP_MID, MOUTH_CORNERS
 
 SIGN_DEADZONE = 0.1  # |v| or |a| below this counts as sign 0 (neutral)
 
@@ -207,7 +208,7 @@ def confusion_markdown(summary: dict) -> str:
 
 def evaluate_generator(dataset: str | Path, n_frames: int = 8, settings=None, progress=None) -> dict:
     """The emotional face generator on an identity dataset's training frames (see `evaluate_generator_on`)."""
-    from emotalk.data import load_dataset
+    from emotalk.dataset.format import load_dataset
 
     ds = load_dataset(dataset)
     pool = ds.train_idx
@@ -227,7 +228,7 @@ def evaluate_generator_on(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarr
     (re-tracked inner-lip gap, generated vs original) and expression fidelity (re-tracked blendshape
     change vs the model's target change, expression blendshapes only).
     """
-    from emotalk.face.emotion import EXPRESSION_BLENDSHAPES
+    from emotalk.face.expression import EXPRESSION_BLENDSHAPES
     from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
     from emotalk.face.recognizer import EmotionRecognizer
     from emotalk.face.tracking import track_video

@@ -254,22 +254,22 @@ def warped_signal(x: np.ndarray, rate_hz: float, times: np.ndarray) -> np.ndarra
 
 
 def _lag0_corr(mouth: np.ndarray, sig: np.ndarray, fps: float) -> float:
-    from emotalk.syncnet import bandpass
+    from emotalk.avsync.syncnet import bandpass
 
     a, b = bandpass(mouth, fps, (1.0, 6.0)), bandpass(sig, fps, (1.0, 6.0))
     return float(np.corrcoef(a, b)[0, 1])
 
 
 def _peak_lag(mouth: np.ndarray, sig: np.ndarray, fps: float, max_lag: int = 10) -> int:
-    from emotalk.lipsync import lag_correlation
-    from emotalk.syncnet import bandpass
+    from emotalk.avsync.lipsync import lag_correlation
+    from emotalk.avsync.syncnet import bandpass
 
     c = lag_correlation(bandpass(mouth, fps, (1.0, 6.0)), bandpass(sig, fps, (1.0, 6.0)), max_lag)
     return int(np.argmax(c)) - max_lag
 
 
 def _energy_100hz(wav: np.ndarray) -> np.ndarray:
-    from emotalk.lipsync import speech_band_energy
+    from emotalk.avsync.lipsync import speech_band_energy
 
     n = int(math.ceil(len(wav) / SR * 100)) + 1
     return speech_band_energy(wav, n, fps=100.0)
@@ -277,7 +277,7 @@ def _energy_100hz(wav: np.ndarray) -> np.ndarray:
 
 def _model_100hz(wav: np.ndarray) -> np.ndarray:
     """The sync model's expected opening at 100 Hz (unfiltered), to be sampled at warped times."""
-    from emotalk import syncnet
+    from emotalk.avsync import syncnet
 
     m = syncnet.load()
     n = int(math.ceil(len(wav) / SR * 100)) + 1
@@ -314,7 +314,7 @@ def analyse_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "wh
     """Transcript, forced alignment and code of the original speech. Refuses speech that Whisper tiny.en
     hears with a mean word probability under `min_word_prob` (other languages: measured 0.38 on the
     French and 0.46 on the German clip, 0.88-0.91 on English ones)."""
-    from emotalk.lipsync import align_robust
+    from emotalk.avsync.lipsync import align_robust
     from emotalk.speech.align import transcribe
 
     tr = transcribe(wav)
@@ -349,7 +349,7 @@ def respeak_voice(orig: Original, v: Voice, kind: str = "whisper",
                   device: str = "cpu") -> tuple[np.ndarray, VoiceQuality, np.ndarray, Respoken]:
     """Code [T,W,C] of `orig`'s words spoken by `v`, warped onto the original frames; its quality; the
     re-spoken wav; what to store."""
-    from emotalk.lipsync import align_robust
+    from emotalk.avsync.lipsync import align_robust
     from emotalk.speech.align import transcribe
 
     t_start = time.time()
@@ -498,7 +498,7 @@ def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
 def respeak_dataset(ds, voices: Sequence[str] = DEFAULT_VOICES, kind: str = "whisper",
                     progress: Progress | None = None, device: str = "cpu") -> list[Path]:
     """Re-speak an identity dataset's words: writes ds.root/respoken/{voice}.npy + index.json."""
-    from emotalk.preprocess.avsync import mouth_opening
+    from emotalk.avsync.offset import mouth_opening
 
     return respeak(ds.audio(), ds.n_frames, ds.fps, Path(ds.root) / "respoken", voices, kind,
                    mouth_opening(ds.lmk2d), device, progress)

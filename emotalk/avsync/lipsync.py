@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.avsync.offset import mouth_opening
+from emotalk.avsync.syncnet import bandpass
 from emotalk.metrics import lmd  # LMD against ground truth (mouth landmarks), also re-exported
-from emotalk.preprocess.avsync import mouth_opening
-from emotalk.syncnet import bandpass
 
 SR = 16000
 Progress = Callable[[str, float], None]
@@ -138,7 +138,7 @@ def estimate_sync(mouth: np.ndarray, wav: np.ndarray, phones: Sequence | None = 
     curves: dict[str, np.ndarray] = {}
     weights: dict[str, float] = {}
     if s.model_weight > 0:
-        from emotalk import syncnet
+        from emotalk.avsync import syncnet
 
         curves["model"] = lag_correlation(m, syncnet.load().predict(wav, T, s.fps, s.band), s.max_lag)
         weights["model"] = s.model_weight

@@ -70,7 +70,7 @@ def track_frames(frames: np.ndarray, video: bool = True, fps: float = 25.0):
 
     big, k = _upscale(np.asarray(frames))
     if video:
-        from emotalk.lipsync import track_mouth
+        from emotalk.avsync.lipsync import track_mouth
 
         lmk, mouth = track_mouth(list(big), fps, n_frames=len(big))
         return lmk / k, mouth
@@ -89,8 +89,8 @@ def render_emotions(model, data, picks: np.ndarray, cats: Sequence[str] = EMOTIO
     """
     import torch
 
-    from emotalk.face.emotion import CATEGORIES
-    from emotalk.train import frames_at
+    from emotalk.emotion import CATEGORIES
+    from emotalk.training.data import frames_at
 
     dev = data.frames.device
     idx = torch.as_tensor(np.asarray(picks), device=dev)
@@ -113,7 +113,7 @@ def emotion_from_renders(frames: np.ndarray, cats: np.ndarray, fidx: np.ndarray,
     frames [N,S,S,3] uint8, cats [N] category names, fidx [N] the dataset frame each was rendered at
     (every frame needs a "neutral" render). Each render is tracked on its own.
     """
-    from emotalk.emotion_metrics import clip_result, lip_preservation, summarise
+    from emotalk.evaluation.emotion import clip_result, lip_preservation, summarise
     from emotalk.face.recognizer import EmotionRecognizer
 
     cats = np.asarray(cats).astype(str)
@@ -143,15 +143,15 @@ def emotion_from_renders(frames: np.ndarray, cats: np.ndarray, fidx: np.ndarray,
 # -- inputs ----------------------------------------------------------------------------------------
 
 def _open(identity, dataset, device: str):
-    from emotalk.data import load_dataset
-    from emotalk.identity import Identity, load_identity
+    from emotalk.dataset.format import load_dataset
+    from emotalk.identity.checkpoint import Identity, load_identity
 
     if isinstance(identity, Identity):
         ident = identity
     else:
         p = Path(identity)
         if not p.is_dir() and "/" not in str(identity):  # a name: shipped or installed identity
-            from emotalk.pipeline import resolve_identity
+            from emotalk.identity.store import resolve_identity
 
             try:
                 p = resolve_identity(str(identity))
@@ -225,7 +225,8 @@ def evaluate_identity(identity, dataset, size: int | None = None, device: str = 
     """
     import torch
 
-    from emotalk.train import dataset_audio_code, evaluate, load_train_data
+    from emotalk.training.data import dataset_audio_code, load_train_data
+    from emotalk.training.loop import evaluate
 
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
@@ -358,7 +359,7 @@ def _lips(lmk_r, mouth_r, lmk_g, mouth_g, S: int) -> dict:
 
 
 def _sync(ds, run: np.ndarray, mouth_r, mouth_g, lmk_r, lmk_g, phones: bool) -> dict:
-    from emotalk import lipsync
+    from emotalk.avsync import lipsync
 
     SR = lipsync.SR
     wav = ds.audio()

@@ -17,7 +17,7 @@ import torch
 
 from emotalk.errors import InputError
 from emotalk.gaussians.model import BRANCHES, Frames
-from emotalk.identity import Identity
+from emotalk.identity.checkpoint import Identity
 
 Progress = Callable[[str, float], None]
 TURN_FRAMES = 6  # half-width of the rounded turn of the back-and-forth replay

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from emotalk.face.emotion import CATEGORIES, INNER_LIP_PAIRS, MOUTH_CORNERS
+from emotalk.emotion import CATEGORIES
+from emotalk.face.expression import INNER_LIP_PAIRS, MOUTH_CORNERS
 from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
 
 Progress = Callable[[str, float], None]
@@ -115,7 +116,7 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
 
     data: emotalk.train.TrainData of the same dataset at the training size (targets at that size too).
     """
-    from emotalk.train import frames_at
+    from emotalk.training.data import frames_at
 
     dev = data.frames.device
     S = data.size
@@ -179,7 +180,7 @@ def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSe
 
     size: the training size (None: the dataset's); audio_code as given to train (None: computed/cached).
     """
-    from emotalk.train import dataset_audio_code, load_train_data
+    from emotalk.training.data import dataset_audio_code, load_train_data
 
     code = audio_code if audio_code is not None else dataset_audio_code(ds)
     data = load_train_data(ds, size, code, device)

@@ -1,0 +1,1 @@
+"""Audio-visual sync of any face video: mouth opening, speech signals, offsets and their confidence."""

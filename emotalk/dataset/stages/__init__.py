@@ -1,0 +1,1 @@
+"""The stages of building a dataset: clip checks, crop, background plate, compact storage."""

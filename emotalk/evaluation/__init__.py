@@ -1,0 +1,1 @@
+"""Evaluation of an identity: image, lip, sync and emotion metrics, and the report."""

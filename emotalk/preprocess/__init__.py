@@ -1,1 +1,0 @@
-"""Stages of turning a talking-head clip into an identity dataset (orchestrated by emotalk.data)."""
