@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from emotalk.speech import respeak
 from emotalk.speech.align import Phone, Word
+from emotalk.training import respeak
 from tests.conftest import shared
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotalk.speech import respeak
+from emotalk.training import respeak
 from emotalk.training.data import load_train_data, respoken_audio
 from emotalk.training.loop import train
 from emotalk.training.settings import PRESETS
