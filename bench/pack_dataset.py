@@ -16,9 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 FILES = ("meta.json", "frames.mp4", "body.mp4", "parsing.npz", "tracks.npz", "background.png")
 
 

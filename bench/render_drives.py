@@ -8,8 +8,9 @@ prepare: the drives of bench_sync.py's renders table (every file in ../shared/da
 engines) with their audio code computed as the render CLI does (normalised speech, Whisper code at 25 fps),
 stored as distinct rows + index. render: each identity driven by each code at (0, 0) emotion, blinks on,
 as `python -m emotalk render` would, written as OUT/<identity>.npz (one JPEG array per drive: few files
-come back from the GPU host). measure: those frames muxed
-with their speech into mp4s and measured by bench_sync.py (offset, confidence, phone contrast).
+come back from the GPU host; without ffmpeg there, videos decode with OpenCV). measure: those frames muxed
+with their speech into mp4s and measured as in `python -m emotalk bench sync` (offset, confidence,
+phone contrast).
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: default paths only
 
 FPS = 25.0
 
 
 def prepare(drives_dir: Path, data: Path) -> list[dict]:
-    from bench_sync import drive_list
-
+    from emotalk.cli.bench.sync import drive_list
     from emotalk.speech.features import compute_audio_code
     from emotalk.speech.normalize import load_speech
 
@@ -80,9 +78,9 @@ def render(drives_dir: Path, identities: list[Path], out: Path, size: int, devic
 def measure(drives_dir: Path, frames_npz: Path, data: Path, table: Path,
             reference: Path | None) -> list[dict]:
     import cv2
-    from bench_sync import bench_renders
 
     from emotalk import media
+    from emotalk.cli.bench.sync import bench_renders
 
     drives = json.loads((drives_dir / "drives.json").read_text())
     listed = [(d["name"], Path(d["wav"]), d["text"]) for d in drives]
@@ -113,9 +111,6 @@ def main() -> int:
     if a.mode == "prepare":
         print(json.dumps(prepare(a.drives, a.data), indent=1))
     elif a.mode == "render":
-        import runpy
-
-        runpy.run_path(str(ROOT / "bench" / "bench_model.py"))["_cv2_video_fallback"]()
         print(json.dumps(render(a.drives, a.rest, a.out, a.size, a.device, a.quality), indent=1))
     else:
         if len(a.rest) != 1 or a.table is None:

@@ -1,6 +1,6 @@
 """GPU step that turns a trained identity into the shipped one: the emotion stage, then evidence.
 
-Runs on the GPU host (no ffmpeg there: datasets decode with OpenCV, as in bench_model.py):
+Runs on the GPU host (no ffmpeg there: datasets decode with OpenCV, inside emotalk.media):
   python bench/ship_identity.py IDENTITY DATASET --out OUT [--steps 1500]
 Writes OUT/identity/ (the identity with the emotion stage applied, body track kept, identity.json's
 settings and metrics updated: ready to copy under checkpoints/), OUT/emotion_stage.json (held-out
@@ -18,19 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from emotalk.evaluation.emotion_renders import EMOTION_CATS as CATS
+from emotalk.evaluation.emotion_renders import emotion_from_renders, render_emotions
 
-from emotalk.evaluation.report import EMOTION_CATS as CATS  # noqa: E402
-from emotalk.evaluation.report import emotion_from_renders, render_emotions  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: where shipped identities go
 
 
 def gpu_step(identity: str, dataset: str, out: Path, steps: int, dev: str = "cuda") -> dict:
-    import runpy
-
     import torch
 
-    runpy.run_path(str(ROOT / "bench" / "bench_model.py"))["_cv2_video_fallback"]()
     from emotalk.dataset.format import load_dataset
     from emotalk.emotion import CATEGORIES
     from emotalk.identity.checkpoint import load_identity

@@ -10,7 +10,7 @@ import sys
 from emotalk.errors import EmoTalkError
 
 # Order shown in --help; each name is a module in emotalk/cli.
-COMMANDS = ["render", "train", "preprocess", "speak", "eval", "sync", "assets", "bench"]
+COMMANDS = ["render", "train", "check", "preprocess", "speak", "eval", "sync", "assets", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

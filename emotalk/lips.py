@@ -27,12 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from emotalk.avsync.offset import mouth_opening
 from emotalk.errors import AssetError, EmoTalkError
-from emotalk.face.tracking import EYE_OUTER
+from emotalk.face.landmarks import eye_distance, mouth_opening, mouth_width_px
 
 LIP_NAMES = ("gap", "width", "jaw", "round", "press", "lower")
-MOUTH_CORNERS = (61, 291)  # FaceMesh outer mouth corners
 # blendshapes averaged into each blendshape-based parameter
 _BS_PARTS = {
     "jaw": ("jawOpen",),
@@ -48,9 +46,8 @@ def lip_params(lmk: np.ndarray, blendshapes: np.ndarray, names) -> np.ndarray:
     lmk = np.asarray(lmk, np.float64)
     bs = np.asarray(blendshapes, np.float64)
     names = [str(n) for n in names]
-    eyes = np.maximum(np.linalg.norm(lmk[:, EYE_OUTER[0], :2] - lmk[:, EYE_OUTER[1], :2], axis=-1), 1e-6)
     gap = mouth_opening(lmk)  # the lip-sync metric's mouth opening, so both measure the same thing
-    width = np.linalg.norm(lmk[:, MOUTH_CORNERS[0], :2] - lmk[:, MOUTH_CORNERS[1], :2], axis=-1) / eyes
+    width = mouth_width_px(lmk) / np.maximum(eye_distance(lmk), 1e-6)
     cols = {"gap": gap, "width": width}
     for k, parts in _BS_PARTS.items():
         missing = [p for p in parts if p not in names]
@@ -148,17 +145,12 @@ def driver_meta(driver: LipDriver, **info) -> dict[str, str]:
 
 def save_driver(driver: LipDriver, path: str | Path = DRIVER, **info) -> Path:
     """Weights + shape metadata (safetensors), written atomically."""
-    import os
-
     from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from emotalk.folders import atomic_write_bytes
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in driver.state_dict().items()}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(save(tensors, metadata=driver_meta(driver, **info)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=driver_meta(driver, **info)))
 
 
 @lru_cache(maxsize=4)

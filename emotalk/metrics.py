@@ -14,9 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-# MediaPipe FaceMesh lip landmarks (outer and inner contours), used for LMD.
-MOUTH_LANDMARKS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
-                   78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
+from emotalk.face.landmarks import MOUTH_LANDMARKS
 
 
 def as_float(img) -> Tensor:

@@ -1,7 +1,8 @@
 """The API that the app and the CLI call: requests in, files out. It knows nothing of the UI.
 
 Every function validates its inputs first and raises an `EmoTalkError` whose message is meant for the
-user; heavy modules (torch, the model, TTS) are imported only when a function needs them.
+user; heavy modules (torch, the model, TTS) are imported only when a function needs them. The request and
+result types, the limits and the checks live in `emotalk.requests` and are part of this API.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from emotalk import assets, media
@@ -32,57 +33,26 @@ from emotalk.identity.store import (  # noqa: F401
 from emotalk.render.camera import orbit
 from emotalk.render.label import label_frames
 
+# requests, results, limits and their checks: part of this API
+from emotalk.requests import (  # noqa: F401
+    MAX_SIZE,
+    MAX_SPEECH_S,
+    MAX_TEXT_CHARS,
+    MIN_SIZE,
+    SIZE_CPU,
+    SIZE_GPU,
+    RenderRequest,
+    RenderResult,
+    SpeechResult,
+    device_info,
+    join_notices,
+    speech_seconds,
+    speech_too_long,
+    text_too_long,
+    validate_request,
+)
+
 Progress = Callable[[str, float], None]  # (stage text, fraction 0..1)
-
-MAX_TEXT_CHARS = 2000  # typed text longer than this is refused (about 2.5 minutes of speech)
-MAX_SPEECH_S = 120.0  # uploaded speech longer than this is refused
-MIN_SIZE, MAX_SIZE = 32, 1024  # allowed output sides in px
-SIZE_GPU, SIZE_CPU = 512, 256  # default output side on a GPU / on a CPU
-
-
-@dataclass
-class RenderRequest:
-    """Everything one render needs; the app's inputs map onto it one to one."""
-
-    identity: str  # identity name (shipped or user), a folder path, or "hf:owner/repo"
-    audio: str | None = None  # path of a speech file ...
-    text: str | None = None  # ... or typed text (spoken by TTS)
-    voice: str | None = None  # TTS voice name (None: the default)
-    valence: float = 0.0  # [-1, 1]
-    arousal: float = 0.0  # [-1, 1]
-    intensity: float = 1.0  # scales (valence, arousal) toward neutral, [0, 1]
-    emotion_track: list[tuple[float, float, float]] | None = None  # (t s, v, a) keyframes; overrides v/a
-    size: int | None = None  # output side in px (None: the identity's, at most SIZE_CPU on a CPU)
-    yaw: float = 0.0  # camera yaw offset, degrees
-    pitch: float = 0.0  # camera pitch offset, degrees
-    blink_rate: float = 1.0  # blinks relative to the identity's natural rate
-    seed: int = 0  # random seed (blinks)
-    watermark: bool = True  # small "AI-generated" label on the video
-    device: str | None = None  # "cuda" or "cpu" (None: cuda when available)
-    notices: list[str] = field(default_factory=list)  # filled by validation (clamping, CPU size, ...)
-
-
-@dataclass
-class RenderResult:
-    """What a render produced."""
-
-    video: Path  # the mp4 (H.264 + AAC)
-    speech_wav: Path  # the speech that drives it (16 kHz mono)
-    n_frames: int
-    seconds: float  # wall time of the whole request
-    tts_engine: str | None  # engine that spoke typed text; None for uploaded speech
-    notice: str | None  # fallbacks, clamping, CPU notices, joined
-    timings: dict[str, float]  # seconds per stage
-
-
-@dataclass
-class SpeechResult:
-    """Speech made from typed text."""
-
-    wav: Path
-    engine: str
-    notice: str | None  # why a fallback engine spoke, when one did
-    duration: float
 
 
 def new_workdir(prefix: str = "emotalk-") -> Path:
@@ -102,65 +72,15 @@ def model_files() -> list[list[str]]:
             for n, a in sorted(assets.REGISTRY.items())]
 
 
-def device_info() -> dict:
-    """Where rendering runs, the default output size there, and a notice for CPU users."""
-    try:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        cuda = False
-    if cuda:
-        return {"device": "cuda", "default_size": SIZE_GPU, "notice": None}
-    return {"device": "cpu", "default_size": SIZE_CPU,
-            "notice": f"No GPU here: rendering runs on the CPU at {SIZE_CPU}px by default, several "
-                      "times slower than real time."}
+# ---- speech from text -------------------------------------------------------------------------
 
 
-def validate_request(req: RenderRequest) -> RenderRequest:
-    """Check a request before any GPU work; returns a normalised copy (notices say what changed)."""
-    from emotalk.emotion import EmotionTrack, clamp_to_disc
+def tts_engines() -> list[tuple[str, str]]:
+    """(id, label) of the TTS engines to choose from, the default (Piper, offline) first. Typed text
+    stays on this machine unless "edge" is chosen, whose label says the text goes to an online service."""
+    from emotalk.speech.tts import ENGINE_LABELS, ENGINES
 
-    r = replace(req, notices=list(req.notices))
-    if not (r.identity or "").strip():
-        raise InputError("Pick an identity first.")
-    has_text = bool(r.text and r.text.strip())
-    if r.audio and has_text:
-        raise InputError("Give either a speech file or text to speak, not both.")
-    if not r.audio and not has_text:
-        raise InputError("Give some speech: upload or record audio, or type text to speak.")
-    if has_text and len(r.text) > MAX_TEXT_CHARS:
-        raise InputError(f"The text has {len(r.text)} characters; the limit is {MAX_TEXT_CHARS}. "
-                         "Split it into shorter renders.")
-    if r.audio:
-        info = media.probe(r.audio)
-        if not info.has_audio:
-            raise InputError(f"{Path(r.audio).name} has no audio track; upload speech.")
-        if info.duration > MAX_SPEECH_S:
-            raise InputError(f"The speech lasts {info.duration:.0f} s; the limit is {MAX_SPEECH_S:.0f} s.")
-    if not (0.0 <= r.intensity <= 1.0):
-        raise InputError(f"Intensity must be between 0 and 1, got {r.intensity}.")
-    r.valence, r.arousal, note = clamp_to_disc(float(r.valence), float(r.arousal))
-    if note:
-        r.notices.append(note)
-    if r.emotion_track:
-        track = EmotionTrack.from_keyframes(list(r.emotion_track))
-        r.notices += track.notices
-    if r.device not in (None, "cpu", "cuda"):
-        raise InputError(f"Device must be cpu or cuda, got {r.device!r}.")
-    if r.device == "cuda" and device_info()["device"] != "cuda":
-        raise InputError("A CUDA GPU was asked for, but none is visible. Use the CPU.")
-    if r.size is None and r.device is None and device_info()["notice"]:
-        r.notices.append(device_info()["notice"])  # no GPU: say why it is small and slow
-    elif r.size is not None and (not (MIN_SIZE <= int(r.size) <= MAX_SIZE) or int(r.size) % 2):
-        raise InputError(f"Resolution must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
-                         f"got {r.size}.")
-    for what, val, lim in (("Camera yaw", r.yaw, 30.0), ("Camera pitch", r.pitch, 20.0)):
-        if abs(val) > lim:
-            raise InputError(f"{what} offset must be within ±{lim:.0f}°, got {val}.")
-    if not (0.0 <= r.blink_rate <= 3.0):
-        raise InputError(f"Blink rate must be between 0 and 3 (1 = natural), got {r.blink_rate}.")
-    return r
+    return [(e, ENGINE_LABELS[e]) for e in ENGINES]
 
 
 def voices() -> list[str]:
@@ -171,37 +91,44 @@ def voices() -> list[str]:
     return [f"offline:{e}" for e in OFFLINE_VOICES] + sorted(set(DEFAULT_VOICES.values()))
 
 
-def _tts_settings(voice: str | None):
-    from emotalk.speech import tts
-
-    if voice and voice.startswith("offline:"):
-        engine = voice.split(":", 1)[1]
-        engines = tuple(e for e in tts.ENGINES if e != "edge")
-        return tts.TTSSettings(engines=engines[engines.index(engine):] if engine in engines else engines)
-    return tts.TTSSettings(voice=voice or None)
-
-
 def speak(text: str, voice: str | None = None, workdir: Path | None = None, arousal: float = 0.0,
-          progress: Progress | None = None) -> SpeechResult:
-    """Typed text -> a 16 kHz wav, saying which engine spoke and why any fallback happened."""
+          progress: Progress | None = None, engine: str | None = None) -> SpeechResult:
+    """Typed text -> a 16 kHz wav by the chosen `engine` (None: Piper, offline; an online `voice` name
+    picks the online voice). The notice says why another engine spoke, only when one did."""
     from emotalk.speech import tts
 
     if text and len(text) > MAX_TEXT_CHARS:
-        raise InputError(f"The text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
-    res = tts.synthesize(text, _tts_settings(voice), arousal=arousal, progress=progress)
+        raise text_too_long(len(text))
+    settings = tts.settings_for(engine, voice)
+    res = tts.text_to_speech(text, settings, arousal=arousal, progress=progress)
     out = media.write_wav(Path(workdir or new_workdir()) / "speech.wav", res.wav, res.sr)
-    return SpeechResult(out, f"{res.engine} ({res.voice})", res.fallback_reason, res.duration)
+    chosen = settings.engines[0]
+    notice = None
+    if res.engine != chosen:
+        notice = (f"The chosen voice ({tts.ENGINE_LABELS[chosen]}) could not speak "
+                  f"({res.fallback_reason}); {res.engine} ({res.voice}) spoke instead.")
+    return SpeechResult(out, f"{res.engine} ({res.voice})", notice, res.duration)
+
+
+# ---- what a render will take ------------------------------------------------------------------
+
+
+def estimate_seconds(req: RenderRequest) -> float:
+    """Expected compute seconds of this request on this device, before it starts (measured speeds, the
+    CPU's current load counted; see `render.speed`). Refuses what validation refuses about the speech."""
+    from emotalk.render.speed import estimate
+
+    dev = req.device or _device()
+    size = int(req.size or (SIZE_GPU if dev == "cuda" else SIZE_CPU))
+    return estimate(speech_seconds(req), size, dev, tts=not req.audio)
 
 
 def estimate_gpu_seconds(req: RenderRequest) -> int:
     """A generous GPU-time budget for one render (for @spaces.GPU(duration=...))."""
-    if req.audio:
-        try:
-            dur = media.probe(req.audio).duration
-        except Exception:
-            dur = MAX_SPEECH_S
-    else:
-        dur = len(req.text or "") / 14.0  # about 14 characters per second of speech
+    try:
+        dur = speech_seconds(req)
+    except Exception:
+        dur = MAX_SPEECH_S
     return int(min(300, 20 + 1.5 * dur))
 
 
@@ -219,9 +146,6 @@ def cleanup_old_outputs(root: Path, max_age_s: float) -> int:
         except FileNotFoundError:
             continue
     return n
-
-
-# ---- identities -------------------------------------------------------------------------------
 
 
 # ---- rendering --------------------------------------------------------------------------------
@@ -251,11 +175,12 @@ def _default_size(identity_size: int, device: str) -> int:
 
 def synthesize(req: RenderRequest, workdir: Path | None = None,
                progress: Progress | None = None) -> RenderResult:
-    """Speech (file or text) + identity + emotion -> an mp4 with the speech, lips in sync."""
-    from dataclasses import replace as dc_replace
-
-    from emotalk.media import VideoWriter
+    """Speech (a recording, a video's sound, or text) + identity + emotion -> an mp4 with that speech,
+    lips in sync. An upload's sound goes into the mp4 at its own quality; 16 kHz mono only drives the lips."""
+    from emotalk.media import SR, VideoWriter
     from emotalk.render.frames import render_frames
+    from emotalk.render.soundtrack import mux_soundtrack
+    from emotalk.render.speed import observe
     from emotalk.speech.features import compute_audio_code
     from emotalk.speech.normalize import load_speech
 
@@ -275,38 +200,45 @@ def synthesize(req: RenderRequest, workdir: Path | None = None,
     engine = None
     if r.text and r.text.strip():
         say("speaking the text", 0.05)
-        sp = speak(r.text, r.voice, work, arousal=r.arousal)
+        sp = speak(r.text, r.voice, work, arousal=r.arousal, engine=r.engine)
         engine = sp.engine
         if sp.notice:
-            r.notices.append(f"TTS fallback: {sp.notice}")
+            r.notices.append(sp.notice)
         wav = load_speech(sp.wav)
     else:
         say("reading the speech", 0.05)
         wav = load_speech(r.audio)
+        if len(wav) / SR > MAX_SPEECH_S:  # a file whose header did not tell its length
+            raise speech_too_long(Path(r.audio).name, len(wav) / SR)
     speech_wav = media.write_wav(work / "speech.wav", wav)
     timings["speech"] = time.time() - t
-    n = max(1, int(round(len(wav) / 16000 * ident.fps)))
+    n = max(1, int(round(len(wav) / SR * ident.fps)))
     t = time.time()
     say("audio features", 0.15)
     kind = ident.meta["model"].get("audio_kind", "whisper")
-    code = compute_audio_code(wav, 16000, n_frames=n, fps=ident.fps, kind=kind, device=dev)
+    code = compute_audio_code(wav, SR, n_frames=n, fps=ident.fps, kind=kind, device=dev)
     timings["features"] = time.time() - t
     emotion = _emotion_per_frame(r, n, ident.fps)
     if r.yaw or r.pitch:
-        ident = dc_replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
+        ident = replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
     out = work / "emotalk.mp4"
+    frames_mp4 = work / "frames.mp4" if r.audio else out  # an upload's own sound is added afterwards
     t = time.time()
-    with VideoWriter(out, fps=ident.fps, audio=wav, sr=16000) as w:
+    with VideoWriter(frames_mp4, fps=ident.fps, audio=None if r.audio else wav, sr=SR) as w:
         for frames in render_frames(ident, code, emotion, size=r.size, device=dev, blinks=r.blink_rate > 0,
                                     blink_rate=r.blink_rate, seed=r.seed,
                                     progress=lambda s, f: say(f"rendering frame {int(f * n)}/{n}",
                                                               0.2 + 0.75 * f)):
             w.write_batch(label_frames(frames) if r.watermark else frames)
         say("encoding", 0.97)
+    if r.audio:
+        mux_soundtrack(frames_mp4, r.audio, out, n / ident.fps)
+        frames_mp4.unlink(missing_ok=True)
     timings["render_encode"] = time.time() - t
+    observe(len(wav) / SR, r.size, dev, time.time() - t_start, tts=engine is not None)  # next estimates
     say("done", 1.0)
-    return RenderResult(out, speech_wav, n, time.time() - t_start, engine,
-                        " ".join(r.notices) or None, timings)
+    return RenderResult(out, speech_wav, n, time.time() - t_start, engine, join_notices(r.notices), timings,
+                        audio_seconds=len(wav) / SR)
 
 
 def preview(req: RenderRequest):
@@ -328,9 +260,7 @@ def preview(req: RenderRequest):
                                                fps=ident.fps, kind=kind, device=dev)
     emo = np.array([[r.valence, r.arousal]], np.float32) * np.float32(r.intensity)
     if r.yaw or r.pitch:
-        from dataclasses import replace as dc_replace
-
-        ident = dc_replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
+        ident = replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
     frames = next(iter(render_frames(ident, _SILENT_CODE[key], emo, batch=1, size=r.size, device=dev,
                                      blinks=False)))
     return label_frames(frames)[0] if r.watermark else frames[0]
@@ -341,69 +271,82 @@ _SILENT_CODE: dict = {}
 
 # ---- fine-tuning a new identity -----------------------------------------------------------------
 
-FINE_TUNE_PRESETS = ("fast", "quality")
+FINE_TUNE_PRESETS = ("fast", "quality", "cpu", "test")  # the recipes of emotalk.training.settings.RECIPES
+
+
+def fine_tune_recipe(preset: str, device: str | None = None) -> dict:
+    """What a fine-tune with `preset` makes on this device (on a CPU, fast and quality become the CPU
+    preview): name, preview, size (px), emotions, steps, emotion_steps and a one-line description."""
+    from emotalk.training.settings import recipe_for
+
+    return recipe_for(preset, device or _device()).summary()
+
+
+def estimate_fine_tune_seconds(clip: str, preset: str, device: str | None = None) -> float:
+    """Expected seconds of a whole fine-tune of `clip` with `preset` on this device, before it starts."""
+    import math
+
+    from emotalk.identity.fit import estimate_parts
+    from emotalk.training.settings import recipe_for
+
+    dev = device or _device()
+    seconds = media.probe(clip, max_seconds=math.inf).duration
+    return float(sum(estimate_parts(recipe_for(preset, dev), seconds, dev).values()))
+
+
+def fit_identity(source: str | Path, out: str | Path, recipe, workdir: str | Path | None = None,
+                 device: str | None = None, name: str | None = None, progress: Progress | None = None,
+                 on_sample: Callable[[list[float], object], None] | None = None, on_status=None):
+    """A clip, or an already-built dataset folder, -> the identity folder `out` by a fine-tune recipe (a
+    RECIPES name or a `Recipe`): what `fine_tune` and the train CLI both run. Resumes from `workdir`
+    (default: OUT.work) after a crash. Returns an `emotalk.identity.fit.FitResult`."""
+    import math
+
+    from emotalk.identity.fit import fit_identity as fit
+    from emotalk.training.settings import Recipe, recipe_named
+
+    dev = device or _device()
+    r = recipe if isinstance(recipe, Recipe) else recipe_named(recipe)
+    src = Path(source)
+    if not src.exists():
+        raise InputError(f"{src} does not exist: give a video clip or a dataset folder "
+                         "(from 'python -m emotalk preprocess').")
+    is_clip = not src.is_dir()
+    seconds = media.probe(src, max_seconds=math.inf).duration if is_clip else None
+    work = Path(workdir) if workdir else Path(out).with_name(Path(out).name + ".work")
+    return fit(src, out, r, work, device=dev, name=name, progress=progress, on_sample=on_sample,
+               on_status=on_status, clip_seconds=seconds)
 
 
 def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
               workdir: Path | None = None, progress: Progress | None = None,
               on_sample: Callable[[list[float], object], None] | None = None,
-              steps: int | None = None, size: int | None = None) -> IdentityInfo:
-    """A user's clip -> a new identity in the user's folder: preprocess, train, save (resumable).
+              steps: int | None = None, size: int | None = None):
+    """A user's clip -> a new identity in the user's folder by recipe `preset` (resumable; see
+    `fit_identity`). On a CPU, fast and quality run the CPU preview recipe (hours otherwise).
 
-    `on_sample(loss_history, frame)` gets the loss curve and a held-out render a few times during training.
-    `steps`/`size` override the preset (CPU users and tests).
+    `on_sample(loss_history, frame)` gets the loss curve as it grows and a held-out render every few
+    hundred steps and at the end. `steps`/`size` override the recipe (tests). Returns a `FittedIdentity`
+    (an IdentityInfo with the recipe's summary and a notice saying what a preview is).
     """
-    from dataclasses import replace as dc_replace
-
-    from emotalk.dataset.build import PRESETS as DATA_PRESETS
-    from emotalk.dataset.build import preprocess
-    from emotalk.identity.fit import train_identity
-    from emotalk.training.data import dataset_audio_code
-    from emotalk.training.settings import PRESETS as TRAIN_PRESETS
+    from emotalk.identity.fit import FittedIdentity
+    from emotalk.training.settings import override, recipe_for
 
     if not consent:
         raise InputError("Tick the consent box: you must have the right to use this person's likeness.")
     if preset not in FINE_TUNE_PRESETS:
-        raise InputError(f"Unknown preset {preset!r}; choose {' or '.join(FINE_TUNE_PRESETS)}.")
+        raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(FINE_TUNE_PRESETS)}.")
     name = validate_identity_name(name)
     dest = user_dir() / name
     if dest.exists():
         raise InputError(f"You already have an identity named {name!r}; choose another name.")
-    say = progress or (lambda s, f: None)
     dev = _device()
-    s = TRAIN_PRESETS[preset]
-    if dev == "cpu":  # a CPU trains a small model at a small size, or it would take hours
-        s = dc_replace(s, size=128, steps=600, batch=2, lpips=False,
-                       model=dc_replace(s.model, n_face_init=3000, n_mouth_init=400))
-    if steps:
-        s = dc_replace(s, steps=int(steps))
-    if size:
-        s = dc_replace(s, size=int(size))
+    recipe = override(recipe_for(preset, dev), steps=steps, size=size)
     work = Path(workdir) if workdir else user_dir().parent / "work" / name
-    work.mkdir(parents=True, exist_ok=True)
-    ds_dir = work / "dataset"
-    if (ds_dir / "meta.json").is_file():
-        from emotalk.dataset.format import load_dataset
-
-        ds = load_dataset(ds_dir)  # a crashed fine-tune resumes after preprocessing
-    else:
-        data_settings = DATA_PRESETS["default"] if dev == "cuda" else DATA_PRESETS["fast"]
-        ds = preprocess(clip, ds_dir, data_settings, progress=lambda m, f: say(f"preprocess: {m}", 0.4 * f))
-    code = dataset_audio_code(ds, s.audio_kind)
-    losses: list[float] = []
-    last_sample = [0]
-
-    def status(st) -> None:
-        losses.append(float(st.loss))
-        say(f"train [{st.stage}] step {st.step}/{st.steps}, loss {st.loss:.4f}, "
-            f"ETA {st.eta_s / 60:.1f} min", 0.4 + 0.55 * st.step / max(1, st.steps))
-        if on_sample and st.step - last_sample[0] >= max(1, st.steps // 6):
-            last_sample[0] = st.step
-            on_sample(list(losses), None)
-
-    _, _, thumb = train_identity(ds, s, dest, work / "train", device=dev, on_status=status, audio_code=code,
-                                 name=name, source_clip=str(clip))
-    if on_sample:
-        on_sample(list(losses), thumb)
-    say("done", 1.0)
-    return identity_info(dest, "user")
+    fit_identity(clip, dest, recipe, work, dev, name, progress, on_sample)
+    notice = None
+    if recipe.preview:
+        swapped = f"No GPU here, so {preset!r} ran as the CPU preview: " if recipe.name != preset else ""
+        notice = (f"{swapped}{name} is a small preview ({recipe.describe()}); a fine-tune on a GPU with "
+                  "'fast' or 'quality' makes the full 512 px identity.")
+    return FittedIdentity(**vars(identity_info(dest, "user")), recipe=recipe.summary(), notice=notice)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: default paths only
 
 SWEEP = ("neutral", "happy", "surprised", "angry", "sad", "calm", "neutral")
 

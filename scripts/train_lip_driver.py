@@ -4,7 +4,8 @@
         [--out emotalk/models/lip_driver.safetensors] [--without obama ...] [--report out/lip_driver.json]
 
 1. Every clip in DATA/clips is tracked at 25 fps (landmarks + blendshapes; the cache of
-   scripts/train_syncnet.py is reused) and its lip parameters z-scored per clip.
+   scripts/train_syncnet.py is reused, through emotalk.cli.bench.sync_clips) and its lip parameters
+   z-scored per clip.
 2. Its AV offset is measured (`emotalk.lipsync.estimate_sync`); a clip with a clear peak is moved into
    sync, one with no clear peak away from 0 +- 1 is left out (its true timing is unknown).
 3. Each clip's speech is also perturbed (pitch and formants x1.25 and x0.8, same timing), and every
@@ -26,12 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from emotalk.avsync import lipsync
+from emotalk.cli.bench import sync_clips as ts
+from emotalk.lips import LIP_NAMES, LipDriver, LipStats, lip_params, save_driver
 
-from emotalk.avsync import lipsync  # noqa: E402
-from emotalk.lips import LIP_NAMES, LipDriver, LipStats, lip_params, save_driver  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # the checkout: default paths only
 
 FPS = 25.0
 TONES = (1.0, 1.25, 0.8)  # voice versions of each clip: original, then pitch+formants changed
@@ -41,8 +41,6 @@ FOLDS = ("obama_address", "reagan_address", "macron_address", "german_anchor", "
 
 def clip_rows(data: Path, cache: Path) -> list[dict]:
     """Per clip: name, lip code [T,M], synced 16 kHz speech, measured offset (or skipped with a reason)."""
-    import train_syncnet as ts
-
     from emotalk.face.tracking import BLENDSHAPE_NAMES, fill_gaps
 
     rows = []
@@ -67,7 +65,7 @@ def clip_rows(data: Path, cache: Path) -> list[dict]:
 def audio_codes(rows: list[dict], cache: Path) -> None:
     """Whisper audio code [T,W,C] (float16) of every voice version of every clip, cached by offset."""
     from emotalk.speech.features import compute_audio_code
-    from emotalk.training.respeak import VOICES, perturb
+    from emotalk.speech.voices import VOICES, perturb
 
     base = VOICES["orig-tone125"]
     for r in rows:

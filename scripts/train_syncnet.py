@@ -1,4 +1,4 @@
-"""Train the audio-to-mouth sync model (`emotalk/syncnet.py`) on the shared real clips, and check it.
+"""Train the audio-to-mouth sync model (`emotalk/avsync/syncnet.py`) on the shared real clips, and check it.
 
     .venv/bin/python scripts/train_syncnet.py [--data ../shared/data] [--cache out/sync_cache]
                                               [--out emotalk/models/sync_mouth_ridge.safetensors]
@@ -7,9 +7,11 @@
 1. Every clip in DATA/clips (mp4 and grid/*.mpg) is decoded at 25 fps, tracked with FaceLandmarker
    (mouth opening = inner-lip gap / eye distance); English clips get phone timings (Whisper +
    pocketsphinx). All of it is cached in CACHE (never committed: it is derived from the shared data).
+   Loading, shifting and the held-out estimate are in `emotalk.cli.bench.sync_clips` (the lip-sync
+   benchmark uses them too).
 2. Round 1, leave-one-clip-out: for each clip a model trained on the others measures its AV offset
-   (with the other signals of `emotalk.lipsync.estimate_sync`). Clips with a clear peak at |offset| >= 2
-   are out-of-sync sources: they are left out of training.
+   (with the other signals of `emotalk.avsync.lipsync.estimate_sync`). Clips with a clear peak at
+   |offset| >= 2 are out-of-sync sources: they are left out of training.
 3. Round 2: leave-one-out again on the kept clips (the held-out scores stored with the weights), a
    shift test (audio moved by k = +-2..+-6 frames must move the offset by k, +-1), then the final fit
    on all kept clips.
@@ -23,87 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from emotalk.avsync import syncnet
+from emotalk.cli.bench.sync_clips import LAMBDA, SHIFTS, clips, evaluate, features, load_clip
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from emotalk.avsync import lipsync, syncnet  # noqa: E402
-from emotalk.speech.align import Phone  # noqa: E402
-
-FPS = 25.0
-NON_ENGLISH = ("macron", "german")  # clip name prefixes spoken in other languages (no phone timings)
-SHIFTS = (-6, -4, -2, 2, 4, 6)  # audio shifts of the shift test, frames
-LAMBDA = 1000.0  # ridge strength
-
-
-def clips(data: Path) -> list[Path]:
-    c = data / "clips"
-    return sorted(c.glob("*.mp4")) + sorted((c / "grid").glob("*.mpg"))
-
-
-def load_clip(path: Path, cache: Path) -> dict:
-    """Mouth opening [T], audio [N] and phones of a clip, from the cache or computed (then cached)."""
-    from emotalk import media
-
-    cache.mkdir(parents=True, exist_ok=True)
-    f = cache / f"{path.stem}.npz"
-    if not f.is_file():
-        info = media.probe(path)
-        size = None
-        if max(info.width, info.height) > 512:
-            k = 512 / max(info.width, info.height)
-            size = (2 * round(info.width * k / 2), 2 * round(info.height * k / 2))
-        from emotalk.face.tracking import track_video
-
-        tr = track_video(media.iter_frames(path, fps=FPS, size=size), fps=FPS)
-        wav = media.read_audio(path, 16000)
-        np.savez_compressed(f, lmk=tr.lmk, found=tr.found, bs=tr.blendshapes, wav=wav.astype(np.float32))
-    z = np.load(f)
-    out = {"name": path.stem, "mouth": lipsync.mouth_opening(z["lmk"]), "wav": z["wav"], "phones": [],
-           "found": float(z["found"].mean())}
-    pj = cache / f"{path.stem}.phones.json"
-    if not path.stem.startswith(NON_ENGLISH):
-        if not pj.is_file():
-            ph, text, notes = lipsync.phones_for(out["wav"])
-            pj.write_text(json.dumps({"text": text, "notes": notes, "phones": [p.__dict__ for p in ph]}))
-        d = json.loads(pj.read_text())
-        out["phones"] = [Phone(**p) for p in d["phones"]]
-        out["text"] = d["text"]
-    return out
-
-
-def shift_wav(wav: np.ndarray, k: int) -> np.ndarray:
-    """Audio made k frames later (k > 0) or earlier (k < 0), same length."""
-    s = int(round(k * 16000 / FPS))
-    if s > 0:
-        return np.concatenate([np.zeros(s, wav.dtype), wav[:-s]])
-    if s < 0:
-        return np.concatenate([wav[-s:], np.zeros(-s, wav.dtype)])
-    return wav
-
-
-def shift_phones(phones: list, k: int) -> list:
-    from dataclasses import replace
-
-    return [replace(p, start=p.start + k / FPS, end=p.end + k / FPS) for p in phones]
-
-
-def features(clip: dict) -> tuple[np.ndarray, np.ndarray]:
-    T = len(clip["mouth"])
-    return syncnet.audio_features(clip["wav"], T, FPS), syncnet.bandpass(clip["mouth"], FPS)
-
-
-def evaluate(clip: dict, model: syncnet.MouthPredictor, shift: int = 0) -> lipsync.SyncEstimate:
-    """The combined estimate of `estimate_sync`, with `model` as the sync model (held out of its training)."""
-    syncnet.load.cache_clear()
-    wav, phones = shift_wav(clip["wav"], shift), shift_phones(clip["phones"], shift)
-    orig = syncnet.load
-    try:
-        syncnet.load = lambda *a, **k: model  # the estimator asks syncnet.load() for the model
-        return lipsync.estimate_sync(clip["mouth"], wav, phones or None)
-    finally:
-        syncnet.load = orig
+REPO = Path(__file__).resolve().parents[1]  # the checkout: default paths only
 
 
 def loo(data: list[dict], feats: dict, train_names: list[str], shifts=()) -> dict:

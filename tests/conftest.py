@@ -1,9 +1,15 @@
-"""Shared test setup: offline Hub, the shared data folder, and skips with clear reasons."""
+"""Shared test setup: offline Hub, the shared data folder, skips with clear reasons, and session fixtures
+for the slow work many tests share (the shared clip tracked and preprocessed, a tiny identity): each is
+done once per run, never once per test file."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +18,11 @@ os.environ.setdefault("EMOTALK_NO_HUB", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMOTALK_SHARED_DATA", REPO.parent / "shared" / "data"))
+MAY = "clips/may_5s_512px_25fps.mp4"  # the 5 s, 25 fps, one-face clip most real-data tests start from
+
+if TYPE_CHECKING:
+    from emotalk.dataset.format import IdentityDataset
+    from emotalk.face.tracking import RawTrack
 
 
 def shared(rel: str) -> Path:
@@ -44,15 +55,46 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def may_dataset_64(tmp_path_factory):
-    """The shared 5 s clip preprocessed once per session at 64 px (real tracking, parsing, body frames)."""
-    import dataclasses
+def may_track() -> RawTrack:
+    """The face tracker's raw output on the whole shared 5 s clip at 25 fps (as preprocess runs it)."""
+    from emotalk import media
+    from emotalk.face import tracking
 
-    from emotalk.dataset.build import PRESETS, preprocess
+    return tracking.track_video(media.iter_frames(shared(MAY), fps=25.0), fps=25.0)
 
-    clip = shared("clips/may_5s_512px_25fps.mp4")
-    out = tmp_path_factory.mktemp("may64") / "ds"
-    return preprocess(clip, out, dataclasses.replace(PRESETS["test"], size=64))
+
+@dataclass
+class PreprocessedClip:
+    """A clip preprocessed once per session, with what the run reported on the way (so tests of those
+    reports need not preprocess again)."""
+
+    dataset: IdentityDataset  # the dataset folder, loaded
+    progress: list[tuple[str, float]]  # every (message, fraction) progress call, in order
+    warnings: list[str]  # the warnings preprocess gave, as text
+    debug_dir: Path  # where settings.debug_dir made it write the parsing contact sheet
+
+
+@pytest.fixture(scope="session")
+def may_preprocessed_64(tmp_path_factory) -> PreprocessedClip:
+    """The shared 5 s clip preprocessed once per session at 64 px (real tracking, parsing, body frames),
+    with its progress calls, warnings and debug contact sheet recorded."""
+    from emotalk.dataset.build import preprocess
+    from emotalk.training.settings import PREPROCESS_PRESETS as PRESETS
+
+    clip = shared(MAY)
+    root = tmp_path_factory.mktemp("may64")
+    settings = dataclasses.replace(PRESETS["test"], size=64, debug_dir=str(root / "debug"))
+    calls: list[tuple[str, float]] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = preprocess(clip, root / "ds", settings, progress=lambda msg, f: calls.append((msg, f)))
+    return PreprocessedClip(ds, calls, [str(w.message) for w in caught], root / "debug")
+
+
+@pytest.fixture(scope="session")
+def may_dataset_64(may_preprocessed_64) -> IdentityDataset:
+    """The shared 5 s clip preprocessed once per session at 64 px (see `may_preprocessed_64`)."""
+    return may_preprocessed_64.dataset
 
 
 @pytest.fixture(scope="session")

@@ -41,24 +41,36 @@ def test_model_files_endpoint(client):
 
 
 def test_speak_endpoint_says_which_engine_spoke(client):
-    wav, note = client.predict("Testing one two three.", "offline:espeak", api_name="/speak")
+    wav, note = client.predict("Testing one two three.", "espeak", api_name="/speak")
     x = media.read_audio(wav)
     assert 0.8 < len(x) / 16000 < 4.0 and float(abs(x).max()) > 0.05
     assert "espeak" in note
 
 
-def test_generate_rejects_bad_input_with_the_pipeline_message(client):
+def test_generate_rejects_bad_input_with_the_pipeline_message(client, installed_identity):
     from gradio_client.exceptions import AppError
 
+    name = installed_identity.name
     with pytest.raises(AppError, match="limit is 2000"):
-        client.predict(identity="anyone", source="text", text="word " * 500, api_name="/generate")
+        client.predict(identity=name, source="text", text="word " * 500, api_name="/generate")
     with pytest.raises(AppError, match="Type some text"):
-        client.predict(identity="anyone", source="text", text="  ", api_name="/generate")
+        client.predict(identity=name, source="text", text="  ", api_name="/generate")
+    with pytest.raises(AppError) as e:  # titled, and no HTML escapes in what API callers read
+        client.predict(identity="trump", source="text", text="Hi.", api_name="/generate")
+    assert str(e.value) == ("Check your input: Unknown identity 'trump'; pick one from the gallery or load "
+                            "one from the Hub.") and e.value.title == "Check your input"
+    with pytest.raises(AppError, match="Expected a `float`.*'nan'"):  # not an empty error
+        client.predict(identity="trump", source="text", text="Hi.", valence="nan", api_name="/generate")
 
 
-def _two_seconds_of_speech(tmp_path: Path) -> Path:
+def speech_video(path: Path, seconds: float) -> Path:
+    """A phone-style .mp4 (grey picture) whose sound is `seconds` of speech: the speech box takes videos."""
+    import numpy as np
+
     x = media.read_audio(REPO / "examples" / "hello.wav")
-    return media.write_wav(tmp_path / "two_seconds.wav", x[:32000])
+    with media.VideoWriter(path, fps=25.0, audio=x[: int(seconds * 16000)], sr=16000) as w:
+        w.write_batch(np.full((int(seconds * 25), 64, 64, 3), 128, np.uint8))
+    return path
 
 
 @pytest.mark.slow
@@ -67,7 +79,7 @@ def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path, inst
 
     video, wav, files, notes = client.predict(
         identity=installed_identity.name, source="audio",
-        audio=handle_file(str(_two_seconds_of_speech(tmp_path))),
+        audio=handle_file(str(speech_video(tmp_path / "two_seconds.mp4", 2.0))),
         valence=0.8, arousal=0.5, size=128, api_name="/generate")
     info = media.probe(_path(video))
     assert info.has_audio and info.audio_codec == "aac" and info.video_codec == "h264"
@@ -75,7 +87,7 @@ def test_generate_endpoint_renders_an_mp4_with_the_speech(client, tmp_path, inst
     frames = media.read_frames(_path(video))
     assert abs(len(frames) - 50) <= 1 and frames.shape[1:] == (128, 128, 3)
     assert frames.std() > 5  # a picture, not a blank
-    assert f"{len(frames)} frames" in notes or "frames" in notes
+    assert f"s clip**, {len(frames)} frames · made in" in notes, notes  # the clip's length, then the wait
     assert {Path(f).name.split(".")[-1] for f in files} >= {"mp4", "wav", "json"}
 
 
@@ -86,7 +98,7 @@ def test_uploads_over_the_size_limit_are_refused():
 
     demo = app.build()
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
-                           quiet=True, max_file_size="10kb")
+                           quiet=True, max_file_size="10kb", warm_up=False)
     try:
         with pytest.raises(ValueError, match="exceeds the maximum file size"):
             Client(url, verbose=False).predict(identity="x", source="audio", api_name="/generate",

@@ -1,13 +1,16 @@
-"""The app's handlers and validators as plain functions, over a stand-in pipeline that follows the API.
+"""The app's Gradio adapter (emotalk.ui.handlers, ui.finetune, ui.messages) as plain functions, over a
+stand-in pipeline that follows the API.
 
 The stand-in records what the app asks of the pipeline, so these tests check the UI wiring: what is
-rejected before any GPU call and with which message, which request reaches the pipeline, and that every
-request gets its own folder. The real pipeline is exercised by tests/test_app.py and test_browser.py.
+rejected before any GPU call and with which message, which request reaches the pipeline, that every
+request gets its own folder, and how a fine-tune streams, stops and fails. The real pipeline is exercised
+by tests/test_app.py and test_browser.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -15,9 +18,10 @@ import gradio as gr
 import numpy as np
 import pytest
 
-import app
 from emotalk import pipeline
 from emotalk.errors import InputError, MediaError
+from emotalk.identity.store import validate_repo_id
+from emotalk.ui import finetune, gpu, handlers, messages, serving
 
 
 @dataclasses.dataclass
@@ -25,6 +29,7 @@ class Req:
     identity: str
     audio: str | None = None
     text: str | None = None
+    engine: str | None = None
     voice: str | None = None
     valence: float = 0.0
     arousal: float = 0.0
@@ -44,6 +49,7 @@ class Res:
     speech_wav: Path
     n_frames: int
     seconds: float
+    audio_seconds: float
     tts_engine: str | None
     notice: str | None
     timings: dict
@@ -55,6 +61,11 @@ class Info:
     path: Path
     thumbnail: Path | None
     source: str
+
+
+@dataclasses.dataclass
+class Fitted(Info):
+    notice: str | None  # what a preview is
 
 
 @dataclasses.dataclass
@@ -71,12 +82,15 @@ class FakePipeline:
     def __init__(self, root: Path):
         self.root, self.calls = root, []
         self.identities = [Info("alice", root, None, "shipped"), Info("bob", root, None, "user")]
+        self.fine_tune_steps = 4
+        self.step_pause_s = 0.0
 
     def install(self, mp):
         mp.setattr(pipeline, "RenderRequest", Req, raising=False)
-        for name in ("list_identities", "device_info", "voices", "validate_request", "synthesize",
-                     "speak", "preview", "load_hub_identity", "validate_identity_name", "fine_tune",
-                     "push_identity", "estimate_gpu_seconds", "cleanup_old_outputs"):
+        for name in ("list_identities", "device_info", "tts_engines", "validate_request", "synthesize",
+                     "speak", "preview", "load_hub_identity", "fine_tune", "push_identity",
+                     "estimate_gpu_seconds", "estimate_seconds", "estimate_fine_tune_seconds",
+                     "fine_tune_recipe", "cleanup_old_outputs"):
             mp.setattr(pipeline, name, getattr(self, name), raising=False)
 
     def list_identities(self):
@@ -85,8 +99,8 @@ class FakePipeline:
     def device_info(self):
         return {"device": "cpu", "default_size": 256, "notice": "No GPU: renders are small and slow."}
 
-    def voices(self):
-        return ["joe", "amy"]
+    def tts_engines(self):
+        return [("piper", "Piper (offline, default)"), ("edge", "Online voice (text leaves this machine)")]
 
     def validate_request(self, req):
         self.calls.append(("validate", req))
@@ -96,6 +110,9 @@ class FakePipeline:
             raise InputError("Text is too long: at most 50 characters.")
         return dataclasses.replace(req, valence=max(-1.0, min(1.0, req.valence)))
 
+    def estimate_seconds(self, req):
+        return 12.0 * len(req.text or "x" * 20) / (1 if (req.size or 256) > 128 else 4)
+
     def synthesize(self, req, workdir=None, progress=None):
         self.calls.append(("synthesize", req, workdir))
         for i in range(3):
@@ -103,45 +120,58 @@ class FakePipeline:
         video, wav = Path(workdir) / "out.mp4", Path(workdir) / "speech.wav"
         video.write_bytes(b"mp4")
         wav.write_bytes(b"wav")
-        return Res(video, wav, 3, 0.12, "piper" if req.text else None, None, {"render": 0.1})
+        return Res(video, wav, 3, 72.3, 0.12, "piper" if req.text else None, "No GPU: once.", {"render": 0.1})
 
-    def speak(self, text, voice=None, workdir=None):
-        self.calls.append(("speak", text, voice, workdir))
+    def speak(self, text, voice=None, engine=None, workdir=None):
+        self.calls.append(("speak", text, voice, engine, workdir))
         wav = Path(workdir) / "tts.wav"
         wav.write_bytes(b"wav")
-        return Speech(wav, "espeak", "edge-tts unreachable; fell back to espeak-ng", 1.5)
+        return Speech(wav, "espeak", "the online voice is unreachable; espeak-ng spoke", 1.5)
 
     def preview(self, req):
         self.calls.append(("preview", req))
         return np.full((8, 8, 3), int(127 * (req.valence + 1)), np.uint8)
 
     def load_hub_identity(self, repo_id, token=None):
-        self.calls.append(("hub", repo_id, token))
-        info = Info(f"hf:{repo_id}", self.root, None, "hub")
+        rid = validate_repo_id(repo_id)  # the real pipeline checks the id first
+        self.calls.append(("hub", rid, token))
+        info = Info(f"hf:{rid}", self.root, None, "hub")
         self.identities.append(info)
         return info
 
-    def validate_identity_name(self, name):
-        if not name or "/" in name or name == "alice":
-            raise InputError(f"'{name}' cannot be used as a new identity name.")
-        return name
+    def estimate_fine_tune_seconds(self, clip, preset):
+        return 600.0 if preset == "fast" else 5.0
+
+    def fine_tune_recipe(self, preset, device=None):
+        preview = preset in ("cpu", "test") or pipeline.device_info()["device"] == "cpu"
+        name = "cpu" if preset in ("fast", "quality") and preview else preset  # a CPU runs the preview
+        return {"name": name, "preview": preview, "size": 128 if preview else 512,
+                "emotions": preset != "test"}
 
     def fine_tune(self, clip, name, preset="fast", consent=False, workdir=None, progress=None,
                   on_sample=None):
         self.calls.append(("fine_tune", clip, name, preset, consent, workdir))
+        if not consent:  # the real pipeline's own checks, before any work
+            raise InputError("Tick the consent box: you must have the right to use this person's likeness.")
+        if not name or "/" in name or name == "alice":
+            raise InputError(f"Identity name {name!r} is not allowed.")
         hist = []
-        for i in range(4):
+        for i in range(self.fine_tune_steps):
+            time.sleep(self.step_pause_s)
             hist.append(1.0 / (i + 1))
-            progress("training", (i + 1) / 4)
+            progress("training", (i + 1) / self.fine_tune_steps)
             on_sample(hist, np.zeros((8, 8, 3), np.uint8) if i % 2 else None)  # loss-only updates too
         assert workdir is None  # the pipeline's resumable folder, out of reach of output cleanup
-        info = Info(name, self.root / name, None, "user")
+        info = Fitted(name, self.root / name, None, "user", "a small preview (128 px)" if preset else None)
         self.identities.append(info)
         return info
 
     def push_identity(self, name, repo_id, token):
-        self.calls.append(("push", name, repo_id, token))
-        return f"https://huggingface.co/{repo_id}"
+        rid = validate_repo_id(repo_id)
+        if not token:
+            raise InputError("Pushing to the Hub needs your own write token.")
+        self.calls.append(("push", name, rid, token))
+        return f"https://huggingface.co/{rid}"
 
     def estimate_gpu_seconds(self, req):
         return 30
@@ -155,167 +185,180 @@ class FakePipeline:
 def fake(monkeypatch, tmp_path):
     fp = FakePipeline(tmp_path)
     fp.install(monkeypatch)
-    monkeypatch.setattr(app, "OUT_ROOT", tmp_path / "out")
+    monkeypatch.setattr(serving, "SETTINGS", dataclasses.replace(serving.SETTINGS, out_root=tmp_path / "out"))
     return fp
 
 
 def _gen(**kw):
     args = dict(identity="alice", source="text", audio=None, text="Hello there.", voice="joe",
                 valence=0.5, arousal=-0.25, intensity=0.8, track=[], size=0, yaw=5, pitch=-3,
-                blink_rate=1.0, seed=7, watermark=True, names=["alice", "bob"], spoken=None,
+                blink_rate=1.0, seed=7, watermark=True, engine="piper", mic=None, spoken=None,
                 progress=lambda *a, **k: None)
     args.update(kw)
-    return app.generate(**args)
+    return handlers.generate(**args)
+
+
+def _renders(fake):
+    return [c[1] for c in fake.calls if c[0] == "synthesize"]
 
 
 def test_generate_builds_the_request_and_writes_each_request_into_its_own_folder(fake):
     v1, wav1, files1, md1 = _gen()
     v2, _, _, _ = _gen(valence=-0.5)
-    req = next(c[1] for c in fake.calls if c[0] == "synthesize")
-    assert (req.identity, req.text, req.voice, req.valence, req.arousal) == ("alice", "Hello there.", "joe",
-                                                                            0.5, -0.25)
+    req = _renders(fake)[0]
+    assert (req.identity, req.text, req.engine, req.voice, req.valence, req.arousal) == (
+        "alice", "Hello there.", "piper", "joe", 0.5, -0.25)
     assert (req.size, req.yaw, req.pitch, req.seed, req.watermark) == (None, 5.0, -3.0, 7, True)
     d1, d2 = Path(v1).parent, Path(v2).parent
-    assert d1 != d2 and d1.parent == d2.parent == app.OUT_ROOT
+    out_root = serving.SETTINGS.out_root
+    assert d1 != d2 and d1.parent == d2.parent == out_root
     assert {Path(f).name for f in files1} == {"out.mp4", "speech.wav", "settings.json"}
-    assert "piper" in md1 and "3 frames" in md1
-    assert any(c[0] == "cleanup" and c[1] == app.OUT_ROOT for c in fake.calls)
+    assert any(c[0] == "cleanup" and c[1] == out_root for c in fake.calls)
+
+
+def test_result_notes_tell_clip_length_from_request_time_and_each_notice_once(fake):
+    *_, md = _gen()
+    assert "**0.1 s clip**, 3 frames" in md and "made in 72 s" in md  # not "72.3 s, 3 frames"
+    assert "Voice: piper" in md and md.count("No GPU") == 1
+
+
+def test_generate_progress_starts_with_the_expected_wait(fake):
+    seen = []
+    _gen(progress=lambda f, desc=None: seen.append((f, desc)))
+    assert seen[0] == (0.0, "queued (expected about 2 min)")  # 12 chars × 12 s, said before the work
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(text="   "), "Type some text"),
+    (dict(text="   "), "Check your input: Type some text"),
     (dict(text="x" * 60), "Text is too long"),
     (dict(identity=""), "Pick an identity"),
     (dict(identity="../../etc"), "Unknown identity"),
     (dict(identity="hf:not a repo"), "not a Hugging Face repo id"),
-    (dict(source="audio", audio=None), "Upload a speech recording"),
+    (dict(source="audio", audio=None), "Upload a speech recording or a video"),
     (dict(track=[[0, 0.5, 0.1], ["soon", 0, 0]]), "row 2"),
+    (dict(valence="abc"), "Valence must be a number, got 'abc'"),
 ])
 def test_generate_rejects_bad_input_before_the_gpu_with_the_message(fake, kw, message):
-    with pytest.raises(gr.Error, match=message):
+    with pytest.raises(gr.Error, match=message) as e:
         _gen(**kw)
-    assert not any(c[0] == "synthesize" for c in fake.calls)
+    assert not _renders(fake)
+    assert e.value.title == "Check your input" and not e.value.print_exception  # no traceback in the log
 
 
-def test_audio_upload_checks_extension_and_uses_the_file(fake, tmp_path):
-    exe = tmp_path / "speech.exe"
-    exe.write_bytes(b"x")
-    with pytest.raises(gr.Error, match="not a supported"):
-        _gen(source="audio", audio=str(exe))
-    wav = tmp_path / "speech.wav"
-    wav.write_bytes(b"RIFF")
-    _gen(source="audio", audio=str(wav), text="ignored")
-    req = next(c[1] for c in fake.calls if c[0] == "synthesize")
-    assert req.audio == str(wav) and req.text is None
+def test_a_video_file_or_a_recording_is_the_speech(fake, tmp_path):
+    clip = tmp_path / "talk.mp4"
+    clip.write_bytes(b"x")
+    _gen(source="audio", audio=str(clip), text="ignored")
+    req = _renders(fake)[-1]
+    assert req.audio == str(clip) and req.text is None  # the pipeline takes a video's sound
+    rec = tmp_path / "mic.wav"
+    rec.write_bytes(b"x")
+    _gen(source="auto", audio=None, mic=str(rec))
+    assert _renders(fake)[-1].audio == str(rec)
+    assert ".mp4" in handlers.SPEECH_EXTS and ".wav" in handlers.SPEECH_EXTS
 
 
 def test_spoken_text_is_rendered_from_the_wav_the_user_heard(fake):
-    wav, note, spoken = app.speak("Hello there.", "amy")
-    assert "espeak" in note and "fell back" in note and Path(wav).is_file()
-    _gen(voice="amy", spoken=spoken)
-    req = next(c[1] for c in fake.calls if c[0] == "synthesize")
+    wav, note, spoken = handlers.speak("Hello there.", "edge", "amy")
+    assert "espeak" in note and "unreachable" in note and Path(wav).is_file()
+    assert ("speak", "Hello there.", "amy", "edge") == fake.calls[-1][:4]
+    _gen(engine="edge", voice="amy", spoken=spoken)
+    req = _renders(fake)[-1]
     assert req.audio == wav and req.text is None
-    _gen(voice="joe", spoken=spoken)  # another voice: speak again, through the pipeline
-    req = [c[1] for c in fake.calls if c[0] == "synthesize"][-1]
-    assert req.audio is None and req.text == "Hello there."
+    _gen(engine="piper", voice="amy", spoken=spoken)  # another engine: speak again, through the pipeline
+    req = _renders(fake)[-1]
+    assert req.audio is None and req.text == "Hello there." and req.engine == "piper"
 
 
-def test_emotion_track_is_parsed_sorted_and_empty_rows_skipped():
-    assert app.parse_track([[2, 0.1, 0.2], ["", None, ""], ["0", "-0.5", "0.5"]]) == [
+def test_the_timeline_table_is_read_by_the_one_keyframe_parser():
+    assert handlers.parse_track([[2, 0.1, 0.2], ["", None, ""], ["0", "-0.5", "0.5"]]) == [
         (0.0, -0.5, 0.5), (2.0, 0.1, 0.2)]
-    assert app.parse_track([]) is None and app.parse_track(None) is None
-    with pytest.raises(InputError, match="negative"):
-        app.parse_track([[-1, 0, 0]])
+    assert handlers.parse_track([]) is None and handlers.parse_track(None) is None
+    with pytest.raises(InputError, match="CSV row 1 has a value that is not a number"):
+        handlers.parse_track([["x", 0, 0]])  # a first row is data, never taken for a header
+    with pytest.warns(UserWarning, match="must be >= 0 s"):  # the track's own check, shown as a warning
+        assert isinstance(handlers.update_track_plot([[-1, 0, 0]], 0, 0), dict)  # gr.skip(): the plot stays
 
 
-def test_emotion_errors_from_the_pipeline_are_shown_escaped(fake, monkeypatch):
+def test_pipeline_errors_become_titled_toasts_without_html_escapes(fake, monkeypatch):
     def bad(req):
-        raise MediaError("<b>clip.wav</b> is 900 s long; the limit is 60 s.")
+        raise MediaError("<b>clip.wav</b> lasts 900 s; the limit is 120 s (>= 2 min). No identity named 'x'.")
     monkeypatch.setattr(pipeline, "validate_request", bad)
     with pytest.raises(gr.Error) as e:
         _gen()
-    assert "&lt;b&gt;clip.wav&lt;/b&gt; is 900 s long" in e.value.message
     assert e.value.title == "Check your file"
+    assert e.value.message == ("Check your file: &lt;b>clip.wav&lt;/b> lasts 900 s; the limit is 120 s "
+                               "(>= 2 min). No identity named 'x'.")
 
 
-def test_identity_gallery_and_device_notice(fake):
-    items, names, dropdown, voices, notice = app.on_load()
-    assert names == ["alice", "bob"] and dropdown.value == "alice" and voices.value == ""
-    assert [v for _, v in voices.choices] == ["", "joe", "amy"]
-    assert all(Path(img).is_file() for img, _ in items) and items[1][1] == "bob · user"
-    assert "CPU" in notice and "No GPU" in notice
-    assert app.pick_identity(names, gr.SelectData(None, {"index": 1, "value": None})) == "bob"
-    assert "No identity installed" not in notice
+def test_identity_gallery_highlights_the_choice_and_the_device_notice_is_said_once(fake):
+    gallery, names, dropdown, notice = handlers.on_load()
+    assert names == ["alice", "bob"] and dropdown.value == "alice" and gallery.selected_index == 0
+    items = gallery.value
+    assert all(Path(item["image"]["path"]).is_file() for item in items)
+    assert [item["caption"] for item in items] == ["alice", "bob · yours"]
+    assert "CPU" in notice and notice.count("No GPU") == 1 and "No identity installed" not in notice
+    assert handlers.pick_identity(names, gr.SelectData(None, {"index": 1, "value": None})) == "bob"
+    assert handlers.highlight_identity("bob", names).selected_index == 1
+    assert handlers.highlight_identity("zed", names).selected_index is None
     fake.identities.clear()
-    items, names, dropdown, _, notice = app.on_load()
-    assert items == [] and dropdown.value is None and "No identity installed yet" in notice
+    gallery, names, dropdown, notice = handlers.on_load()
+    assert gallery.value == [] and dropdown.value is None and "No identity installed yet" in notice
 
 
-def test_hub_repo_ids_are_validated_before_download(fake):
+def test_engines_are_offered_with_the_default_first_and_voices_only_for_the_online_one(fake, monkeypatch):
+    assert handlers.engine_choices() == [("Piper (offline, default)", "piper"),
+                                         ("Online voice (text leaves this machine)", "edge")]
+    monkeypatch.setattr(pipeline, "voices", lambda: ["offline:piper", "en-US-AriaNeural"], raising=False)
+    assert handlers.online_voices() == [("default", ""), ("en-US-AriaNeural", "en-US-AriaNeural")]
+    assert handlers.voice_box("edge").visible is True
+    hidden = handlers.voice_box("piper")
+    assert hidden.visible is False and hidden.value == ""  # a hidden voice never reaches the pipeline
+
+
+def test_hub_repo_ids_are_checked_by_the_pipeline_before_download(fake):
     for bad in ["", "noslash", "a/b/c", "../x", "owner/..", "a b/c", "https://huggingface.co/a/b"]:
         with pytest.raises(gr.Error, match="not a Hugging Face repo id"):
-            app.load_hub(bad, None, [])
+            handlers.load_hub(bad, None)
     assert not any(c[0] == "hub" for c in fake.calls)
-    _, names, dropdown = app.load_hub(" hf:alice/my-head ", "tok", ["alice"])
+    gallery, names, dropdown = handlers.load_hub(" hf:alice/my-head ", "tok")
     assert ("hub", "alice/my-head", "tok") in fake.calls and dropdown.value == "hf:alice/my-head"
+    assert gallery.selected_index == names.index("hf:alice/my-head")
 
 
 def test_preview_is_quiet_without_identity_and_follows_the_emotion(fake):
-    assert app.preview(None, 0.5, 0, 1, 0, 0) is None
-    a = app.preview("alice", -1.0, 0, 1, 0, 0, ["alice"])
-    b = app.preview("alice", 1.0, 0, 1, 0, 0, ["alice"])
+    assert handlers.preview(None, 0.5, 0, 1, 0, 0) is None
+    a = handlers.preview("alice", -1.0, 0, 1, 0, 0)
+    b = handlers.preview("alice", 1.0, 0, 1, 0, 0)
     assert a.shape == (8, 8, 3) and a[0, 0, 0] < b[0, 0, 0]
     req = [c[1] for c in fake.calls if c[0] == "preview"][-1]
     assert req.size == 128 and req.identity == "alice"  # half the CPU default: a still within a second
+    with pytest.warns(UserWarning, match="Unknown identity"):
+        assert isinstance(handlers.preview("mallory", 0, 0, 1, 0, 0), dict)  # a warning, the still stays
 
 
-def test_fine_tune_needs_consent_a_clip_and_a_valid_name(fake, tmp_path):
-    clip = tmp_path / "me.mp4"
-    clip.write_bytes(b"x")
-    cases = [(dict(consent=False), "right to use"), (dict(clip=None), "Upload a video clip"),
-             (dict(name="alice"), "cannot be used"), (dict(name="a/b"), "cannot be used")]
-    for kw, message in cases:
-        args = dict(clip=str(clip), name="me", preset="fast", consent=True)
-        args.update(kw)
-        with pytest.raises(gr.Error, match=message):
-            next(app.fine_tune(**args, progress=lambda *a, **k: None))
-    assert not any(c[0] == "fine_tune" for c in fake.calls)
+def test_the_expected_time_is_said_before_starting_with_a_smaller_size_offered(fake):
+    assert handlers.estimate("alice", "text", None, None, "", "piper", 0) == ""  # nothing to render yet
+    long = handlers.estimate("alice", "text", None, None, "Hello there.", "piper", 0)
+    assert long.startswith("Expected: about **2 min** of compute on this CPU") and "128 px" in long
+    small = handlers.estimate("alice", "text", None, None, "Hello there.", "piper", 128)
+    assert "**36 s**" in small and "128 px" not in small
 
 
-def test_fine_tune_streams_loss_and_samples_then_selects_the_new_identity(fake, tmp_path):
-    clip = tmp_path / "me.mp4"
-    clip.write_bytes(b"x")
-    seen = []
-    t0 = time.monotonic()
-    updates = list(app.fine_tune(str(clip), "me", "quality", True,
-                                 progress=lambda f, desc=None: seen.append(f)))
-    assert time.monotonic() - t0 < 10
-    assert any("training" in u[0] for u in updates[:-1])  # the stage in words while it runs
-    status, loss, samples, identity = updates[-1]
-    assert "me" in status and "ready" in status and identity == "me"
-    assert len(samples) == 2 and loss.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.25)
-    assert all(isinstance(u[2], dict) or all(x is not None for x in u[2]) for u in updates)  # dict: skip
-    call = next(c for c in fake.calls if c[0] == "fine_tune")
-    assert call[2:5] == ("me", "quality", True) and seen[-1] == 1.0
+def test_durations_in_words():
+    assert [messages.duration_words(s) for s in (0.2, 42.4, 89, 150, 1130, 3900)] == [
+        "1 s", "42 s", "89 s", "2 min", "19 min", "1 h 5 min"]
 
 
-def test_fine_tune_failure_reaches_the_user(fake, monkeypatch, tmp_path):
-    def broken(*a, **k):
-        raise MediaError("No face found in the first 5 s of me.mp4.")
-    monkeypatch.setattr(pipeline, "fine_tune", broken)
-    clip = tmp_path / "me.mp4"
-    clip.write_bytes(b"x")
-    with pytest.raises(gr.Error, match="No face found"):
-        list(app.fine_tune(str(clip), "me", "fast", True, progress=lambda *a, **k: None))
-
-
-def test_push_needs_a_token_and_a_valid_repo(fake):
+def test_push_only_listed_identities_and_the_pipeline_checks_token_and_repo(fake):
     with pytest.raises(gr.Error, match="token"):
-        app.push("me", "you/me", "")
+        handlers.push("bob", "you/bob", "")
     with pytest.raises(gr.Error, match="not a Hugging Face repo id"):
-        app.push("me", "you", "hf_x")
-    assert "you/me" in app.push("me", "you/me", " hf_x ")
-    assert ("push", "me", "you/me", "hf_x") in fake.calls
+        handlers.push("bob", "you", "hf_x")
+    with pytest.raises(gr.Error, match="Unknown identity"):
+        handlers.push("/srv/secret", "you/x", "hf_x")  # never a server folder
+    assert "you/bob" in handlers.push("bob", "you/bob", " hf_x ")
+    assert ("push", "bob", "you/bob", "hf_x") in fake.calls
 
 
 def test_gpu_decorator_is_a_no_op_without_spaces():
@@ -327,15 +370,133 @@ def test_gpu_decorator_is_a_no_op_without_spaces():
 
     def f(x):
         return x
-    assert app.gpu(duration=5)(f) is f
+    assert gpu.gpu(duration=5)(f) is f
 
 
 def test_examples_are_our_tts_speech_with_an_installed_identity(fake):
     from emotalk import media
+    from tests.conftest import REPO
 
-    rows = app.examples_rows()
+    rows = handlers.examples_rows(REPO / "examples")
     assert len(rows) >= 3 and {r[0] for r in rows} == {"alice"}  # no named identity installed: the first
     assert len({(r[3], r[4]) for r in rows}) == len(rows)  # each example a different emotion
     for _, wav, text, *_ in rows:
         seconds = len(media.read_audio(wav)) / 16000
         assert 1.0 < seconds < 8.0 and len(text.split()) >= 4
+
+
+def test_serving_settings_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMOTALK_QUEUE_SIZE", "3")
+    monkeypatch.setenv("EMOTALK_APP_OUT", str(tmp_path))
+    monkeypatch.setenv("EMOTALK_TEST_RECIPES", "1")
+    s = serving.ServeSettings.from_env()
+    assert (s.queue_size, s.out_root, s.test_recipes, s.gpu_concurrency) == (3, tmp_path, True, 1)
+    monkeypatch.delenv("EMOTALK_TEST_RECIPES")
+    assert not serving.ServeSettings.from_env().test_recipes
+
+
+# ---------------------------------------------------------------- fine-tune
+
+def _clip(tmp_path) -> str:
+    clip = tmp_path / "me.mp4"
+    clip.write_bytes(b"x")
+    return str(clip)
+
+
+def test_fine_tune_says_the_expected_time_and_a_cpu_preview_before_starting(fake, tmp_path, monkeypatch):
+    assert finetune.plan(None, "fast") == ""
+    assert finetune.plan(_clip(tmp_path), "fast") == ("Expected: about **10 min** on this CPU. It makes a "
+                                                      "small preview: 128 px, with emotions.")
+    assert "128 px, no emotions (every emotion looks neutral)" in finetune.plan(_clip(tmp_path), "test")
+    monkeypatch.setattr(pipeline, "device_info", lambda: {"device": "cuda", "default_size": 512,
+                                                          "notice": None})
+    assert finetune.plan(_clip(tmp_path), "fast") == "Expected: about **10 min** on this CUDA."
+
+
+def test_fine_tune_errors_of_the_pipeline_reach_the_user(fake, tmp_path):
+    cases = [(dict(consent=False), "right to use"), (dict(clip=None), "Upload a video clip"),
+             (dict(name="alice"), "not allowed"), (dict(name="a/b"), "not allowed")]
+    for kw, message in cases:
+        args = dict(clip=_clip(tmp_path), name="me", preset="fast", consent=True)
+        args.update(kw)
+        with pytest.raises(gr.Error, match=message):
+            list(finetune.fine_tune(**args))
+    assert [i.name for i in fake.identities] == ["alice", "bob"]  # nothing trained
+    assert not finetune._RUNNING  # no run left registered
+
+
+def test_fine_tune_streams_loss_and_samples_then_selects_the_new_identity(fake, tmp_path):
+    fake.step_pause_s = 0.05  # reports spread in time, as in a real run
+    t0 = time.monotonic()
+    updates = list(finetune.fine_tune(_clip(tmp_path), "me", "quality", True))
+    assert time.monotonic() - t0 < 10
+    assert any("training" in u[0] and "Fine-tuning me" in u[0] for u in updates[:-1])
+    assert any('style="width:75%"' in u[0] for u in updates[:-1])  # the app's own bar, as it goes
+    status, loss, samples, identity = updates[-1]
+    assert "me" in status and "ready" in status and identity == "me"
+    assert "⚠️ a small preview (128 px)" in status  # the pipeline's word on what a preview is, after
+    assert len(samples) == 2 and loss.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.25)
+    call = next(c for c in fake.calls if c[0] == "fine_tune")
+    assert call[2:5] == ("me", "quality", True)
+
+
+def test_fine_tune_clock_keeps_running_between_reports(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune, "TICK_S", 0.05)
+    fake.fine_tune_steps, fake.step_pause_s = 2, 0.6
+    updates = list(finetune.fine_tune(_clip(tmp_path), "me", "fast", True))
+    clocks = [u[0].split("</b> · ")[1].split(" so far")[0] for u in updates[:-1]]
+    assert clocks[0] == "0:00" and clocks[-1] == "0:01"  # counted from the start, never restarted
+    ticks = [u for u in updates[:-1] if isinstance(u[1], dict)]  # status-only updates while waiting
+    assert len(ticks) >= 10
+    assert "about 10 min left" in updates[1][0]  # before any progress: the up-front estimate
+
+
+def test_a_stopped_fine_tune_ends_with_a_message_and_saves_nothing(fake, tmp_path, monkeypatch):
+    fake.fine_tune_steps, fake.step_pause_s = 50, 0.05
+    req = gr.Request(session_hash="page-1")
+    run = finetune.fine_tune(_clip(tmp_path), "me", "fast", True, req)
+    next(run)
+    assert "page-1" in finetune._RUNNING
+    finetune.stop_run(gr.Request(session_hash="someone-else"))  # another page: no effect
+    time.sleep(0.2)
+    assert not finetune._RUNNING["page-1"].is_set()
+    finetune.stop_run(req)
+    with pytest.raises(gr.Error, match="stopped; nothing was saved") as e:
+        list(run)
+    assert e.value.title == "Fine-tune stopped"
+    assert [i.name for i in fake.identities] == ["alice", "bob"] and not finetune._RUNNING
+
+
+def test_closing_the_page_stops_the_worker(fake, tmp_path):
+    fake.fine_tune_steps, fake.step_pause_s = 200, 0.02
+    run = finetune.fine_tune(_clip(tmp_path), "me", "fast", True)
+    next(run)
+    worker = next(t for t in threading.enumerate() if t.name == "fine-tune-me")
+    run.close()  # what Gradio does to a generator whose page went away
+    worker.join(timeout=5)
+    assert not worker.is_alive() and [i.name for i in fake.identities] == ["alice", "bob"]
+
+
+def test_fine_tune_recipes_are_those_that_run_here_and_test_only_when_asked(fake, monkeypatch):
+    monkeypatch.setattr(pipeline, "FINE_TUNE_PRESETS", ("fast", "quality", "cpu", "test"))
+    assert [p for _, p in finetune.recipe_choices()] == ["cpu"]  # on a CPU, fast and quality become it
+    assert [p for _, p in finetune.recipe_choices(with_test=True)] == ["cpu", "test"]
+    monkeypatch.setattr(pipeline, "device_info", lambda: {"device": "cuda", "default_size": 512,
+                                                          "notice": None})
+    assert [p for _, p in finetune.recipe_choices()] == ["fast", "quality", "cpu"]
+    assert finetune.lock(True)[0].interactive is False and finetune.lock(True)[1].visible is True
+    assert finetune.lock(False)[0].interactive is True and finetune.lock(False)[1].visible is False
+
+
+def test_the_loss_plot_is_redrawn_at_most_every_few_seconds_and_with_each_frame():
+    run = finetune.RunView("me", None)
+    run.take(("sample", [1.0], None))
+    assert not isinstance(run.update()[1], dict)  # the first curve: drawn
+    run.take(("sample", [1.0, 0.5], None))
+    status, plot, samples, _ = run.update()
+    assert isinstance(plot, dict) and isinstance(samples, dict)  # a second later: skipped (gr.skip())
+    run.take(("progress", "train [face] step 2/40", 0.3))
+    run.take(("sample", [1.0, 0.5, 0.4], np.zeros((4, 4, 3), np.uint8)))
+    status, plot, samples, _ = run.update()
+    assert plot.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.4) and len(samples) == 1
+    assert "step 2/40 (30 %)" in status and 'style="width:30%"' in status

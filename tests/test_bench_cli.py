@@ -43,3 +43,20 @@ def test_bench_bad_inputs_and_subcommands(tmp_path, capsys):
     assert "--dataset" in capsys.readouterr().err
     a = build_parser().parse_args(["bench", "model", "--out", "x", "--preset", "fast"])
     assert a.which == "model" and a.args == ["--out", "x", "--preset", "fast"]
+
+
+def test_bench_subcommands_are_modules_of_the_package(capsys):
+    """Each sub-command runs a module of emotalk.cli.bench (no file of bench/ is needed): its own --help,
+    its own argument errors."""
+    import importlib
+
+    from emotalk.__main__ import main
+    from emotalk.cli import bench
+
+    assert set(bench.SCRIPTS) == {"model", "speech", "preprocess", "sync", "e2e"}
+    for name in bench.SCRIPTS:
+        assert callable(importlib.import_module(f"emotalk.cli.bench.{name}").main)
+        assert main(["bench", name, "--help"]) == 0
+        assert f"usage: python -m emotalk bench {name}" in capsys.readouterr().out
+    assert main(["bench", "preprocess", "no-such-step"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

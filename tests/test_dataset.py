@@ -2,32 +2,72 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-from emotalk.dataset.build import PRESETS, preprocess
 from emotalk.dataset.format import DATASET_VERSION, IdentityDataset, load_dataset
 from emotalk.errors import DatasetError
 from emotalk.face.parsing import BG, HAIR, NECK, SKIN
-from tests.conftest import shared
-
-MAY = "clips/may_5s_512px_25fps.mp4"
+from tests.conftest import MAY
 
 
 @pytest.fixture(scope="module")
-def may_ds(tmp_path_factory) -> IdentityDataset:
-    out = tmp_path_factory.mktemp("ds") / "may"
-    s = dataclasses.replace(PRESETS["test"], size=64)
-    calls: list[tuple[str, float]] = []
-    ds = preprocess(shared(MAY), out, s, progress=lambda m, f: calls.append((m, f)))
+def may_ds(may_dataset_64) -> IdentityDataset:
+    """The shared clip preprocessed at 64 px: conftest's session fixture, shared with training tests."""
+    return may_dataset_64
+
+
+def test_progress_moves_forward_through_every_stage(may_preprocessed_64):
+    calls = may_preprocessed_64.progress
     fr = [f for _, f in calls]
-    assert fr == sorted(fr) and fr[-1] > 0.95  # progress only moves forward
-    assert any("tracking frame" in m for m, _ in calls) and any("parsing frame" in m for m, _ in calls)
-    return ds
+    assert fr == sorted(fr) and 0 <= fr[0] < 0.05 and fr[-1] > 0.95  # only forward, start to end
+    said = " | ".join(m for m, _ in calls)
+    for words in ("checking", "tracking frame", "fitting camera", "parsing frame", "body frame", "writing"):
+        assert words in said, words
+    # stages in order: every parsing message comes after every tracking message
+    last_track = max(i for i, (m, _) in enumerate(calls) if "tracking" in m)
+    first_parse = min(i for i, (m, _) in enumerate(calls) if "parsing" in m)
+    assert last_track < first_parse
+
+
+def test_av_warning_is_given_and_recorded(may_preprocessed_64):
+    """What preprocess warns about the AV offset is what meta.json records (no warning: none recorded)."""
+    meta = may_preprocessed_64.dataset.meta
+    audio, min_confidence = meta["audio"], meta["settings"]["av_min_confidence"]
+    given = [w for w in may_preprocessed_64.warnings if "AV offset" in w or "out of sync" in w]
+    assert given == ([f"{MAY.rsplit('/', 1)[-1]}: {audio['warning']}"] if audio["warning"] else [])
+    # the offset is applied only when the estimate is confident
+    applied = audio["av_offset_frames"] if audio["av_confidence"] >= min_confidence else 0
+    assert audio["shift_applied_frames"] == applied
+
+
+def test_debug_sheet_shows_parsing_body_and_plate(may_preprocessed_64):
+    """settings.debug_dir gets a contact sheet, 4 tiles a row: parsing overlays of 8 frames spread over the
+    clip, the body frames of the first 3 of them, and the background plate."""
+    from PIL import Image
+
+    from emotalk.face.parsing import overlay
+
+    ds = may_preprocessed_64.dataset
+    sheets = list(may_preprocessed_64.debug_dir.glob("*.png"))
+    assert [p.name for p in sheets] == [f"{ds.root.name}_parsing.png"]
+    with Image.open(sheets[0]) as im:
+        img = np.asarray(im.convert("RGB")).astype(int)
+    S = ds.size
+    assert img.shape == (3 * S, 4 * S, 3)
+    tiles = [img[r:r + S, c:c + S] for r in range(0, 3 * S, S) for c in range(0, 4 * S, S)]
+    idx = np.linspace(0, ds.n_frames - 1, 8).round().astype(int)
+    overlays = [overlay(ds.frames([i])[0], ds.parsing([i])[0]).astype(int) for i in idx]
+    bodies = ds.body(idx[:3]).astype(int)
+    for k, tile in enumerate(tiles[:8]):  # (the dataset's frames went through the video codec: not exact)
+        d = [np.abs(tile - o).mean() for o in overlays]
+        assert np.argmin(d) == k and d[k] < 3, d
+    for k, tile in enumerate(tiles[8:11]):
+        assert np.argmin([np.abs(tile - b).mean() for b in bodies]) == k
+    assert np.array_equal(tiles[11], ds.background)  # the plate, exactly as saved
 
 
 @pytest.mark.slow

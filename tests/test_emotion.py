@@ -11,12 +11,12 @@ from emotalk.emotion import CATEGORIES, EmotionTrack, clamp_to_disc, parse_track
 from emotalk.errors import InputError
 from emotalk.face.expression import (
     EXPRESSION_BLENDSHAPES,
-    INNER_LIP_PAIRS,
     ExpressionModel,
     keep_lip_gap,
     lip_gap,
     normalise_faces,
 )
+from emotalk.face.landmarks import INNER_LIP_PAIRS
 
 
 def test_constant_track_is_one_keyframe():

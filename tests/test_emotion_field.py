@@ -110,7 +110,7 @@ def test_lip_lock_moves_upper_and_lower_lip_together():
 
 
 def test_lip_lock_weights_cover_the_inner_lips_not_the_corners():
-    from emotalk.face.expression import INNER_LIP_PAIRS, MOUTH_CORNERS
+    from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS
     from emotalk.training.emotion_stage import lip_lock_weights
 
     rng = np.random.default_rng(0)
@@ -126,18 +126,19 @@ def test_lip_lock_weights_cover_the_inner_lips_not_the_corners():
 
 
 def test_train_identity_adds_the_emotion_field_when_asked(may_dataset_64, tmp_path):
-    """The train CLI / app path: with emotion steps the saved identity has a trained emotion field that
-    changes an emotional render and leaves the neutral one alone; the CPU default skips the stage."""
+    """The train CLI / app path: with an emotion stage the saved identity has a trained emotion field
+    (at the stage's own size when it has one); without one the identity has none."""
     from dataclasses import replace
 
     from emotalk.identity.checkpoint import load_identity
     from emotalk.identity.fit import train_identity
-    from emotalk.training.settings import PRESETS
+    from emotalk.training.settings import EMOTION_PRESETS, PRESETS
 
     ds = may_dataset_64
     s = replace(PRESETS["test"], steps=4, size=32, audio_kind="mel", checkpoint_every=100)
-    path, summary, _ = train_identity(ds, s, tmp_path / "id", tmp_path / "work", emotion_steps=3)
-    assert summary["emotion_stage"]["steps"] == 3
+    es = replace(EMOTION_PRESETS["test"], steps=3, size=24)
+    path, summary, _ = train_identity(ds, s, tmp_path / "id", tmp_path / "work", emotion=es)
+    assert summary["emotion_stage"]["steps"] == 3 and summary["emotion_stage"]["size"] == 24
     ident = load_identity(path)
     assert ident.model.emotion_field is not None and float(ident.model.emotion_lip.max()) > 0
     path2, summary2, _ = train_identity(ds, s, tmp_path / "id2", tmp_path / "work2")

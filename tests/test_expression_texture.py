@@ -9,7 +9,6 @@ from emotalk.emotion import CATEGORIES
 from emotalk.face.expression import ExpressionModel
 from emotalk.face.expression_texture import (
     DEFAULT_TEXTURE_PATH,
-    INNER_LIP_RING,
     CanonicalWarp,
     ExpressionTexture,
     actor_log_ratios,
@@ -18,6 +17,7 @@ from emotalk.face.expression_texture import (
     combine_actors,
     polygon_mask,
 )
+from emotalk.face.landmarks import INNER_LIP_RING
 from tests.conftest import shared
 
 S = 48  # canonical side for the synthetic tests

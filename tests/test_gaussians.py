@@ -78,6 +78,7 @@ def test_reference_gradients_flow_and_match_finite_differences() -> None:
     f(*ps).backward()
     for k, (p, gp) in enumerate(zip(params, ps)):
         assert torch.isfinite(gp.grad).all()
+        assert float(gp.grad.abs().max()) > 0.1  # every input moves the image (zero would prove nothing)
         i = int(torch.argmax(gp.grad.abs().flatten()))
         eps = 1e-6
         hi, lo = p.clone().flatten(), p.clone().flatten()

@@ -7,8 +7,10 @@ import pytest
 
 from emotalk.emotion import CATEGORIES
 from emotalk.errors import InputError
-from emotalk.face.expression import INNER_LIP_PAIRS, ExpressionModel
-from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings, tps_eval, tps_fit
+from emotalk.face.expression import ExpressionModel
+from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
+from emotalk.face.landmarks import INNER_LIP_PAIRS, INNER_LIP_RING
+from emotalk.face.thin_plate import tps_eval, tps_fit
 from tests.conftest import shared
 
 
@@ -67,7 +69,7 @@ def test_pixels_follow_the_landmarks_and_lip_gap_is_kept():
 
 
 def test_texture_changes_the_face_only_inside_the_mask_and_outside_the_mouth():
-    from emotalk.face.expression_texture import INNER_LIP_RING, polygon_mask
+    from emotalk.face.expression_texture import polygon_mask
 
     img, lmk = _synthetic_face()
     lmk = lmk.copy()

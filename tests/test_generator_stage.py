@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import shared
-
-MAY = "clips/may_5s_512px_25fps.mp4"
-
-
-@pytest.fixture(scope="module")
-def small_ds(tmp_path_factory):
-    from emotalk.dataset.build import PRESETS, preprocess
-
-    out = tmp_path_factory.mktemp("ds") / "may"
-    s = PRESETS["test"]
-    s = dataclasses.replace(s, size=64, parsing=dataclasses.replace(s.parsing, input_size=256))
-    return preprocess(shared(MAY), out, s)
-
 
 @pytest.mark.slow
-def test_emotion_stage_learns_emotion_and_keeps_neutral(small_ds):
+def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
+    """On the shared clip preprocessed once per session (conftest) at 64 px."""
     from emotalk.gaussians.model import build_model
     from emotalk.training.data import dataset_audio_code, frames_at, load_train_data
     from emotalk.training.emotion_stage import EmotionStageSettings, emotion_stage, make_targets
     from emotalk.training.settings import PRESETS
 
     torch.manual_seed(0)
-    ds = small_ds
+    ds = may_dataset_64
     s = PRESETS["test"]
     code = dataset_audio_code(ds, s.audio_kind)
     data = load_train_data(ds, 64, code, "cpu")

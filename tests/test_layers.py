@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("identity",),  # checkpoint folder, store, fit (train -> emotion -> save)
     ("render",),  # identity + speech code + emotion -> frames
     ("evaluation",),  # metrics of identities and renders
+    ("requests",),  # render requests and results, limits, their checks (re-exported by pipeline)
     ("pipeline",),  # the API of the app and the CLI
     ("ui", "cli", "__main__"),  # surfaces
 ]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from emotalk.errors import AssetError, EmoTalkError
-from emotalk.face.tracking import BLENDSHAPE_NAMES, EYE_OUTER, LIP_INNER
+from emotalk.face.landmarks import EYE_OUTER, LIP_MID, MOUTH_CORNERS
+from emotalk.face.tracking import BLENDSHAPE_NAMES
 from emotalk.lips import (
     DRIVER,
     LIP_NAMES,
-    MOUTH_CORNERS,
     LipDriver,
     LipStats,
     driver_info,
@@ -29,7 +29,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _face(T: int, gap: np.ndarray, eyes: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
     lmk = np.zeros((T, 478, 3), np.float32)
     lmk[:, EYE_OUTER[0], 0], lmk[:, EYE_OUTER[1], 0] = 0, eyes
-    lmk[:, LIP_INNER[0], 1], lmk[:, LIP_INNER[1], 1] = 100, 100 + gap
+    lmk[:, LIP_MID[0], 1], lmk[:, LIP_MID[1], 1] = 100, 100 + gap
     lmk[:, MOUTH_CORNERS[0], 0], lmk[:, MOUTH_CORNERS[1], 0] = 20, 80
     bs = np.zeros((T, 52), np.float32)
     bs[:, BLENDSHAPE_NAMES.index("jawOpen")] = gap / 50
@@ -108,9 +108,9 @@ def _tiny_settings(driver_path: Path | None):
     from emotalk.training.settings import PRESETS
 
     s = PRESETS["test"]
-    return replace(s, steps=6, batch=1, size=32, checkpoint_every=100, densify_from=100,
+    return replace(s, steps=6, batch=1, size=32, checkpoint_every=100, densify=replace(s.densify, start=100),
                    model=replace(s.model, n_face_init=150, n_mouth_init=30, lip_code=True),
-                   lip_driver=None if driver_path is None else str(driver_path))
+                   lips=replace(s.lips, driver=None if driver_path is None else str(driver_path)))
 
 
 def test_lip_code_model_trains_saves_and_renders(tmp_path):
@@ -124,7 +124,7 @@ def test_lip_code_model_trains_saves_and_renders(tmp_path):
     torch.nn.init.normal_(drv.mlp[-1].weight, std=2.0)  # a driver whose predictions vary
     path = save_driver(drv, tmp_path / "drv.safetensors")
     s = _tiny_settings(path)
-    out, summary, thumb = train_identity(ds, s, tmp_path / "ident", tmp_path / "work", emotion_steps=0)
+    out, summary, thumb = train_identity(ds, s, tmp_path / "ident", tmp_path / "work")
     assert np.isfinite(summary["val_psnr"]) and summary["respoken_voices"] == 0
     ident = load_identity(out)
     m = ident.model

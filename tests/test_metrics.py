@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emotalk import metrics
+from emotalk.face.landmarks import MOUTH_LANDMARKS
 
 
 def test_psnr_known_value() -> None:
@@ -48,7 +49,7 @@ def test_stlpips_matches_upstream() -> None:
 def test_lmd_and_face_box() -> None:
     gt = np.zeros((3, 478, 2), np.float32)
     pred = gt.copy()
-    pred[:, list(metrics.MOUTH_LANDMARKS)] += [3.0, 4.0]
+    pred[:, list(MOUTH_LANDMARKS)] += [3.0, 4.0]
     pred[2] = np.nan  # a frame without detection is skipped
     assert metrics.lmd(pred, gt) == pytest.approx(5.0)
     assert math.isnan(metrics.lmd(np.full_like(gt, np.nan), gt))

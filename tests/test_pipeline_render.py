@@ -24,8 +24,17 @@ def home(tiny_identity, tmp_path, monkeypatch):
     return dest
 
 
+def _cd_quality(src, dst):
+    """The recording as a 44.1 kHz stereo wav (what a visitor might upload)."""
+    import subprocess
+
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-ar", "44100", "-ac", "2",
+                    str(dst)], check=True, timeout=60)
+    return dst
+
+
 def test_audio_file_to_mp4_with_emotion_track(home, tmp_path):
-    speech = shared("audio/speech_obama_5s.wav")
+    speech = _cd_quality(shared("audio/speech_obama_5s.wav"), tmp_path / "upload.wav")
     stages: list[tuple[str, float]] = []
     r = pipeline.synthesize(RenderRequest(identity="may-tiny", audio=str(speech), size=64,
                                           emotion_track=[(0.0, 0.0, 0.0), (2.0, 0.8, 0.5)]),
@@ -33,6 +42,10 @@ def test_audio_file_to_mp4_with_emotion_track(home, tmp_path):
     info = media.probe(r.video)
     assert info.video_codec == "h264" and info.audio_codec == "aac" and info.fps == 25.0
     assert abs(info.duration - media.probe(speech).duration) < 0.1
+    assert (info.audio_rate, info.audio_channels) == (44100, 2)  # the upload's quality, not 16 kHz mono
+    assert abs(r.audio_seconds - media.probe(speech).duration) < 0.05  # the clip's length ...
+    assert r.seconds > 0 and r.seconds != r.audio_seconds  # ... and, apart, the request's wall time
+    assert not any(p.name == "frames.mp4" for p in (tmp_path / "req").iterdir())
     frames = media.read_frames(r.video)
     assert len(frames) == r.n_frames and frames.shape[1:] == (64, 64, 3)
     assert frames.std() > 10  # a face over a body, not a blank
@@ -40,13 +53,28 @@ def test_audio_file_to_mp4_with_emotion_track(home, tmp_path):
     assert set(r.timings) >= {"speech", "features", "render_encode"}
 
 
-def test_text_is_spoken_offline_and_rendered(home, tmp_path):
+def test_text_is_spoken_offline_and_rendered(home, tmp_path, monkeypatch):
+    from emotalk.speech import tts_edge
+
+    def no_network(*a, **k):
+        raise AssertionError("the typed text was about to be sent online")
+
+    monkeypatch.setattr(tts_edge, "network_reachable", no_network)
     r = pipeline.synthesize(RenderRequest(identity="may-tiny", text="Hello, this is a test.", size=64,
-                                          voice="offline:espeak", valence=2.0, arousal=0.0),
+                                          engine="espeak", valence=2.0, arousal=0.0),
                             tmp_path / "req")
     assert r.tts_engine.startswith("espeak")
-    assert "outside the unit disc" in (r.notice or "")
+    assert "outside the unit disc" in r.notice and "could not speak" not in r.notice  # espeak was chosen
     assert abs(media.probe(r.video).duration - r.n_frames / 25) < 0.1
+    assert abs(r.audio_seconds - r.n_frames / 25) < 0.05
+
+
+def test_a_video_as_speech_gives_its_sound(home, tmp_path):
+    clip = shared("clips/may_5s_512px_25fps.mp4")
+    r = pipeline.synthesize(RenderRequest(identity="may-tiny", audio=str(clip), size=64), tmp_path / "req")
+    info = media.probe(r.video)
+    assert r.n_frames == 125 and (info.audio_rate, info.audio_channels) == (48000, 2)
+    assert r.tts_engine is None and abs(info.duration - 5.0) < 0.1
 
 
 def test_preview_changes_with_emotion_and_labels(home):
@@ -91,14 +119,27 @@ def test_fine_tune_resumes_from_its_dataset_and_appears_in_the_picker(home, may_
 
     work = tmp_path / "work"
     shutil.copytree(may_dataset_64.root, work / "dataset")  # as if preprocessing had finished before a crash
-    stages: list[str] = []
-    samples: list[int] = []
-    info = pipeline.fine_tune(str(shared("clips/may_5s_512px_25fps.mp4")), "mine", consent=True,
-                              workdir=work, steps=8, size=48, progress=lambda s, f: stages.append(s),
-                              on_sample=lambda losses, frame: samples.append(len(losses)))
+    stages: list[tuple[str, float]] = []
+    samples: list[tuple[int, object]] = []
+    info = pipeline.fine_tune(str(shared("clips/may_5s_512px_25fps.mp4")), "mine", preset="test",
+                              consent=True, workdir=work, steps=8, size=48,
+                              progress=lambda s, f: stages.append((s, f)),
+                              on_sample=lambda losses, frame: samples.append((len(losses), frame)))
     assert info.source == "user" and (info.path / "model.safetensors").is_file()
-    assert not any(s.startswith("preprocess") for s in stages)
-    assert any(s.startswith("train") for s in stages) and samples
+    assert not any(s.startswith("preprocess") for s, _ in stages)
+    assert any(s.startswith("train") for s, _ in stages)
+    assert any(s.startswith("emotion stage") for s, _ in stages)  # the recipe's emotion stage ran
+    fractions = [f for _, f in stages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    frames = [f for _, f in samples if f is not None]
+    assert len(frames) >= 2 and all(f.shape == (48, 48, 3) for f in frames)  # during training and the end
+    assert samples[0][1] is not None and samples[0][0] >= 1  # the first sample came before the end
+    assert info.recipe["name"] == "test" and info.recipe["size"] == 48 and info.recipe["emotions"]
+    assert "small preview" in info.notice and "48 px" in info.notice
+    import json
+
+    meta = json.loads((info.path / "identity.json").read_text())
+    assert meta["metrics"]["recipe"]["name"] == "test" and meta["metrics"]["emotion_stage"]["steps"] == 2
     assert "mine" in [i.name for i in pipeline.list_identities()]
     frame = pipeline.preview(RenderRequest(identity="mine", size=64))
     assert frame.shape == (64, 64, 3)

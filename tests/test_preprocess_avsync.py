@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from emotalk.avsync import offset as avsync
+from emotalk.face.landmarks import mouth_opening
 from tests.conftest import shared
 
 
@@ -48,7 +49,7 @@ def test_envelope_and_mouth_shapes():
     lmk = np.zeros((4, 478, 2), np.float32)
     lmk[:, 33, 0], lmk[:, 263, 0] = 0, 100
     lmk[:, 14, 1] = [0, 10, 20, 30]
-    assert np.allclose(avsync.mouth_opening(lmk), [0, 0.1, 0.2, 0.3])
+    assert np.allclose(mouth_opening(lmk), [0, 0.1, 0.2, 0.3])
 
 
 @pytest.mark.slow
@@ -59,7 +60,7 @@ def test_added_delay_is_measured_on_real_clip():
 
     clip = shared("clips/obama_address_20s_450px_25fps.mp4")
     raw = tracking.track_video(media.iter_frames(clip, size=(225, 225)), n_frames=500)
-    mouth = avsync.mouth_opening(tracking.fill_gaps(raw.lmk, raw.found))
+    mouth = mouth_opening(tracking.fill_gaps(raw.lmk, raw.found))
     wav = media.read_audio(clip)
     T = len(mouth)
     base = avsync.estimate_offset(mouth, avsync.speech_envelope(wav, T))

@@ -12,32 +12,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalk.dataset.build import PRESETS, preprocess
+from emotalk.dataset.build import preprocess
 from emotalk.dataset.stages import checks
 from emotalk.errors import EmoTalkError, InputError, MediaError
 from emotalk.face import tracking
-from tests.conftest import shared
+from emotalk.face.rotations import rodrigues
+from emotalk.training.settings import PREPROCESS_PRESETS as PRESETS
+from tests.conftest import MAY, shared
 
-MAY = "clips/may_5s_512px_25fps.mp4"
 OBAMA = "clips/obama_address_20s_450px_25fps.mp4"
 
 
 def ffmpeg(*args: str) -> None:
+    """Run ffmpeg; the last argument is the output, encoded fast (the picture matters, not the file size)."""
     from emotalk.media import ffmpeg_exe
 
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args], check=True, timeout=120)
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args[:-1], "-preset", "ultrafast", args[-1]]
+    subprocess.run(cmd, check=True, timeout=120)
 
 
-def refuse(clip: Path, out: Path, match: str, exc=EmoTalkError, **over) -> str:
-    """Run preprocess, expect `exc` matching `match`, and check no tracking started."""
+def refuse(clip: Path, out: Path, match: str, exc=EmoTalkError, checked: bool = True, **over) -> str:
+    """Run preprocess and expect `exc` matching `match` from the early checks: the progress shows the
+    check stage only (with `checked=False`, nothing at all) and no folder, not even a temporary one, is
+    left behind."""
     import dataclasses
 
     stages: list[str] = []
     s = dataclasses.replace(PRESETS["test"], **over)
     with pytest.raises(exc, match=match) as e:
         preprocess(clip, out, s, progress=lambda msg, f: stages.append(msg))
-    assert not any("tracking" in m or "parsing" in m for m in stages), stages
-    assert not out.exists()
+    if checked:
+        assert stages and all(m.startswith("checking") for m in stages), stages
+    else:
+        assert stages == []
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
     return str(e.value)
 
 
@@ -65,7 +73,7 @@ def test_not_media(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    refuse(tmp_path / "nothing.mp4", tmp_path / "ds", "does not exist", MediaError)
+    refuse(tmp_path / "nothing.mp4", tmp_path / "ds", "does not exist", MediaError, checked=False)
 
 
 def test_no_face(tmp_path):
@@ -108,7 +116,7 @@ def test_scene_cut(tmp_path):
 def _rotate_yaw(lmk: np.ndarray, deg: float) -> np.ndarray:
     """Turn MediaPipe-style landmarks [478,3] (px, z in x's scale) about the vertical axis."""
     c = lmk.mean(0)
-    R = tracking.rodrigues(np.array([0.0, np.radians(deg), 0.0]))
+    R = rodrigues(np.array([0.0, np.radians(deg), 0.0]))
     return ((lmk - c) @ R.T + c).astype(np.float32)
 
 
@@ -130,21 +138,23 @@ def test_head_turned_away():
 
 @pytest.mark.parametrize("lost,match,frac", [(slice(30, 70), "lost for 1.6 s in a row", 0.5),
                                              (slice(0, 125, 5), "lost in 25 of 125 frames", 0.1)])
-def test_face_lost_too_long_or_too_often(tmp_path, monkeypatch, lost, match, frac):
-    """The tracker's real output on a real clip, with the face dropped from some frames."""
-    real = tracking.track_video
-
-    def track_with_losses(*args, **kwargs):
-        raw = real(*args, **kwargs)
-        raw.found[lost] = False
-        return raw
-
-    monkeypatch.setattr(tracking, "track_video", track_with_losses)
+def test_face_lost_too_long_or_too_often(tmp_path, monkeypatch, may_track, lost, match, frac):
+    """The tracker's real output on a real clip (tracked once per session), with the face dropped from
+    some frames: refused right after tracking, before the pose fit."""
     import dataclasses
 
+    def track_with_losses(frames, *args, **kwargs):
+        frames.close()  # the session's tracking of these very frames stands in for the tracker
+        found = may_track.found.copy()
+        found[lost] = False
+        return dataclasses.replace(may_track, found=found)
+
+    monkeypatch.setattr(tracking, "track_video", track_with_losses)
+    stages: list[str] = []
     s = dataclasses.replace(PRESETS["test"], size=64, max_lost_fraction=frac)
     with pytest.raises(InputError, match=match):
-        preprocess(shared(MAY), tmp_path / "ds", s)
+        preprocess(shared(MAY), tmp_path / "ds", s, progress=lambda msg, f: stages.append(msg))
+    assert stages[-1] == "tracking the face" and may_track.found.all()
     assert not (tmp_path / "ds").exists() and not list(tmp_path.iterdir())
 
 

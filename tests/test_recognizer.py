@@ -11,10 +11,10 @@ from emotalk.evaluation.emotion import (
     clip_result,
     expression_fidelity,
     lip_preservation,
-    mouth_opening,
     sign_agreement,
     summarise,
 )
+from emotalk.face.landmarks import mouth_opening, mouth_width_px
 from tests.conftest import shared
 
 
@@ -50,7 +50,7 @@ def test_lip_metrics():
     lm[:, 61], lm[:, 291] = (0, 0), (10, 0)  # mouth corners
     lm[:, 33], lm[:, 263] = (-20, -30), (30, -30)  # eyes, 50 apart
     lm[:, 13], lm[:, 14] = (5, 0), (5, 4)  # gap 4 = 0.08 eye distances: open
-    assert np.allclose(mouth_opening(lm), 0.4)
+    assert np.allclose(mouth_opening(lm), 0.08) and np.allclose(mouth_width_px(lm), 10)
     new = lm.copy()
     new[:, 14] = (5, 3)
     r = lip_preservation(lm, new)

@@ -14,7 +14,7 @@ import torch
 from emotalk.training import respeak
 from emotalk.training.data import load_train_data, respoken_audio
 from emotalk.training.loop import train
-from emotalk.training.settings import PRESETS
+from emotalk.training.settings import PRESETS, RespeakSettings
 
 
 def _speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
@@ -99,12 +99,12 @@ def test_training_mixes_in_respoken_codes(may_dataset_64, tmp_path):
     shutil.copytree(may_dataset_64.root, root)
     ds = load_dataset(root)
     respeak.respeak(ds.audio(), ds.n_frames, ds.fps, root / "respoken", ["orig-tone125"], kind="mel")
-    s = replace(PRESETS["test"], steps=12, size=32, audio_kind="mel", respeak_prob=0.5, respeak_from=0.0,
-                checkpoint_every=100)
+    s = replace(PRESETS["test"], steps=12, size=32, audio_kind="mel", checkpoint_every=100,
+                respeak=RespeakSettings(prob=0.5, start=0.0))
     _, summary = train(ds, s, tmp_path / "work")
     assert summary["respoken_voices"] == 1 and 0 < summary["respoken_frames"] < 12 * s.batch
     data = load_train_data(ds, 32, np.zeros((ds.n_frames, 32, 80), np.float32), "cpu",
                            respeak.load_respoken(ds, kind="mel"))
     assert tuple(data.alt_audio.shape) == (1, ds.n_frames, 32, 80)
-    _, off = train(ds, replace(s, respeak_prob=0.0), tmp_path / "work-off")
+    _, off = train(ds, replace(s, respeak=replace(s.respeak, prob=0.0)), tmp_path / "work-off")
     assert off["respoken_voices"] == 0 and off["respoken_frames"] == 0

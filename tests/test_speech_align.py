@@ -21,6 +21,12 @@ def obama():
     return load_speech(shared("audio/speech_obama_5s.wav"))
 
 
+@pytest.fixture(scope="module")
+def obama_transcript(obama):
+    """Whisper's transcript of `obama`, made once for the tests that read it."""
+    return transcribe(obama)
+
+
 def test_text_helpers():
     assert number_words(1984) == "one thousand nine hundred eighty four"
     assert spoken_words("I paid $3.50 & left at 10%!") == [
@@ -32,8 +38,8 @@ def test_text_helpers():
     assert guess_pronunciation("Bamm") == "B AE M"
 
 
-def test_transcribe_real_speech(obama):
-    tr = transcribe(obama)
+def test_transcribe_real_speech(obama, obama_transcript):
+    tr = obama_transcript
     text = tr.text.lower()
     assert "oil spill" in text and "shores" in text
     starts = [w.start for w in tr.words]
@@ -42,7 +48,7 @@ def test_transcribe_real_speech(obama):
     assert np.mean([w.score for w in tr.words]) > 0.7
 
 
-def test_forced_alignment_phones(obama):
+def test_forced_alignment_phones(obama, obama_transcript):
     text = "Think with you about the battle we're waging against an oil spill that is assaulting our shores."
     al = align_phones(obama, text)
     assert [w.text for w in al.words][:3] == ["think", "with", "you"]
@@ -53,7 +59,7 @@ def test_forced_alignment_phones(obama):
     p = next(p for p in al.phones if p.word == spill and p.phone == "P")
     assert al.words[spill].start <= p.start < p.end <= al.words[spill].end
     # Whisper and pocketsphinx agree roughly on where "oil" is
-    tr = transcribe(obama)
+    tr = obama_transcript
     w_oil = next(w for w in tr.words if "oil" in w.text.lower())
     a_oil = next(w for w in al.words if w.text == "oil")
     assert abs(w_oil.start - a_oil.start) < 0.3

@@ -62,3 +62,18 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert ".wav" in capsys.readouterr().err
     assert main(["speak", "--features", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "c.npy")]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+@needs_espeak
+def test_speak_keeps_the_text_local_by_default(tmp_path, capsys, monkeypatch):
+    """No --engine: an offline voice speaks; the online service is used only when chosen."""
+    from emotalk.speech import tts_edge, tts_offline
+
+    def no_network(*a, **k):
+        raise AssertionError("the text was about to be sent online")
+
+    monkeypatch.setattr(tts_edge, "network_reachable", no_network)
+    monkeypatch.setattr(tts_offline, "piper_available", lambda: "piper missing (test)")
+    assert main(["speak", "--text", "Hello there.", "--no-align", "-o", str(tmp_path / "x.wav")]) == 0
+    out = capsys.readouterr().out
+    assert "engine: espeak" in out and "fallback: piper: piper missing (test)" in out

@@ -29,6 +29,12 @@ def speech():
     return read_audio(shared("audio/speech_synctalk_13s.wav"), 16000)  # [N] 13.3 s
 
 
+@pytest.fixture(scope="module")
+def speech_code(speech) -> np.ndarray:
+    """The default (Whisper) audio code of `speech`, computed once for the tests that read it."""
+    return compute_audio_code(speech, 16000)
+
+
 def test_code_dims():
     assert code_dims("whisper") == (16, 384)
     assert code_dims("mel") == (32, 80)
@@ -73,7 +79,7 @@ def test_encoder_matches_ctranslate2(whisper_dir, speech):
     audio[: len(speech)] = speech
     mel = log_mel(torch.from_numpy(audio))[None]  # [1,80,3000]
     with torch.inference_mode():
-        ours = load_encoder(str(whisper_dir))(mel).numpy()  # [1,1500,384]
+        ours = load_encoder(str(whisper_dir), "cpu")(mel).numpy()  # [1,1500,384] (the cached encoder)
     model = ctranslate2.models.Whisper(str(whisper_dir), device="cpu", compute_type="float32",
                                        intra_threads=2)
     ref = np.asarray(model.encode(ctranslate2.StorageView.from_array(mel.numpy()), to_cpu=True))
@@ -82,8 +88,8 @@ def test_encoder_matches_ctranslate2(whisper_dir, speech):
     assert err.max() < 0.02 and err.mean() < 1e-3, (err.max(), err.mean())
 
 
-def test_shape_and_length(speech):
-    code = compute_audio_code(speech, 16000)
+def test_shape_and_length(speech, speech_code):
+    code = speech_code
     assert code.dtype == np.float32 and code.shape == (round(len(speech) / 16000 * 25), 16, 384)
     assert np.isfinite(code).all()
     # pad and trim to a requested number of frames; the kept frames are the same
@@ -172,12 +178,17 @@ def test_bad_input():
             compute_audio_code(np.zeros(16000, np.float32), device="cuda")
 
 
+@pytest.fixture(scope="module")
+def warm_encoder() -> None:
+    """One code computed first, so the timings printed below leave out loading and first-run setup."""
+    compute_audio_code(np.sin(np.arange(16000, dtype=np.float32) / 9), 16000)
+
+
 @pytest.mark.parametrize("name", AUDIO)
-def test_every_shared_file(name, capsys):
+def test_every_shared_file(name, capsys, warm_encoder):
     from emotalk.speech.normalize import load_speech
 
     wav = load_speech(shared(f"audio/{name}"))
-    compute_audio_code(wav[:16000], 16000)  # warm the encoder cache
     t0 = time.perf_counter()
     code = compute_audio_code(wav, 16000)
     dt = time.perf_counter() - t0
@@ -209,10 +220,10 @@ def _zcos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (p * q).sum(-1) / (np.linalg.norm(p, axis=-1) * np.linalg.norm(q, axis=-1))
 
 
-def test_fast_chunks_are_close_to_the_default(speech):
+def test_fast_chunks_are_close_to_the_default(speech, speech_code):
     from emotalk.speech.features import FAST_CHUNKS
 
-    a = compute_audio_code(speech, 16000)
+    a = speech_code
     b = compute_audio_code(speech, 16000, chunks=FAST_CHUNKS)  # 13 s: two 10 s windows
     assert a.shape == b.shape
     assert _zcos(a, b).mean() > 0.95

@@ -1,4 +1,5 @@
-"""TTS: text checks, the fallback chain (edge-tts faked online and offline), offline engines."""
+"""TTS: text checks, the engine choice (offline unless the online voice is chosen), the fallback chain
+(edge-tts faked online and offline), offline engines."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from emotalk.errors import InputError, MediaError
 from emotalk.speech import tts, tts_edge, tts_offline
-from emotalk.speech.tts import EXPRESSIVE, OFFLINE, TTSSettings, synthesize
+from emotalk.speech.tts import EXPRESSIVE, OFFLINE, TTSSettings, text_to_speech
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed "
                                   "(apt-get install espeak-ng; listed in apt-packages.txt)")
@@ -25,18 +26,18 @@ ESPEAK = TTSSettings(engines=("espeak",), align=False)
 ])
 def test_refuses_bad_text(text, match):
     with pytest.raises(InputError, match=match):
-        synthesize(text, OFFLINE)
+        text_to_speech(text, OFFLINE)
 
 
 def test_refuses_a_language_no_offline_voice_speaks():
     with pytest.raises(InputError, match="English only"):
-        synthesize("Bonjour tout le monde.", TTSSettings(engines=("piper", "espeak"), language="fr"))
+        text_to_speech("Bonjour tout le monde.", TTSSettings(engines=("piper", "espeak"), language="fr"))
 
 
 def test_other_language_only_online(monkeypatch):
     monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: "cannot reach the host (test)")
     with pytest.raises(MediaError, match="Only the online voices speak 'de'"):
-        synthesize("Guten Tag.", TTSSettings(voice="de-DE-KatjaNeural"))
+        text_to_speech("Guten Tag.", TTSSettings(voice="de-DE-KatjaNeural"))
 
 
 def test_list_voices_online_faked(monkeypatch):
@@ -53,11 +54,11 @@ def test_list_voices_online_faked(monkeypatch):
 
 def test_bad_prosody_and_engine():
     with pytest.raises(InputError, match="voice name"):
-        synthesize("Hello.", TTSSettings(voice="Guy"))
+        text_to_speech("Hello.", TTSSettings(voice="Guy"))
     with pytest.raises(InputError, match="Rate"):
-        synthesize("Hello.", TTSSettings(rate=300))
+        text_to_speech("Hello.", TTSSettings(rate=300))
     with pytest.raises(InputError, match="engine"):
-        synthesize("Hello.", TTSSettings(engines=("festival",)))
+        text_to_speech("Hello.", TTSSettings(engines=("festival",)))
 
 
 def test_network_probe_is_bounded(monkeypatch):
@@ -80,7 +81,7 @@ def test_offline_fallback_within_two_seconds(monkeypatch):
 
     monkeypatch.setattr(tts_edge.socket, "create_connection", no_dns)
     t0 = time.perf_counter()
-    res = synthesize("Hello there.", TTSSettings(engines=("edge", "espeak"), align=False))
+    res = text_to_speech("Hello there.", TTSSettings(engines=("edge", "espeak"), align=False))
     assert time.perf_counter() - t0 < 2.0 + 3.0  # fallback decision + espeak
     assert res.engine == "espeak" and res.fallbacks[0][0] == "edge"
     assert "offline" in res.fallback_reason and "espeak" in res.summary()
@@ -131,7 +132,7 @@ def test_edge_success_faked(monkeypatch, mp3_speech):
         {"type": "WordBoundary", "offset": 5_000_000, "duration": 4_000_000, "text": "world"},
         {"type": "audio", "data": mp3_speech[half:]},
     ]
-    res = synthesize("Hello world.", TTSSettings(voice="en-US-GuyNeural", rate=10, pitch=-5))
+    res = text_to_speech("Hello world.", TTSSettings(voice="en-US-GuyNeural", rate=10, pitch=-5))
     assert res.engine == "edge" and res.voice == "en-US-GuyNeural" and res.fallback_reason is None
     assert [(w.text, w.start, w.end) for w in res.words] == [("hello", 0.1, 0.45), ("world", 0.5, 0.9)]
     assert res.phones and res.duration > 0.5 and res.wav.dtype == np.float32
@@ -149,11 +150,12 @@ def test_edge_failures_fall_back(monkeypatch):
     monkeypatch.setattr(edge_tts, "Communicate", _FakeCommunicate)
     _FakeCommunicate.hang = True  # connected, then no answer
     t0 = time.perf_counter()
-    res = synthesize("Hello.", TTSSettings(engines=("edge", "espeak"), connect_timeout_s=1.0, align=False))
+    res = text_to_speech("Hello.", TTSSettings(engines=("edge", "espeak"), connect_timeout_s=1.0,
+                                               align=False))
     assert time.perf_counter() - t0 < 4.0 + 3.0  # connect + first-answer bound, then espeak
     assert res.engine == "espeak" and "stopped answering" in res.fallback_reason
     _FakeCommunicate.hang, _FakeCommunicate.chunks = False, []  # answers with no audio
-    res = synthesize("Hello.", TTSSettings(engines=("edge", "espeak"), align=False))
+    res = text_to_speech("Hello.", TTSSettings(engines=("edge", "espeak"), align=False))
     assert res.engine == "espeak" and "no audio" in res.fallback_reason
 
 
@@ -162,25 +164,56 @@ def test_all_engines_failing_is_an_error(monkeypatch):
     monkeypatch.setattr(tts_offline, "piper_available", lambda: "piper missing (test)")
     monkeypatch.setattr(tts_offline, "espeak_available", lambda: "espeak missing (test)")
     with pytest.raises(MediaError, match="piper missing") as e:
-        synthesize("Hello.")
-    assert "espeak missing" in str(e.value) and "offline" in str(e.value)
+        text_to_speech("Hello.", tts.ONLINE)
+    assert "espeak missing" in str(e.value) and "edge: offline: offline (test)" in str(e.value)
+
+
+def _no_network(*a, **k):
+    raise AssertionError("the text was about to be sent to the online voice service")
+
+
+@needs_espeak
+def test_default_keeps_the_text_on_this_machine(monkeypatch):
+    """No engine chosen: Piper, else espeak-ng; the online service is never contacted."""
+    monkeypatch.setattr(tts_edge, "network_reachable", _no_network)
+    monkeypatch.setattr(tts_offline, "piper_available", lambda: "piper missing (test)")
+    res = text_to_speech("Hello there.", TTSSettings(align=False))
+    assert res.engine == "espeak" and res.fallbacks == [("piper", "piper missing (test)")]
+    with pytest.raises(AssertionError, match="online voice service"):  # naming an online voice chooses it
+        text_to_speech("Hello there.", TTSSettings(voice="en-US-GuyNeural", align=False))
+
+
+def test_engine_choice_and_labels():
+    assert tts.ENGINES[0] == "piper" and set(tts.ENGINES) == set(tts.ENGINE_LABELS)
+    assert "online service" in tts.ENGINE_LABELS["edge"]
+    assert not any("online" in tts.ENGINE_LABELS[e] for e in tts.OFFLINE_ENGINES)
+    assert tts.engine_chain("edge") == ("edge", "piper", "espeak")
+    assert tts.engine_chain("espeak") == ("espeak", "piper")  # a chosen offline engine never goes online
+    assert tts.settings_for().engines == ("piper", "espeak")
+    assert tts.settings_for(voice="offline:espeak").engines == ("espeak", "piper")
+    s = tts.settings_for(voice="en-US-GuyNeural")
+    assert s.engines[0] == "edge" and s.voice == "en-US-GuyNeural"
+    with pytest.raises(InputError, match="Unknown TTS engine"):
+        tts.engine_chain("festival")
+    with pytest.raises(InputError, match="online voice"):
+        tts.settings_for("piper", "en-US-GuyNeural")
 
 
 @needs_espeak
 def test_espeak_long_text_and_arousal():
     text = "This is the first sentence. " * 6 + "And this is the last one!"
-    calm = synthesize(text, ESPEAK, arousal=-1.0)
+    calm = text_to_speech(text, ESPEAK, arousal=-1.0)
     assert calm.engine == "espeak" and calm.rate == 0.0  # arousal prosody is off by default
     s = TTSSettings(engines=("espeak",), align=False, arousal_prosody=True)
-    fast = synthesize(text, s, arousal=1.0)
-    slow = synthesize(text, s, arousal=-1.0)
+    fast = text_to_speech(text, s, arousal=1.0)
+    slow = text_to_speech(text, s, arousal=-1.0)
     assert fast.rate == EXPRESSIVE.arousal_rate and slow.rate == -EXPRESSIVE.arousal_rate
     assert fast.duration < 0.9 * slow.duration
 
 
 @needs_espeak
 def test_espeak_words_and_phones_by_alignment():
-    res = synthesize("Bob bought a map. 😀", TTSSettings(engines=("espeak",)))
+    res = text_to_speech("Bob bought a map. 😀", TTSSettings(engines=("espeak",)))
     assert res.text == "Bob bought a map."
     assert [w.text for w in res.words] == ["bob", "bought", "a", "map"]
     assert {"B", "M", "P"} <= {p.phone for p in res.phones}
@@ -194,9 +227,11 @@ def test_piper_speaks_offline(monkeypatch):
     if tts_offline.piper_available():
         pytest.skip(tts_offline.piper_available())
     monkeypatch.setattr(tts_edge, "network_reachable", lambda *a, **k: "offline (test)")
-    res = synthesize("The quick brown fox jumps over the lazy dog.", tts.DEFAULT)
+    res = text_to_speech("The quick brown fox jumps over the lazy dog.", tts.ONLINE)
     assert res.engine == "piper" and res.voice == "en_US-joe-medium"
     assert "offline" in res.fallback_reason
+    res = text_to_speech("The quick brown fox jumps over the lazy dog.", tts.DEFAULT)
+    assert res.engine == "piper" and res.fallback_reason is None  # the default: no fallback to report
     assert 1.5 < res.duration < 6 and len(res.words) == 9
     from emotalk.speech.align import transcribe
 

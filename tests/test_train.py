@@ -11,12 +11,13 @@ import torch
 
 from emotalk.errors import EmoTalkError
 from emotalk.training.data import load_train_data
-from emotalk.training.loop import TrainingError, evaluate, train
+from emotalk.training.loop import SampleHook, TrainingError, evaluate, train
 from emotalk.training.settings import PRESETS
-from tests.conftest import shared
+from tests.conftest import REPO, shared
 
-TINY = replace(PRESETS["test"], steps=12, batch=1, size=32, checkpoint_every=4, densify_from=4,
-               densify_every=4, model=replace(PRESETS["test"].model, n_face_init=250, n_mouth_init=40))
+TINY = replace(PRESETS["test"], steps=12, batch=1, size=32, checkpoint_every=4,
+               densify=replace(PRESETS["test"].densify, start=4, every=4),
+               model=replace(PRESETS["test"].model, n_face_init=250, n_mouth_init=40))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,10 @@ def test_tiny_identity_from_real_clip_improves_saves_loads_renders(may_dataset, 
 
 
 def test_resume_after_crash_gives_the_same_model(synth, tmp_path) -> None:
+    """Also: held-out samples during training leave the result alone, and densification (a strategy
+    object since #14) grows the set exactly as the loop's own code did before (counts pinned from then)."""
     full, _ = train(synth, TINY, tmp_path / "a")
+    assert (full.n_gaussians("face"), full.n_gaussians("mouth")) == (504, 83)
 
     class Crash(Exception):
         pass
@@ -83,8 +87,11 @@ def test_resume_after_crash_gives_the_same_model(synth, tmp_path) -> None:
         if frac >= 10 / 12:
             raise Crash
 
+    seen: list[tuple[int, tuple]] = []
+    hook = SampleHook(4, lambda st, frame: seen.append((st.step, frame.shape, frame.dtype)))
     with pytest.raises(Crash):
-        train(synth, TINY, tmp_path / "b", progress=crash)
+        train(synth, TINY, tmp_path / "b", progress=crash, samples=hook)
+    assert seen == [(4, (32, 32, 3), np.uint8), (8, (32, 32, 3), np.uint8)]  # during training
     st = json.loads((tmp_path / "b" / "train_state" / "state.json").read_text())
     assert st["step"] == 8
     resumed, _ = train(synth, TINY, tmp_path / "b")
@@ -109,7 +116,7 @@ def test_nan_loss_stops_without_writing_a_broken_checkpoint(synth, tmp_path, mon
     monkeypatch.setattr(T, "rasterize", poisoned)
     with pytest.raises(TrainingError, match="learning rates") as e:
         train(synth, TINY, tmp_path)
-    assert "step 6" in str(e.value) or "step" in str(e.value)
+    assert "at step 6 " in str(e.value) and "after step 4;" in str(e.value)
     st = json.loads((tmp_path / "train_state" / "state.json").read_text())
     assert st["step"] == 4
     from safetensors.torch import load_file
@@ -133,7 +140,7 @@ def test_gpu_out_of_memory_names_the_settings_to_lower(synth, tmp_path, monkeypa
 
 
 def test_dataset_of_an_older_format_version_is_refused(tmp_path) -> None:
-    from emotalk.dataset import build as data
+    from emotalk.dataset import format as data
     from emotalk.errors import DatasetError
 
     old = tmp_path / "old"
@@ -144,3 +151,54 @@ def test_dataset_of_an_older_format_version_is_refused(tmp_path) -> None:
     with pytest.raises(DatasetError, match="version") as e:
         data.load_dataset(old)
     assert "preprocess" in str(e.value)  # says what to do
+
+
+def test_settings_load_from_the_grouped_and_the_old_flat_identity_json() -> None:
+    """The shipped identities store the flat settings of before #14; they load to the same values as
+    the grouped form written now."""
+    from dataclasses import asdict
+
+    from emotalk.training.settings import FLAT_NAMES, TrainSettings, settings_from_dict
+
+    for name, max_g in (("obama", 40000), ("reagan", 40000)):
+        flat = json.loads((REPO / "checkpoints" / name / "identity.json").read_text())["settings"]
+        assert "lr_means" in flat and "lr" not in flat  # really the old form
+        old = settings_from_dict(flat)
+        grouped = asdict(old)
+        assert "lr" in grouped and "lr_means" not in grouped
+        new = settings_from_dict(json.loads(json.dumps(grouped)))  # through JSON, as identity.json
+        assert new == old and isinstance(new.stage_frac, tuple)
+        assert isinstance(new.model.field.plane_res, tuple)
+        moved = [n for n in FLAT_NAMES if n in flat]
+        assert len(moved) >= 20  # reagan predates the lip code's two
+        for flat_name in moved:
+            group, field = FLAT_NAMES[flat_name]
+            assert getattr(getattr(new, group), field) == flat[flat_name], flat_name
+        assert new.densify.max_gaussians == max_g and new.steps == flat["steps"]
+        assert new.model.emotion_field == flat["model"]["emotion_field"]
+    assert settings_from_dict(asdict(TrainSettings())) == TrainSettings()
+
+
+def test_recipes_carry_their_size_and_emotions_and_a_cpu_runs_the_preview() -> None:
+    from emotalk import pipeline
+    from emotalk.training.settings import RECIPES, override, recipe_for
+
+    assert pipeline.FINE_TUNE_PRESETS == tuple(RECIPES)
+    cpu = recipe_for("fast", "cpu")
+    assert cpu is recipe_for("quality", "cpu") is RECIPES["cpu"] and recipe_for("fast", "cuda").name == "fast"
+    assert cpu.preview and cpu.emotions and cpu.size == 128 and cpu.train.steps == 600
+    assert cpu.train.batch == 2 and not cpu.train.loss.lpips
+    assert (cpu.train.model.n_face_init, cpu.train.model.n_mouth_init) == (3000, 400)
+    assert cpu.emotion.size < cpu.size  # emotions taught at a smaller size
+    s = pipeline.fine_tune_recipe("fast", device="cpu")
+    assert s["preview"] and s["size"] == 128 and s["emotions"] and "128 px" in s["description"]
+    assert pipeline.fine_tune_recipe("fast", device="cuda")["size"] == 512
+    assert not RECIPES["fast"].preview and RECIPES["fast"].emotions
+    o = override(RECIPES["test"], steps=8, size=48, emotion_steps=0)
+    assert (o.train.steps, o.size, o.emotions, o.emotion) == (8, 48, False, None)
+    assert RECIPES["test"].train.steps == 40  # the preset itself is unchanged
+    with pytest.raises(EmoTalkError, match="Unknown recipe"):
+        recipe_for("slow", "cpu")
+    clip = str(shared("clips/may_5s_512px_25fps.mp4"))
+    on_cpu = pipeline.estimate_fine_tune_seconds(clip, "fast", device="cpu")
+    assert 60 < on_cpu < 1800 and pipeline.estimate_fine_tune_seconds(clip, "test", device="cpu") < on_cpu

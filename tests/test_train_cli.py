@@ -36,3 +36,33 @@ def test_render_refuses_a_nan_emotion(tmp_path, capsys) -> None:
     rc = main(["render", "obama", "--text", "hello", "--valence", "nan", "-o", str(tmp_path / "o.mp4")])
     assert rc == 1
     assert "finite" in capsys.readouterr().err
+
+
+def test_train_command_runs_the_pipeline_recipe_with_its_flags(may_dataset_64, tmp_path, monkeypatch) -> None:
+    """The train command goes through pipeline.fit_identity (the app's fine-tune code) with the preset's
+    recipe and the flags applied; on a CPU, fast and quality skip their GPU-sized emotion stage."""
+    from emotalk import pipeline
+    from emotalk.identity.fit import FitResult
+
+    calls = []
+
+    def fake_fit(source, out, recipe, workdir=None, device=None, **kw):
+        calls.append((str(source), recipe, device))
+        out.mkdir(parents=True)
+        (out / "identity.json").write_text("{}")
+        summary = {"val_psnr": 30.0, "val_ssim": 0.9, "n_face": 1, "n_mouth": 1}
+        return FitResult(out, summary, None)
+
+    monkeypatch.setattr(pipeline, "fit_identity", fake_fit)
+    ds = str(may_dataset_64.root)
+    flags = ["--steps", "6", "--batch", "1", "--size", "48", "--seed", "3", "--emotion-steps", "5",
+             "--device", "cpu"]
+    assert main(["train", ds, "--out", str(tmp_path / "a"), "--preset", "test", *flags]) == 0
+    src, r, dev = calls[-1]
+    assert src == ds and dev == "cpu" and r.name == "test"
+    assert (r.train.steps, r.train.batch, r.train.size, r.train.seed, r.emotion.steps) == (6, 1, 48, 3, 5)
+    assert main(["train", ds, "--out", str(tmp_path / "b"), "--preset", "fast", "--device", "cpu"]) == 0
+    assert calls[-1][1].name == "fast" and not calls[-1][1].emotions  # hours on a CPU: skipped
+    assert main(["train", ds, "--out", str(tmp_path / "c"), "--preset", "cpu", "--device", "cpu"]) == 0
+    assert calls[-1][1].emotions and calls[-1][1].size == 128
+    assert main(["train", ds, "--out", str(tmp_path / "d"), "--preset", "test", "--steps", "0"]) == 1

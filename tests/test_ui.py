@@ -29,12 +29,17 @@ def test_presets_are_the_shared_category_coordinates():
     assert pad.preset_js("sad") == "() => [-0.7, -0.45, '-0.70,-0.45']"
 
 
-def test_pad_component_carries_template_labels_and_pick_event():
+def test_pad_component_carries_clickable_preset_chips_and_pick_event():
     comp = pad.va_pad(elem_id="p")
     assert comp.value == "0.00,0.00" and comp.elem_id == "p"
-    for name, (v, a) in PRESETS.items():  # each label sits at its coordinates
-        assert f'left:{(v + 1) * 50:.1f}%;top:{(1 - a) * 50:.1f}%">{name}<' in comp.html_template
+    for name, (v, a) in PRESETS.items():  # each chip sits at its coordinates and carries its value
+        assert (f'style="left:{(v + 1) * 50:.1f}%;top:{(1 - a) * 50:.1f}%" data-va="{pad.format_va(v, a)}"'
+                in comp.html_template)
+        assert f'<span class="va-name">{name}</span></button>' in comp.html_template
+    assert set(pad.LABEL_SIDE) == set(PRESETS) and pad.LABEL_SIDE["neutral"] == "below"  # clear of the knob
+    assert pad.LABEL_SIDE["fear"] != pad.LABEL_SIDE["angry"]  # the two closest presets face apart
     assert "trigger('pick')" in comp.js_on_load and "<!--LABELS-->" not in comp.html_template
+    assert "closest('.va-cat')" in comp.js_on_load  # a chip click sets exactly its preset
     assert callable(comp.pick)  # the custom event exists for wiring
 
 

@@ -1,7 +1,7 @@
 """Lip-sync metrics for real clips and renders, with no ground truth needed.
 
 - **Mouth opening**: inner-lip gap over outer-eye distance per frame, from MediaPipe FaceLandmarker
-  (`emotalk.preprocess.avsync.mouth_opening`, shared with preprocessing).
+  (`emotalk.face.landmarks.mouth_opening`, shared with preprocessing and the lip code).
 - **AV offset and confidence**: correlation of the (band-passed) mouth opening with up to three
   speech-derived "expected mouth" signals over lags -max_lag..max_lag, averaged:
   1. the sync model's prediction (`emotalk.syncnet`: log-mel -> mouth opening, trained on real clips),
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.avsync.offset import mouth_opening
 from emotalk.avsync.syncnet import bandpass
+from emotalk.face.landmarks import mouth_opening
+from emotalk.media import SR
 from emotalk.metrics import lmd  # LMD against ground truth (mouth landmarks), also re-exported
 
-SR = 16000
 Progress = Callable[[str, float], None]
 
 # ARPAbet vowels that open the jaw / lips (all vowels and diphthongs); W, Y, R, L are left out.

@@ -1,4 +1,4 @@
-"""Audio-video offset: mouth opening from the landmarks against the speech envelope.
+"""Audio-video offset: mouth opening (`emotalk.face.landmarks.mouth_opening`) against the speech envelope.
 
 Both signals are detrended and normalised; their cross-correlation over +-max_lag frames peaks at the
 offset. Positive offset = the audio comes *later* than the video (sound lags the lips).
@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emotalk.face.tracking import EYE_OUTER, LIP_INNER
-
 
 @dataclass
 class SyncResult:
@@ -21,13 +19,6 @@ class SyncResult:
     confidence: float  # peak correlation minus the median over lags, over the spread (roughly a z-score)
     peak_corr: float  # correlation at the offset
     corr: list[float]  # correlation per lag, from -max_lag to +max_lag
-
-
-def mouth_opening(lmk: np.ndarray) -> np.ndarray:
-    """Inner-lip gap over outer-eye distance, per frame: lmk [T,478,2+] -> [T]."""
-    gap = np.linalg.norm(lmk[:, LIP_INNER[0], :2] - lmk[:, LIP_INNER[1], :2], axis=-1)
-    eyes = np.linalg.norm(lmk[:, EYE_OUTER[0], :2] - lmk[:, EYE_OUTER[1], :2], axis=-1)
-    return gap / np.maximum(eyes, 1e-6)
 
 
 def speech_envelope(wav: np.ndarray, n_frames: int, sr: int = 16000, fps: float = 25.0,

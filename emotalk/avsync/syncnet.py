@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.errors import AssetError
+from emotalk.media import SR
 
-SR = 16000
-WEIGHTS = Path(__file__).resolve().parent / "models" / "sync_mouth_ridge.safetensors"
+WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "sync_mouth_ridge.safetensors"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.errors import InputError
+from emotalk.folders import atomic_write_text
 
 HELP = ("evaluate an identity on its dataset (image, lips, sync, emotion), or the emotion recogniser / "
         "generator")
@@ -238,7 +239,8 @@ def identity_report_path(args: argparse.Namespace, identity_name: str, dataset_n
 
 def run_identity(args: argparse.Namespace) -> int:
     """IDENTITY --dataset DIR: the whole metric table, printed and written (JSON + markdown)."""
-    from emotalk.evaluation.report import evaluate_identity, markdown, write_report
+    from emotalk.evaluation.report import evaluate_identity
+    from emotalk.evaluation.tables import markdown, write_report
 
     if args.dataset is None:
         raise InputError(f"Give the identity's dataset: python -m emotalk eval {args.identity} --dataset DIR "
@@ -259,14 +261,6 @@ def run_identity(args: argparse.Namespace) -> int:
     print(f"_{head['date']}, {head['machine']}, commit {head['commit']}_\n\n{markdown(res)}\n")
     print(f"wrote {js} and {md}", file=sys.stderr)
     return 0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,8 +285,8 @@ def run(args: argparse.Namespace) -> int:
                      + [s.markdown for s in sections]) + "\n"
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(args.out / "eval.md", md)
-    _atomic_write(args.out / "eval.json", json.dumps({"header": head, **{s.name: s.data for s in sections}},
-                                                     indent=1, default=float))
+    atomic_write_text(args.out / "eval.md", md)
+    doc = {"header": head, **{s.name: s.data for s in sections}}
+    atomic_write_text(args.out / "eval.json", json.dumps(doc, indent=1, default=float))
     print(f"wrote {args.out / 'eval.md'} and eval.json", file=sys.stderr)
     return 0

@@ -11,7 +11,8 @@ HELP = "turn a talking-head clip into an identity dataset"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("clip", help="video file with the person talking (with sound), 4 s to 10 min")
     p.add_argument("--out", required=True, help="dataset folder to create (replaced if it exists)")
-    p.add_argument("--preset", default="default", help="settings preset: default (512²), fast (256²), test")
+    p.add_argument("--preset", default="default",
+                   help="settings preset: default (512²), fast (256²), test (training/settings.py)")
     p.add_argument("--size", type=int, default=None, help="crop side in px (overrides the preset)")
     p.add_argument("--min-seconds", type=float, default=None, help="refuse shorter clips (preset: 4)")
     p.add_argument("--max-seconds", type=float, default=None, help="refuse longer clips (preset: 600)")
@@ -23,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from emotalk.dataset.build import PRESETS, preprocess
+    from emotalk.dataset.build import preprocess
     from emotalk.errors import InputError
+    from emotalk.training.settings import PREPROCESS_PRESETS as PRESETS
 
     if args.preset not in PRESETS:
         raise InputError(f"Unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}.")

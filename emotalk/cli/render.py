@@ -1,7 +1,9 @@
 """Render an identity saying a speech file or typed text, with an emotion, into an mp4 (H.264 + AAC).
 
-Goes through emotalk.pipeline like the app: the same validation, TTS fallbacks and notices.
-IDENTITY is a name (shipped, e.g. obama, or fine-tuned), an identity folder, or hf:owner/repo.
+Goes through emotalk.pipeline like the app: the same validation, limits, TTS engines and notices.
+IDENTITY is the name of any shipped or fine-tuned identity (an unknown name is answered with the list of
+them), an identity folder, or hf:owner/repo. Typed text is spoken offline (Piper) unless `--engine edge`
+sends it to the online voice.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ HELP = "render an identity saying an audio file or text, with an emotion"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from emotalk.requests import MAX_SPEECH_S
+
     p.add_argument("identity", help="identity name, folder, or hf:owner/repo")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--audio", help="speech recording (wav, mp3, m4a, ogg, flac, or a video's sound)")
-    src.add_argument("--text", help="text to speak (TTS: online voices, else Piper, else espeak-ng)")
-    p.add_argument("--voice", default=None, help="TTS voice, e.g. en-US-GuyNeural or offline:piper")
+    src.add_argument("--audio", help="speech recording (wav, mp3, m4a, ogg, flac, or a video's sound), "
+                                     f"at most {MAX_SPEECH_S:.0f} s")
+    src.add_argument("--text", help="text to speak (TTS: Piper offline by default; see --engine)")
+    p.add_argument("--engine", default=None, choices=["piper", "espeak", "edge"],
+                   help="TTS engine: piper (offline, default), espeak (offline), edge (online voice: the "
+                        "text is sent to an online service)")
+    p.add_argument("--voice", default=None, help="online voice for --engine edge, e.g. en-US-GuyNeural")
     emo = p.add_mutually_exclusive_group()
     emo.add_argument("--emotion", default=None, help="a category: neutral, happy, sad, angry, ...")
     emo.add_argument("--emotion-track", default=None, help="JSON/CSV keyframes (time, valence, arousal)")
@@ -39,16 +47,17 @@ def run(args: argparse.Namespace) -> int:
 
     from emotalk import pipeline
     from emotalk.emotion import EmotionTrack, category_va
-
     v, a = (category_va(args.emotion) if args.emotion else (args.valence, args.arousal))
     track = None
     if args.emotion_track:
         t = EmotionTrack.from_file(args.emotion_track)
         track = [(float(tt), float(vv), float(aa)) for tt, (vv, aa) in zip(t.times, t.va)]
-    req = pipeline.RenderRequest(identity=args.identity, audio=args.audio, text=args.text, voice=args.voice,
-                                 valence=v, arousal=a, intensity=args.intensity, emotion_track=track,
-                                 size=args.size, yaw=args.yaw, pitch=args.pitch,
+    req = pipeline.RenderRequest(identity=args.identity, audio=args.audio, text=args.text, engine=args.engine,
+                                 voice=args.voice, valence=v, arousal=a, intensity=args.intensity,
+                                 emotion_track=track, size=args.size, yaw=args.yaw, pitch=args.pitch,
                                  watermark=not args.no_label, device=args.device)
+    req = pipeline.validate_request(req)
+    print(f"expected: about {pipeline.estimate_seconds(req):.0f} s of compute", file=sys.stderr, flush=True)
 
     def prog(stage: str, f: float) -> None:
         print(f"\r{100 * f:5.1f}%  {stage:60s}", end="", file=sys.stderr, flush=True)
@@ -61,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     if res.notice:
         print(f"note: {res.notice}", file=sys.stderr)
     spoken = f", spoken by {res.tts_engine}" if res.tts_engine else ""
-    print(f"wrote {out}: {res.n_frames} frames in {res.seconds:.1f} s "
-          f"({res.n_frames / 25 / max(res.seconds, 1e-6):.2f}x real time){spoken}")
+    print(f"wrote {out}: {res.audio_seconds:.1f} s clip, {res.n_frames} frames, made in {res.seconds:.1f} s "
+          f"({res.audio_seconds / max(res.seconds, 1e-6):.2f}x real time){spoken}")
     return 0

@@ -1,5 +1,6 @@
-"""Speech tools: speak text (edge-tts online, else Piper, else espeak-ng: the fallback is printed),
-transcribe a recording with word (and phone) times, or compute the audio code that drives the lips.
+"""Speech tools: speak text (offline by default: Piper, else espeak-ng; the online voice only with
+--engine edge or an online --voice; any fallback is printed), transcribe a recording with word (and
+phone) times, or compute the audio code that drives the lips.
 
 Examples:
   python -m emotalk speak --text "Hello there." -o hello.wav --srt hello.srt
@@ -12,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from emotalk.folders import atomic_path, atomic_write_text
+
 HELP = "text to speech, transcripts with word/phone times, audio code (.npy)"
-ENGINE_CHOICES = {"auto": ("edge", "piper", "espeak"), "offline": ("piper", "espeak"), "edge": ("edge",),
-                  "piper": ("piper",), "espeak": ("espeak",)}
+ENGINE_CHOICES = {"auto": None, "offline": ("piper", "espeak"), "edge": ("edge",), "piper": ("piper",),
+                  "espeak": ("espeak",)}  # None: offline, after the online voice when --voice names one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speaking")
     g.add_argument("--voice", help="online voice, e.g. en-US-GuyNeural (its language is the text's language)")
     g.add_argument("--engine", choices=list(ENGINE_CHOICES), default="auto",
-                   help="auto: online voice, else Piper, else espeak-ng; offline: never use the network")
+                   help="auto: Piper, else espeak-ng (the text stays here), after the online voice only "
+                        "when --voice names one; offline: never use the network; edge: the online voice")
     g.add_argument("--rate", type=float, default=0.0, help="speaking-rate change in percent (-50..100)")
     g.add_argument("--pitch", type=float, default=0.0, help="pitch change in Hz (-50..50)")
     g.add_argument("--arousal", type=float, default=0.0,
@@ -56,15 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _timings_json(path: Path, words, phones, extra: dict) -> None:
     data = dict(extra, words=[w.__dict__ for w in words], phones=[p.__dict__ for p in phones])
-    _atomic_write_text(path, json.dumps(data, indent=1))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def _need_output(args: argparse.Namespace, suffix: str) -> Path:
@@ -97,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.text is not None or args.text_file is not None:
         from emotalk.media import write_wav
-        from emotalk.speech.tts import TTSSettings, synthesize
+        from emotalk.speech.tts import TTSSettings, text_to_speech
 
         out = _need_output(args, ".wav")
         if args.text_file is not None:
@@ -110,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
         settings = TTSSettings(engines=ENGINE_CHOICES[args.engine], voice=args.voice, rate=args.rate,
                                pitch=args.pitch, arousal_prosody=args.arousal_prosody,
                                align=not args.no_align)
-        res = synthesize(text, settings, arousal=args.arousal)
+        res = text_to_speech(text, settings, arousal=args.arousal)
         write_wav(out, res.wav, res.sr)
         print(f"engine: {res.engine} ({res.voice})")
         print(f"fallback: {res.fallback_reason or 'none'}")
         print(f"wrote {out} ({res.duration:.2f} s, {len(res.words)} words, {len(res.phones)} phones)")
         if args.srt:
-            _atomic_write_text(args.srt, res.srt())
+            atomic_write_text(args.srt, res.srt())
             print(f"wrote {args.srt}")
         if args.json:
             meta = {"engine": res.engine, "voice": res.voice, "fallback": res.fallback_reason,
@@ -151,11 +145,8 @@ def run(args: argparse.Namespace) -> int:
     wav = load_speech(args.features)
     code = compute_audio_code(wav, 16000, n_frames=args.n_frames, fps=args.fps, kind=args.kind,
                               device=args.device, progress=_progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".npy", dir=out.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, code)
-    os.replace(tmp, out)
     print(f"wrote {out}: code {tuple(code.shape)} (frames, window, channels), kind {args.kind}, "
           f"{args.fps:g} fps")
     return 0

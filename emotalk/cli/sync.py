@@ -23,7 +23,7 @@ HELP = "lip-sync of a video (AV offset, confidence, phone contrast); --respeak D
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotalk.training.respeak import DEFAULT_VOICES, VOICES
+    from emotalk.speech.voices import DEFAULT_VOICES, VOICES
 
     p.add_argument("video", nargs="?", type=Path, help="video to measure (its own audio unless --audio)")
     p.add_argument("--audio", type=Path, help="speech to measure the video against (audio or video file)")

@@ -1,7 +1,8 @@
-"""Train an identity (a 3D Gaussian talking head) from a preprocessed identity dataset.
+"""Train an identity (a 3D Gaussian talking head) from a preprocessed identity dataset (or a clip).
 
-Writes an identity folder (identity.json, model.safetensors, body.mp4, thumbnail.png). Training state
-is saved every few hundred steps under OUT.work/; after a crash, running the same command again
+Runs a fine-tune recipe through `emotalk.pipeline.fit_identity`, the same code as the app's Fine-tune
+tab. Writes an identity folder (identity.json, model.safetensors, body.mp4, thumbnail.png). Training
+state is saved every few hundred steps under OUT.work/; after a crash, running the same command again
 resumes from it (the folder is removed once the identity is written).
 """
 
@@ -13,9 +14,11 @@ HELP = "train an identity from a dataset (resumes after a crash)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="identity dataset folder (from 'python -m emotalk preprocess')")
+    p.add_argument("dataset", help="identity dataset folder (from 'python -m emotalk preprocess'), or a "
+                                   "clip, preprocessed first by the preset")
     p.add_argument("--out", required=True, help="identity folder to write")
-    p.add_argument("--preset", choices=["fast", "quality", "test"], default="fast", help="training settings")
+    p.add_argument("--preset", choices=["fast", "quality", "cpu", "test"], default="fast",
+                   help="fine-tune recipe (training/settings.py RECIPES); cpu: a 128 px preview")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
     p.add_argument("--batch", type=int, default=None, help="frames per step (lower it if the GPU runs out)")
@@ -24,33 +27,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--name", default=None, help="identity name (default: the folder name)")
     p.add_argument("--emotion-steps", type=int, default=None,
-                   help="emotion-stage steps (default 3000 on a GPU; 0 on a CPU: emotions render neutral)")
+                   help="emotion-stage steps (default: the preset's; fast and quality skip it on a CPU, "
+                        "where it takes hours, and emotions render neutral)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
     import sys
     import time
-    from dataclasses import replace
     from pathlib import Path
 
     import torch
 
-    from emotalk.dataset.format import load_dataset
+    from emotalk import pipeline
     from emotalk.errors import InputError
     from emotalk.identity.checkpoint import identity_size_mb
-    from emotalk.identity.fit import train_identity
-    from emotalk.training.settings import PRESETS, TrainStatus
+    from emotalk.training.settings import GPU_RECIPES, RECIPES, TrainStatus, override
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA GPU is visible. Use --device cpu.")
-    s = PRESETS[args.preset]
-    over = {k: getattr(args, k) for k in ("steps", "batch", "size", "seed") if getattr(args, k) is not None}
-    for k, v in over.items():
-        if v <= 0 and k != "seed":
-            raise InputError(f"--{k} must be positive, got {v}.")
-    s = replace(s, **over)
-    ds = load_dataset(args.dataset)
+    for k in ("steps", "batch", "size", "emotion_steps"):
+        v = getattr(args, k)
+        if v is not None and (v < 0 or (v == 0 and k != "emotion_steps")):
+            raise InputError(f"--{k.replace('_', '-')} must be positive, got {v}.")
+    emotion_steps = args.emotion_steps
+    on_cpu = not device.startswith("cuda")
+    if emotion_steps is None and on_cpu and args.preset in GPU_RECIPES:
+        emotion_steps = 0  # hours on a CPU; --preset cpu has a short emotion stage
+    recipe = override(RECIPES[args.preset], steps=args.steps, batch=args.batch, size=args.size,
+                      seed=args.seed, emotion_steps=emotion_steps)
+    size = recipe.size
+    if Path(args.dataset).is_dir():  # a dataset: checked now, and its own size is the default
+        from emotalk.dataset.format import load_dataset
+
+        size = recipe.train.size or load_dataset(args.dataset).size
     out = Path(args.out)
     work = out.with_name(out.name + ".work")
     t0 = time.time()
@@ -59,17 +70,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"\r[{st.stage:5s}] step {st.step}/{st.steps} loss {st.loss:.4f} psnr {st.psnr:5.2f} dB "
               f"gaussians {st.n_gaussians} eta {st.eta_s / 60:4.1f} min", end="", file=sys.stderr, flush=True)
 
-    print(f"training {ds.root} on {device} with preset {args.preset} ({s.steps} steps)", file=sys.stderr)
-    if device == "cpu" and (s.size or ds.size) > 128:
-        print(f"note: on a CPU, training at {s.size or ds.size}² px takes hours; --size 128 and --steps "
-              "1000 give a rough preview identity, a GPU the real one.", file=sys.stderr)
-    _, summary, _ = train_identity(ds, s, out, work, device=device, on_status=status, name=args.name,
-                                   emotion_steps=args.emotion_steps)
-    print(file=sys.stderr)
-    import shutil
+    def progress(stage: str, frac: float) -> None:
+        if not stage.startswith("train"):  # training reports through `status`
+            print(f"\r[{100 * frac:5.1f}%] {stage[:70]:<70}", end="", file=sys.stderr, flush=True)
 
+    emotion = f"an emotion stage of {recipe.emotion.steps} steps" if recipe.emotions else "no emotion stage"
+    print(f"training {args.dataset} on {device} with preset {args.preset} ({recipe.train.steps} steps, "
+          f"{emotion})", file=sys.stderr)
+    if on_cpu and size > 128:
+        print(f"note: on a CPU, training at {size}² px takes hours; --preset cpu gives a rough preview "
+              "identity (128 px, with a short emotion stage), a GPU the real one.", file=sys.stderr)
+    res = pipeline.fit_identity(args.dataset, out, recipe, work, device=device, name=args.name,
+                                progress=progress, on_status=status)
+    print(file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)  # finished: the resumable state is no longer needed
+    s = res.summary
     print(f"wrote {out} ({identity_size_mb(out):.1f} MB) in {(time.time() - t0) / 60:.1f} min: "
-          f"held-out PSNR {summary['val_psnr']:.2f} dB, SSIM {summary['val_ssim']:.3f}, "
-          f"{summary['n_face']} + {summary['n_mouth']} Gaussians")
+          f"held-out PSNR {s['val_psnr']:.2f} dB, SSIM {s['val_ssim']:.3f}, "
+          f"{s['n_face']} + {s['n_mouth']} Gaussians")
     return 0

@@ -1,1 +1,1 @@
-"""A clip becomes an identity dataset folder (build), and that folder is read back (format)."""
+"""A clip becomes an identity dataset folder (build: prepare -> parse -> finish), read back by format."""

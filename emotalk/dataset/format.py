@@ -10,12 +10,9 @@ import numpy as np
 
 from emotalk.errors import DatasetError
 from emotalk.folders import read_folder_json
+from emotalk.media import SR  # audio sample rate of every dataset
 
 DATASET_VERSION = 1
-
-
-SR = 16000  # audio sample rate of every dataset
-
 
 FILES = ("meta.json", "frames.mp4", "body.mp4", "background.png", "tracks.npz", "parsing.npz", "audio.wav")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.emotion import CATEGORIES, FER_CLASSES, FER_VA
-from emotalk.face.expression import LIP_MID, MOUTH_CORNERS
+from emotalk.face.landmarks import eye_distance, lip_gap_px
 
 SIGN_DEADZONE = 0.1  # |v| or |a| below this counts as sign 0 (neutral)
 
@@ -85,13 +85,6 @@ def summarise(results: list[ClipResult]) -> dict:
     }
 
 
-def mouth_opening(lmk: np.ndarray) -> np.ndarray:
-    """Inner-lip mid gap / mouth-corner width of landmarks [...,478,2+] -> [...] (scale free)."""
-    gap = np.linalg.norm(lmk[..., LIP_MID[1], :2] - lmk[..., LIP_MID[0], :2], axis=-1)
-    width = np.linalg.norm(lmk[..., MOUTH_CORNERS[1], :2] - lmk[..., MOUTH_CORNERS[0], :2], axis=-1)
-    return gap / np.maximum(width, 1e-9)
-
-
 def lip_preservation(lmk_ref: np.ndarray, lmk_new: np.ndarray, eye_dist: np.ndarray | None = None,
                      open_gap: float = 0.05) -> dict:
     """How well an emotional image keeps the reference's mouth opening, both landmark sets [T,478,2+].
@@ -100,13 +93,8 @@ def lip_preservation(lmk_ref: np.ndarray, lmk_new: np.ndarray, eye_dist: np.ndar
     gap > open_gap outer-eye distances: ratios of near-closed mouths are tracker noise); gap_mae: mean
     |Δ gap| in outer-eye-distance units over all frames.
     """
-    def gap(lm):
-        return np.linalg.norm(lm[..., LIP_MID[1], :2] - lm[..., LIP_MID[0], :2], axis=-1)
-
-    if eye_dist is None:
-        eye_dist = np.linalg.norm(lmk_ref[..., 263, :2] - lmk_ref[..., 33, :2], axis=-1)
-    eye = eye_dist
-    g0, g1 = gap(lmk_ref) / eye, gap(lmk_new) / eye
+    eye = eye_distance(lmk_ref) if eye_dist is None else eye_dist
+    g0, g1 = lip_gap_px(lmk_ref) / eye, lip_gap_px(lmk_new) / eye
     open_ = g0 > open_gap
     return {
         "gap_ratio": float(np.median(g1[open_] / g0[open_])) if open_.any() else float("nan"),

@@ -20,30 +20,13 @@ import numpy as np
 
 from emotalk.emotion import CATEGORIES, clamp_to_disc
 from emotalk.errors import InputError
+from emotalk.face.landmarks import CHIN, INNER_LIP_PAIRS, STABLE_IDX, head_frame
+from emotalk.face.rotations import umeyama
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------
-# categories
-
-
-# ----------------------------------------------------------------------------------------------
-# emotion tracks
-
-
-# ----------------------------------------------------------------------------------------------
 # face-normalised space
-
-# landmarks that move with the skull (same set as the tracker's head-pose template)
-RIGID_IDX = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 127, 356, 162, 389,
-                      21, 251, 109, 338, 67, 297, 108, 337, 69, 299, 116, 345, 98, 327, 129, 358])
-EYE_OUTER = (33, 263)  # outer eye corners (subject's right, left): the unit of length
-FACE_TOP, CHIN = 10, 152
-# inner-lip (upper, lower) pairs, corner to corner: their vertical gap is the mouth opening (speech)
-INNER_LIP_PAIRS = np.array([(191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402),
-                            (310, 318), (415, 324)])
-LIP_MID = (13, 14)  # inner upper / lower lip, middle
-MOUTH_CORNERS = (61, 291)
 
 # Blendshapes an emotion may change: mouth corners (smile, frown, stretch, press, dimple) and the upper
 # face (brows, eyes, cheeks, nose sneer). Jaw, mouth opening / rounding / rolling and gaze are left out.
@@ -56,33 +39,6 @@ EXPRESSION_BLENDSHAPES: tuple[str, ...] = (
 )
 
 
-def head_frame(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Head-aligned frame of a face [478,3] (px): rotation rows R [3,3], origin [3], unit length (px).
-
-    x along the outer eye corners, y from forehead to chin (made orthogonal), z = x × y; origin at the
-    rigid points' centroid; unit = outer-eye-corner distance. Maps p -> (p - origin) @ R.T / unit.
-    """
-    x = ref[EYE_OUTER[1]] - ref[EYE_OUTER[0]]
-    unit = float(np.linalg.norm(x))
-    x = x / unit
-    down = ref[CHIN] - ref[FACE_TOP]
-    y = down - x * (down @ x)
-    y = y / np.linalg.norm(y)
-    R = np.stack([x, y, np.cross(x, y)])
-    return R, ref[RIGID_IDX].mean(0), unit
-
-
-def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R, t) minimising |s R src + t - dst|² over point sets [N,3] (Umeyama)."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    s = float((S * np.diag(D)).sum() / (a**2).sum() * len(src))
-    return s, R, md - s * R @ ms
-
-
 def normalise_faces(lmk: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Landmarks [T,478,3] (px) -> the head frame of `ref` [478,3]: pose removed through the rigid points.
 
@@ -92,7 +48,7 @@ def normalise_faces(lmk: np.ndarray, ref: np.ndarray) -> np.ndarray:
     R, o, unit = head_frame(ref.astype(np.float64))
     out = np.empty(lmk.shape, np.float32)
     for i, x in enumerate(lmk.astype(np.float64)):
-        s, Ri, t = similarity(x[RIGID_IDX], ref[RIGID_IDX].astype(np.float64))
+        s, Ri, t = umeyama(x[STABLE_IDX], ref[STABLE_IDX].astype(np.float64))
         out[i] = ((s * x @ Ri.T + t) - o) @ R.T / unit
     return out
 
@@ -104,7 +60,7 @@ def lip_gap(norm: np.ndarray) -> np.ndarray:
 
 def jaw_drop(norm: np.ndarray) -> np.ndarray:
     """Chin height below the rigid points' centre [...] of normalised landmarks [...,478,3] (jaw opening)."""
-    return norm[..., CHIN, 1] - norm[..., RIGID_IDX, 1].mean(-1)
+    return norm[..., CHIN, 1] - norm[..., STABLE_IDX, 1].mean(-1)
 
 
 def keep_lip_gap(offsets: np.ndarray) -> np.ndarray:

@@ -26,19 +26,10 @@ import numpy as np
 from emotalk.emotion import CATEGORIES
 from emotalk.errors import InputError
 from emotalk.face.expression import ExpressionModel
+from emotalk.face.landmarks import EYE_RINGS, FACE_OVAL, INNER_LIP_RING, N_MESH, face_height_px
+from emotalk.face.thin_plate import tps_eval, tps_fit
 
 DEFAULT_TEXTURE_PATH = Path(__file__).resolve().parents[1] / "models" / "expression_texture.npz"
-
-# MediaPipe face-mesh rings (closed polygons, in order)
-INNER_LIP_RING = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87,
-                           178, 88, 95])
-EYE_RINGS = (np.array([33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]),
-             np.array([263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249]))
-FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
-                      109])
-N_MESH = 468  # mesh points (the 10 iris points are left out of every warp)
-
 
 # ----------------------------------------------------------------------------------------------
 # canonical face space
@@ -267,8 +258,6 @@ class ExpressionTexture:
         """
         import cv2
 
-        from emotalk.face.generator import tps_eval, tps_fit
-
         H, W = shape
         C = log_ratio.shape[-1]
         out = np.zeros((H, W, C), np.float32)
@@ -314,7 +303,7 @@ class ExpressionTexture:
         lr = strength * (lum + colour * (lr - lum))
         field_ = self.to_image(lr, lmk, (H, W), grid_step)  # [H,W,3]
         mouth = polygon_mask((H, W), lmk[INNER_LIP_RING, :2].astype(np.float64)).astype(np.uint8)
-        face_h = float(np.linalg.norm(lmk[152, :2] - lmk[10, :2]))
+        face_h = float(face_height_px(lmk))
         dist = cv2.distanceTransform(1 - mouth, cv2.DIST_L2, 3)  # px to the inner mouth (0 inside)
         keep = np.clip(dist / max(mouth_feather * face_h, 1.0), 0.0, 1.0)
         wt = np.clip(weight, 0.0, 1.0) * keep  # [H,W]

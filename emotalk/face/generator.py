@@ -1,6 +1,6 @@
 """Lip-aligned emotional face generator: an identity frame + (valence, arousal) -> that face with the emotion.
 
-The expression model (`emotalk.face.emotion`) gives 3-D landmark offsets in a head-aligned frame. They are
+The expression model (`emotalk.face.expression`) gives 3-D landmark offsets in a head-aligned frame. They are
 mapped into the frame's image through a weak-perspective fit of the model's neutral face to the frame's
 rigid landmarks (so a turned head gets turned offsets), and the image is moved by a dense, smooth warp:
 a thin-plate spline through the moved landmarks (backward map), faded to zero outside the face by a
@@ -20,20 +20,22 @@ import numpy as np
 
 from emotalk.emotion import clamp_to_disc
 from emotalk.errors import InputError
-from emotalk.face.expression import INNER_LIP_PAIRS, RIGID_IDX, ExpressionModel
+from emotalk.face.expression import ExpressionModel
 from emotalk.face.expression_texture import ExpressionTexture
+from emotalk.face.landmarks import (
+    EYE_CORNERS,
+    FACE_OVAL,
+    INNER_LIP_PAIRS,
+    LID_PAIRS,
+    N_MESH,
+    NOSE_TIP,
+    STABLE_IDX,
+    face_height_px,
+)
+from emotalk.face.thin_plate import tps_eval, tps_fit
 
 # CelebAMask-HQ classes that move with the expression: skin, brows, eyes, glasses, nose, mouth, lips
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
-FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
-                      109])
-NOSE_TIP = 1  # landmarks above it count as upper face
-IRIS = np.arange(468, 478)  # refined iris points: follow the eyes, left out of the spline
-# eyelid (upper, lower) pairs of both eyes; their vertical gap is the eye opening
-LID_PAIRS = np.array([(161, 163), (160, 144), (159, 145), (158, 153), (157, 154),
-                      (388, 390), (387, 373), (386, 374), (385, 380), (384, 381)])
-EYE_CORNERS = np.array([(33, 133), (263, 362)])  # (outer, inner) corner of each eye
 
 
 @dataclass
@@ -88,8 +90,8 @@ def project_offsets(offsets: np.ndarray, model: ExpressionModel, lmk: np.ndarray
     face (rigid points, 3-D) onto the frame's rigid points (2-D) carries scale, in-plane rotation and
     the foreshortening of a turned head.
     """
-    X = model.neutral_shape[RIGID_IDX].astype(np.float64)  # [N,3]
-    Y = lmk[RIGID_IDX, :2].astype(np.float64)  # [N,2]
+    X = model.neutral_shape[STABLE_IDX].astype(np.float64)  # [N,3]
+    Y = lmk[STABLE_IDX, :2].astype(np.float64)  # [N,2]
     Xh = np.concatenate([X - X.mean(0), np.ones((len(X), 1))], 1)
     A, *_ = np.linalg.lstsq(Xh, Y, rcond=None)  # [4,2]
     return (offsets.astype(np.float64) @ A[:3]).astype(np.float32)
@@ -136,7 +138,7 @@ def face_mask(shape: tuple[int, int], lmk: np.ndarray, parsing: np.ndarray | Non
     import cv2
 
     H, W = shape
-    face_h = float(np.linalg.norm(lmk[152, :2] - lmk[10, :2]))
+    face_h = float(face_height_px(lmk))
     if parsing is not None:
         lab = parsing
         if lab.shape != (H, W):
@@ -153,41 +155,6 @@ def face_mask(shape: tuple[int, int], lmk: np.ndarray, parsing: np.ndarray | Non
     soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), sigma)
     # feathering halves the mask at its edge: rescale so the face interior moves fully
     return np.clip(soft * 2.0, 0.0, 1.0) * (soft > 0)
-
-
-def _tps_kernel(r2: np.ndarray) -> np.ndarray:
-    """Thin-plate radial function U = r² log r², with U(0) = 0."""
-    return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-20)), 0.0)
-
-
-def tps_fit(ctrl: np.ndarray, values: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Thin-plate spline through control points [N,2], values [N,C] -> (weights [N,C], affine [3,C], scale).
-    """
-    scale = float(np.abs(ctrl - ctrl.mean(0)).max()) or 1.0
-    c = ctrl / scale
-    K = _tps_kernel(((c[:, None] - c[None]) ** 2).sum(-1))
-    n = len(c)
-    lam = smoothing * (np.abs(K).mean() or 1.0)
-    P = np.concatenate([np.ones((n, 1)), c], 1)
-    A = np.zeros((n + 3, n + 3))
-    A[:n, :n] = K + lam * np.eye(n)
-    A[:n, n:] = P
-    A[n:, :n] = P.T
-    b = np.concatenate([values, np.zeros((3, values.shape[1]))])
-    sol = np.linalg.solve(A, b)
-    return sol[:n], sol[n:], scale
-
-
-def tps_eval(ctrl: np.ndarray, w: np.ndarray, aff: np.ndarray, scale: float, pts: np.ndarray,
-             chunk: int = 8192) -> np.ndarray:
-    """Evaluate a fitted spline at points [M,2] -> [M,C]."""
-    c = ctrl / scale
-    out = np.empty((len(pts), w.shape[1]))
-    for s in range(0, len(pts), chunk):
-        p = pts[s:s + chunk] / scale
-        K = _tps_kernel(((p[:, None] - c[None]) ** 2).sum(-1))
-        out[s:s + chunk] = K @ w + np.concatenate([np.ones((len(p), 1)), p], 1) @ aff
-    return out
 
 
 def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, mask: np.ndarray,
@@ -251,7 +218,7 @@ class EmotionalFaceGenerator:
         off[INNER_LIP_PAIRS[:, 1]] = pair_mean
         dst = src + off
         mask = face_mask(image.shape[:2], src, parsing, s)
-        keep = np.arange(468)  # iris points left out: near-duplicates of the eyelids' motion
+        keep = np.arange(N_MESH)  # iris points left out: near-duplicates of the eyelids' motion
         if np.abs(off).max() < 1e-3:
             out = image.copy()
         else:

@@ -16,12 +16,7 @@ import numpy as np
 
 from emotalk.emotion import FER_CLASSES, FER_VA
 from emotalk.errors import InputError, MediaError
-
-EYE_OUTER = (33, 263)  # outer eye corners (subject's right, left)
-FACE_TOP, CHIN = 10, 152  # forehead top of the mesh, chin
-FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
-                      109])
+from emotalk.face.landmarks import CHIN, EYE_OUTER, FACE_OVAL, FACE_TOP
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from emotalk.face.landmarks import INNER_LIP_RING
 from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
 from emotalk.gaussians.raster import RasterOut, eval_sh, rasterize, sh_dim
 
@@ -22,8 +23,6 @@ BRANCHES = ("face", "mouth")
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 17, 18)
 MOUTH_CLASS = 11
 LIP_CLASSES = (11, 12, 13)
-# MediaPipe FaceMesh inner-lip ring (upper then lower), used to seed the mouth branch.
-INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 C0 = 0.28209479177387814  # SH band-0 constant: colour = C0·sh0 + 0.5
 EMOTION_PLANE_CH = 4  # the emotion field's tri-plane channels (emotion changes are smoother than speech)
 
@@ -329,7 +328,7 @@ def seed_points(ds, n_face: int, n_mouth: int, seed: int = 0, n_views: int = 6
                 out["mouth"][1].append(fr[i][vv[pick], uu[pick]] / 255.0)
                 out["mouth"][2].append(np.full(len(pick), face_w * 0.01))
         else:
-            ring = ds.lmk3d[tr][:, list(INNER_LIPS)].mean(0)  # [20,3]
+            ring = ds.lmk3d[tr][:, INNER_LIP_RING].mean(0)  # [20,3]
             base = ring[rng.integers(0, len(ring), n_mouth)]
             back = np.array([0, 0, -1.0]) * face_w * rng.uniform(0.02, 0.12, (n_mouth, 1))
             out["mouth"][0].append(base + back + rng.normal(0, face_w * 0.01, (n_mouth, 3)))

@@ -5,6 +5,8 @@ alpha = min(0.999, o·exp(-σ)), contributions under 1/255 skipped, front-to-bac
 that stops before transmittance falls to 1e-4, pixel centres at +0.5. Colours are given per
 Gaussian (already evaluated from SH, see `eval_sh`), so both back ends see exactly the same inputs.
 The reference is tiled (8×8 px) and culls by an opacity-aware bounding box, so it runs on CPU.
+On CUDA, 'auto' uses gsplat only if a tiny render with it works and matches the reference (checked
+once, see `backend_status`); otherwise the reference renders on the GPU.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from emotalk.gaussians import raster_backend
 
 ALPHA_MIN = 1.0 / 255.0  # contributions below this are skipped (as in gsplat)
 ALPHA_MAX = 0.999  # a single Gaussian never makes a pixel fully opaque
@@ -276,11 +280,46 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
     return RasterOut(rgb, alpha, m2, radii)
 
 
+def _check_gsplat(device: str = "cuda") -> None:
+    """Raise unless gsplat imports, builds/loads its kernels and draws a tiny scene like the reference."""
+    import gsplat  # noqa: F401  (first, so a missing gsplat is reported as such)
+
+    dev = torch.device(device)
+    n = 16
+    t = torch.linspace(-1.0, 1.0, n, device=dev)
+    means = torch.stack([0.3 * t, 0.2 * torch.roll(t, 5), 2.0 + 0.1 * t], -1)
+    quats = torch.stack([torch.ones_like(t), 0.2 * t, -0.1 * t, 0.3 * t], -1)
+    scales = (0.03 + 0.02 * t.abs())[:, None].expand(n, 3).contiguous()
+    opac = 0.4 + 0.5 * t.abs()
+    cols = torch.stack([t.abs(), 1 - t.abs(), 0.5 + 0 * t], -1)
+    vm = torch.eye(4, device=dev)[None]
+    K = torch.tensor([[[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]], device=dev)
+    with torch.no_grad():
+        got = rasterize_gsplat(means, quats, scales, opac, cols, vm, K, 32, 32).rgb
+        ref = rasterize_torch(means, quats, scales, opac, cols, vm, K, 32, 32).rgb
+    err = float((got - ref).norm() / ref.norm().clamp_min(1e-12))
+    if not err <= 1e-2:  # measured 4e-5 on an H100; NaN fails too
+        raise RuntimeError(f"gsplat's test image differs from the reference (relative L2 error {err:.2g})")
+
+
+def backend_status() -> dict:
+    """The rasterizer that draws CUDA tensors under 'auto', why, and a notice for users (or None).
+
+    Keys: backend ('gsplat'/'torch'), device ('cuda'/'cpu'), reason, forced, fallback, notice.
+    The first call on a GPU imports gsplat and may build its kernels; the answer is cached.
+    """
+    return raster_backend.decide(_check_gsplat, torch.cuda.is_available()).as_dict()
+
+
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None = None,
               backend: str = "auto") -> RasterOut:
-    """Rasterize with gsplat on CUDA tensors ('auto'/'gsplat') or the PyTorch reference ('torch')."""
+    """Rasterize with gsplat or the PyTorch reference ('torch').
+
+    'auto' takes the reference for CPU tensors; for CUDA tensors gsplat when it works here (or as
+    EMOTALK_RASTER says), else the reference on the GPU. 'gsplat' uses gsplat without a check.
+    """
     if backend == "auto":
-        backend = "gsplat" if means.is_cuda else "torch"
+        backend = raster_backend.decide(_check_gsplat, cuda=True).backend if means.is_cuda else "torch"
     fn = rasterize_gsplat if backend == "gsplat" else rasterize_torch
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)

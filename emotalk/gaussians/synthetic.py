@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emotalk.face.landmarks import INNER_LIP_RING
 from emotalk.face.tracking import BLENDSHAPE_NAMES
-from emotalk.gaussians.model import INNER_LIPS
 from emotalk.gaussians.raster import rasterize_torch
 
 
@@ -122,7 +122,7 @@ def make_synthetic(size: int = 64, n_frames: int = 40, seed: int = 0, window: in
         body[t] = np.clip(bg * 255 + 0.5, 0, 255).astype(np.uint8)
         lmk = p[lmk_idx].copy()
         ring = np.stack([np.linspace(-0.2, 0.2, 20), np.full(20, 0.47), np.full(20, -0.75)], -1)
-        lmk[list(INNER_LIPS)] = ring
+        lmk[INNER_LIP_RING] = ring
         lmk3d[t] = lmk
         pc = lmk @ R.T + [0, 0, 4.0]
         lmk2d[t] = pc[:, :2] / pc[:, 2:] * K[0, 0] + K[:2, 2]

@@ -11,7 +11,6 @@ Never pickle: tensors go through safetensors, the rest is JSON. Loading checks t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,8 +22,9 @@ import numpy as np
 import torch
 
 from emotalk.errors import DatasetError
-from emotalk.folders import read_folder_json
+from emotalk.folders import read_folder_json, sha256_file, swap_folder
 from emotalk.gaussians.model import BRANCHES, TalkingGaussians
+from emotalk.media import resize_frames
 
 FORMAT = "emotalk-identity"
 FORMAT_VERSION = 1
@@ -54,14 +54,6 @@ class Identity:
     def body_frames(self) -> np.ndarray:
         """[L,S,S,3] uint8 body frames of the loop."""
         return read_video(self.body_path, self.size)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_video_file(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -141,10 +133,7 @@ def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings
     L = int(min(len(ds.train_idx), round(BODY_SECONDS * ds.fps)))
     loop = choose_loop(ds.world_to_cam, np.asarray(ds.train_idx), L)
     body = ds.body(loop)
-    if body.shape[1] != S:
-        import cv2
-
-        body = np.stack([cv2.resize(b, (S, S), interpolation=cv2.INTER_AREA) for b in body])
+    body = resize_frames(body, S)
     write_video_file(tmp / "body.mp4", body, ds.fps)
     tensors = _state_tensors(model)
     tensors["track.world_to_cam"] = torch.as_tensor(ds.world_to_cam[loop], dtype=torch.float32)
@@ -177,13 +166,7 @@ def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings
         import cv2
 
         cv2.imwrite(str(tmp / "thumbnail.png"), np.ascontiguousarray(thumbnail[..., ::-1]))
-    if root.exists():
-        old = root.with_name(root.name + f".old{os.getpid()}")
-        os.replace(root, old)
-        os.replace(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    swap_folder(tmp, root)
     return root
 
 

@@ -1,46 +1,183 @@
-"""An identity from a dataset: train, then the emotion stage, then save the checkpoint folder."""
+"""An identity from a clip or a dataset folder: preprocess (a clip), train, the emotion stage, save.
+
+`fit_identity` runs one fine-tune recipe (emotalk.training.settings.RECIPES). The app's Fine-tune tab and
+the train CLI both reach it through emotalk.pipeline, so they run the same code: the same recipe, emotion
+stage, sample renders during training, and resumption from the work folder after a crash.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from emotalk.identity.store import IdentityInfo
 from emotalk.training.data import dataset_audio_code, load_train_data
-from emotalk.training.loop import evaluate, train
-from emotalk.training.settings import TrainSettings, TrainStatus
+from emotalk.training.emotion_stage import EmotionStageSettings
+from emotalk.training.loop import SampleHook, evaluate, train
+from emotalk.training.settings import Recipe, TrainSettings, TrainStatus
+
+Progress = Callable[[str, float], None]  # (stage text, fraction of the whole run 0..1)
+OnSample = Callable[[list[float], "np.ndarray | None"], None]  # (loss history, frame or None)
+
+
+
+@dataclass
+class Speed:
+    """Measured speeds of one kind of device, for the up-front time estimate of a fit."""
+
+    preprocess: float  # seconds per second of clip
+    train_step: float  # seconds per training step at `train_ref` pixels x batch
+    train_ref: int  # pixels x batch of that measurement (steps scale with it, never below a third)
+    emotion_target: float  # seconds per generated emotion target
+    emotion_step: float  # seconds per emotion-stage step at `emotion_ref` pixels x batch
+    emotion_ref: int  # pixels x batch of that measurement
+
+
+SPEEDS = {  # dev CPU: 2 cores shared with other work; GPU: H100, preprocessing's tracking on its host CPU
+    "cpu": Speed(12.0, 0.45, 128 * 128 * 2, 0.35, 0.35, 96 * 96 * 2),
+    "cuda": Speed(10.0, 0.028, 512 * 512 * 4, 0.1, 0.016, 512 * 512 * 4),
+}
+
+
+@dataclass
+class FitResult:
+    """What `fit_identity` made."""
+
+    path: Path  # the identity folder
+    summary: dict  # training summary (identity.json "metrics"), with the recipe and the emotion stage
+    thumbnail: np.ndarray  # [S,S,3] uint8 held-out render of the finished identity
+
+
+@dataclass
+class FittedIdentity(IdentityInfo):
+    """A fine-tuned identity as the app lists it, with what its recipe made of it."""
+
+    recipe: dict = field(default_factory=dict)  # the recipe's summary (Recipe.summary)
+    notice: str | None = None  # for the user: what a preview is and how to get the full identity
+
+
+def estimate_parts(recipe: Recipe, clip_seconds: float | None, device: str) -> dict[str, float]:
+    """Expected seconds of each part of a fit (preprocess: 0 for a dataset, clip_seconds None)."""
+    sp = SPEEDS["cuda" if str(device).startswith("cuda") else "cpu"]
+    t, e = recipe.train, recipe.emotion
+    step = sp.train_step * max(1 / 3, recipe.size ** 2 * t.batch / sp.train_ref)
+    emo = 0.0
+    if recipe.emotions:
+        n_targets = e.n_frames * (8 + e.n_random)  # 7 categories and calm, and the random points
+        e_step = sp.emotion_step * max(1 / 3, (e.size or recipe.size) ** 2 * e.batch / sp.emotion_ref)
+        emo = n_targets * sp.emotion_target + e.steps * e_step
+    return {"preprocess": sp.preprocess * (clip_seconds or 0.0), "train": t.steps * step, "emotion": emo}
 
 
 def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir: str | os.PathLike,
                    device: str = "cpu", on_status: Callable[[TrainStatus], None] | None = None,
                    audio_code: np.ndarray | None = None, name: str | None = None,
-                   source_clip: str | None = None, emotion_steps: int | None = None
-                   ) -> tuple[Path, dict, np.ndarray]:
-    """Train (resumably, in work_dir), add the emotion field (emotion stage), render a held-out thumbnail
-    and write the identity folder `out`.
+                   source_clip: str | None = None, emotion: EmotionStageSettings | None = None,
+                   samples: SampleHook | None = None, emotion_progress: Progress | None = None,
+                   notes: dict | None = None) -> tuple[Path, dict, np.ndarray]:
+    """Train (resumably, in work_dir), run the emotion stage (`emotion`; None: none, and the identity
+    renders every emotion as neutral), render a held-out thumbnail and write the identity folder `out`.
 
-    emotion_steps: emotion-stage steps (None: 3000 on a GPU, 0 on the CPU, where it would take hours;
-    an identity without it renders every emotion as neutral). Returns (identity folder, training summary,
-    thumbnail [S,S,3] uint8). The CLI and the app use this.
+    notes: added to the summary saved in identity.json (the recipe). Returns (identity folder, training
+    summary, thumbnail [S,S,3] uint8).
     """
     from emotalk.identity.checkpoint import save_identity
 
     code = audio_code if audio_code is not None else dataset_audio_code(ds, settings.audio_kind)
-    model, summary = train(ds, settings, work_dir, device=device, on_status=on_status, audio_code=code)
-    if emotion_steps is None:
-        emotion_steps = 3000 if str(device).startswith("cuda") and settings.steps >= 1000 else 0
-    if emotion_steps > 0:
-        from emotalk.training.emotion_stage import EmotionStageSettings, run_emotion_stage
+    model, summary = train(ds, settings, work_dir, device=device, on_status=on_status, audio_code=code,
+                           samples=samples)
+    if emotion is not None and emotion.steps > 0:
+        from emotalk.training.emotion_stage import run_emotion_stage
 
-        st = EmotionStageSettings(steps=emotion_steps, n_frames=12)
-        es = run_emotion_stage(model, ds, st, device=device, size=settings.size, audio_code=code)
-        summary["emotion_stage"] = {"steps": emotion_steps, "minutes": round(es["minutes"], 2),
-                                    "targets": es["n_targets"]}
+        es = run_emotion_stage(model, ds, emotion, device=device, size=settings.size, audio_code=code,
+                               progress=emotion_progress)
+        summary["emotion_stage"] = {"steps": emotion.steps, "minutes": round(es["minutes"], 2),
+                                    "targets": es["n_targets"], "size": emotion.size or settings.size}
+    summary.update(notes or {})
     data = load_train_data(ds, settings.size, code, device)
     thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
     thumb, _ = evaluate(model, data, thumb_idx)
     path = save_identity(out, model, ds, settings, summary, name=name, source_clip=source_clip,
                          size=data.size, thumbnail=thumb[0])
     return path, summary, thumb[0]
+
+
+def _dataset(source: Path, recipe: Recipe, work: Path, say: Progress):
+    """The dataset of `source`: itself if it is a folder (a dataset), else the clip preprocessed into
+    work/dataset (kept: a fit that crashed later resumes after preprocessing)."""
+    from emotalk.dataset.format import load_dataset
+
+    if source.is_dir():
+        return load_dataset(source)
+    ds_dir = work / "dataset"
+    if (ds_dir / "meta.json").is_file():
+        return load_dataset(ds_dir)
+    from emotalk.dataset.build import preprocess
+
+    return preprocess(source, ds_dir, recipe.preprocess, progress=lambda m, f: say(f"preprocess: {m}", f))
+
+
+def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Recipe,
+                 work_dir: str | os.PathLike, device: str = "cpu", name: str | None = None,
+                 progress: Progress | None = None, on_sample: OnSample | None = None,
+                 on_status: Callable[[TrainStatus], None] | None = None,
+                 clip_seconds: float | None = None) -> FitResult:
+    """A clip (preprocessed first) or a dataset folder -> the identity folder `out`, by `recipe`.
+
+    Resumes from work_dir after a crash (the preprocessed dataset and the training state are kept there).
+    `on_sample(loss_history, frame)` gets the loss curve as it grows and, every recipe.sample_every steps
+    and at the end, a held-out render (frame None: the curve only). Progress fractions follow the
+    expected time of each part (clip_seconds: the clip's length, for that split).
+    """
+    src, work = Path(source), Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    is_dataset = src.is_dir()
+    parts = estimate_parts(recipe, None if is_dataset else (clip_seconds or 10.0), device)
+    total = max(1e-6, sum(parts.values()))
+    p_end = parts["preprocess"] / total
+    t_end = p_end + parts["train"] / total
+    say = progress or (lambda s, f: None)
+    ds = _dataset(src, recipe, work, lambda m, f: say(m, p_end * f))
+    s = recipe.train
+    code = dataset_audio_code(ds, s.audio_kind)
+    losses: list[float] = []
+    seen = [0]
+
+    def record(st: TrainStatus) -> None:
+        if st.step > seen[0]:
+            seen[0] = st.step
+            losses.append(float(st.loss))
+
+    def status(st: TrainStatus) -> None:
+        record(st)
+        say(f"train [{st.stage}] step {st.step}/{st.steps}, loss {st.loss:.4f}, "
+            f"{st.n_gaussians} Gaussians, ETA {st.eta_s / 60:.1f} min",
+            p_end + (t_end - p_end) * st.step / max(1, st.steps))
+        if on_sample:
+            on_sample(list(losses), None)
+        if on_status:
+            on_status(st)
+
+    def sample(st: TrainStatus, frame: np.ndarray) -> None:
+        record(st)
+        if on_sample:
+            on_sample(list(losses), frame)
+
+    def emotion_progress(msg: str, f: float) -> None:
+        half = 0.0 if msg.startswith("emotion targets") else 0.5
+        say(msg, t_end + (1 - t_end) * 0.97 * (half + 0.5 * f))
+
+    every = min(recipe.sample_every, max(1, s.steps // 4))
+    path, summary, thumb = train_identity(
+        ds, s, out, work / "train", device=device, on_status=status, audio_code=code, name=name,
+        source_clip=None if is_dataset else str(src), emotion=recipe.emotion,
+        samples=SampleHook(every, sample), emotion_progress=emotion_progress,
+        notes={"recipe": recipe.summary()})
+    if on_sample:
+        on_sample(list(losses), thumb)
+    say("done", 1.0)
+    return FitResult(path, summary, thumb)

@@ -50,11 +50,11 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 def _shipped_names() -> set[str]:
-    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    root = Path(__file__).resolve().parents[2] / "checkpoints"
     return {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 SHIPPED_DIR = REPO_ROOT / "checkpoints"  # identities that come with the project

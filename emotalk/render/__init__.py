@@ -1,1 +1,2 @@
-"""Frames of an identity: speech code + emotion + camera -> images, and the label burnt into them."""
+"""Frames of an identity: speech code + emotion + camera -> images (frames.py, camera.py), the label burnt
+into them (label.py), an upload's own sound under them (soundtrack.py), and how long that takes (speed.py)."""

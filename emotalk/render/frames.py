@@ -1,4 +1,4 @@
-"""Render an identity saying new speech: frames composited over the body track, encoded as they come.
+"""Render an identity saying new speech: frames composited over the body track, in batches.
 
 Speech longer than the body track replays the track's head poses, body frames and upper-face codes
 back and forth; the turns are rounded (the replay slows down, stops and comes back over a few frames),
@@ -8,9 +8,7 @@ rarely, natural blinks (every 2-6 s, ~0.25 s long) are added to the eye-blink ch
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +16,7 @@ import torch
 from emotalk.errors import InputError
 from emotalk.gaussians.model import BRANCHES, Frames
 from emotalk.identity.checkpoint import Identity
+from emotalk.media import resize_frames
 
 Progress = Callable[[str, float], None]
 TURN_FRAMES = 6  # half-width of the rounded turn of the back-and-forth replay
@@ -104,10 +103,7 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
     K = identity.K.astype(np.float32).copy()
     K[:2] *= S / identity.size
     frames_body = body if body is not None else identity.body_frames()
-    if frames_body.shape[1] != S:
-        import cv2
-
-        frames_body = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in frames_body])
+    frames_body = resize_frames(frames_body, S)
     L = min(len(frames_body), len(identity.track_w2c))
     sched = pingpong_schedule(T, L)
     upper = np.array(identity.track_upper[sched], np.float32)
@@ -130,28 +126,3 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
             yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             if progress:
                 progress("render", j / T)
-
-
-def synthesize(identity: Identity, audio_code: np.ndarray, emotion, out_path: str | os.PathLike,
-               audio: np.ndarray | None = None, sr: int = 16000, progress: Progress | None = None,
-               batch: int = 8, size: int | None = None, device: str = "cpu", backend: str = "auto",
-               blinks: bool = True) -> Path:
-    """Render the identity for audio_code [T,W,C] with emotion (pair or [T,2]) into an mp4 at out_path.
-
-    Encoding (H.264 + AAC with `audio`) runs in a background process while the next batch renders.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from emotalk.media import VideoWriter
-
-    out_path = Path(out_path)
-    with VideoWriter(out_path, fps=identity.fps, audio=audio, sr=sr) as w, ThreadPoolExecutor(1) as pool:
-        pending = []
-        for frames in render_frames(identity, audio_code, emotion, batch=batch, size=size, device=device,
-                                    backend=backend, blinks=blinks, progress=progress):
-            pending.append(pool.submit(w.write_batch, frames))  # the pipe write overlaps the next render
-            while len(pending) > 2:
-                pending.pop(0).result()
-        for f in pending:
-            f.result()
-    return out_path

@@ -49,6 +49,8 @@ class Transcript:
     words: list[Word]  # in time order
     phones: list[Phone] = field(default_factory=list)  # filled by forced alignment
     language: str = "en"
+    repetition: float = 1.0  # Whisper's compression ratio of its most repetitive segment (text length over
+    # its zlib-compressed length): over 2.4 the decoder looped, i.e. it did not understand the speech
 
 
 # --- Whisper transcripts -----------------------------------------------------------------------------
@@ -65,21 +67,30 @@ def _whisper(device: str):
 
 
 def transcribe(wav: np.ndarray, sr: int = SR, language: str = "en", device: str = "cpu",
-               progress: Progress | None = None) -> Transcript:
-    """Transcript with word timestamps (faster-whisper, the registry's Whisper tiny.en)."""
+               progress: Progress | None = None, greedy: bool = False) -> Transcript:
+    """Transcript with word timestamps (faster-whisper, the registry's Whisper tiny.en).
+
+    Where greedy decoding looks wrong (log probability under -1 or compression ratio over 2.4: other
+    languages, noise), faster-whisper decodes again by sampling at rising temperatures and keeps the
+    best try: often better text, but random (ctranslate2's sampler cannot be re-seeded per call).
+    greedy=True decodes once at temperature 0: the same audio always gives the same transcript.
+    """
     if language.split("-")[0].lower() != "en":
         raise InputError(f"Transcription supports English only (Whisper tiny.en); got language {language!r}.")
     audio = as_mono_16k(wav, sr)
     model = _whisper(device)
     if progress:
         progress("transcribing", 0.0)
+    decoding = {"temperature": 0.0} if greedy else {}
     segments, _info = model.transcribe(audio, language="en", word_timestamps=True, beam_size=1,
-                                       condition_on_previous_text=False, vad_filter=False)
+                                       condition_on_previous_text=False, vad_filter=False, **decoding)
     words: list[Word] = []
     texts: list[str] = []
+    repetition = 1.0
     dur = len(audio) / SR
     for seg in segments:
         texts.append(seg.text.strip())
+        repetition = max(repetition, float(seg.compression_ratio))
         for w in seg.words or []:
             t = w.word.strip()
             if t:
@@ -88,7 +99,7 @@ def transcribe(wav: np.ndarray, sr: int = SR, language: str = "en", device: str 
             progress("transcribing", min(1.0, seg.end / max(dur, 1e-6)))
     if not words:
         raise MediaError("No speech was recognised in the audio. Use a recording of clear (English) speech.")
-    return Transcript(" ".join(texts), words, language="en")
+    return Transcript(" ".join(texts), words, language="en", repetition=repetition)
 
 
 # --- pocketsphinx forced alignment -------------------------------------------------------------------
@@ -215,4 +226,4 @@ def transcribe_and_align(wav: np.ndarray, sr: int = SR, device: str = "cpu",
     """Whisper transcript, then phone alignment of that transcript (for speech with no known text)."""
     tr = transcribe(wav, sr, device=device, progress=progress)
     al = align_phones(wav, tr.text, sr)
-    return Transcript(tr.text, tr.words, al.phones, tr.language)
+    return Transcript(tr.text, tr.words, al.phones, tr.language, tr.repetition)

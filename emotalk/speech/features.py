@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.errors import InputError
-
-SR = 16000  # sample rate of every speech array in the project
+from emotalk.media import SR  # sample rate of every speech array in the project
 
 
 @dataclass(frozen=True)

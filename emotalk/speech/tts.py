@@ -1,7 +1,9 @@
-"""Text to speech with an honest fallback chain: edge-tts (online voices) -> Piper en_US-joe-medium
-(offline, neural) -> espeak-ng (offline, robotic). The result says who spoke and why the engines
-before it could not, so the app can show it. Output: 16 kHz mono float32 speech, word timings, and
-ARPAbet phone timings (pocketsphinx forced alignment of the text to the produced audio).
+"""Text to speech with an honest fallback chain. By default the text stays on this machine: Piper
+en_US-joe-medium (offline, neural), else espeak-ng (offline, robotic); edge-tts (online voices: the text
+is sent to Microsoft's service) speaks only when chosen (`engine_chain("edge")`, or a named online voice).
+The result says who spoke and why the engines before it could not, so the app can show it. Output:
+16 kHz mono float32 speech, word timings, and ARPAbet phone timings (pocketsphinx forced alignment of the
+text to the produced audio).
 
 Only the online voices speak languages other than English; for those there is no offline fallback
 (an English voice reading French would be garbage), so the failure is reported instead.
@@ -26,8 +28,15 @@ from emotalk.speech.normalize import normalize_speech
 from emotalk.speech.textnorm import MAX_CHARS, check_text, split_sentences
 
 _LOG = logging.getLogger(__name__)
-ENGINES = ("edge", "piper", "espeak")  # every engine, in the default order
+ENGINES = ("piper", "espeak", "edge")  # every engine; the first is the default
+OFFLINE_ENGINES = ("piper", "espeak")  # engines that keep the text on this machine, best first
+ENGINE_LABELS = {  # what a person is shown when choosing an engine
+    "piper": "Piper, en_US joe (offline, default)",
+    "espeak": "espeak-ng (offline, robotic)",
+    "edge": "Online voice (Microsoft Edge): the text is sent to an online service",
+}
 OFFLINE_VOICES = {"piper": "en_US-joe-medium", "espeak": "en-us"}
+_ONLINE_VOICE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]+)+")  # edge-tts voice names, e.g. en-US-AriaNeural
 Progress = Callable[[str, float], None]
 
 
@@ -35,7 +44,7 @@ Progress = Callable[[str, float], None]
 class TTSSettings:
     """How text becomes speech."""
 
-    engines: tuple[str, ...] = ENGINES  # tried in this order; the first that speaks wins
+    engines: tuple[str, ...] | None = None  # tried in order; None: OFFLINE_ENGINES (edge first if voice set)
     voice: str | None = None  # edge-tts voice, e.g. "en-US-GuyNeural"; None: the language's default
     language: str = "en"  # language of the text (taken from `voice` when a voice is named)
     rate: float = 0.0  # speaking-rate change in percent, -50..+100
@@ -51,8 +60,9 @@ class TTSSettings:
     align: bool = True  # forced-align words and phones of the produced speech (pocketsphinx)
 
 
-DEFAULT = TTSSettings()
-OFFLINE = TTSSettings(engines=("piper", "espeak"))  # never touch the network
+DEFAULT = TTSSettings()  # offline unless an online voice is named
+OFFLINE = TTSSettings(engines=OFFLINE_ENGINES)  # never touch the network
+ONLINE = TTSSettings(engines=("edge",) + OFFLINE_ENGINES)  # the online voice first (sends the text)
 EXPRESSIVE = TTSSettings(arousal_prosody=True)  # arousal speeds up / raises the voice
 
 
@@ -154,20 +164,43 @@ def _speak_edge(text: str, voice: str, rate: float, pitch: float, s: TTSSettings
     return np.concatenate(pieces), words
 
 
-def synthesize(text: str, settings: TTSSettings = DEFAULT, arousal: float = 0.0,
-               progress: Progress | None = None) -> TTSResult:
+def engine_chain(engine: str) -> tuple[str, ...]:
+    """The engines tried when `engine` is chosen: it first, then the offline ones (so the text goes to
+    the online service only when the online voice was chosen)."""
+    if engine not in ENGINES:
+        raise InputError(f"Unknown TTS engine {engine!r}; choose from {', '.join(ENGINES)}.")
+    return (engine,) + tuple(e for e in OFFLINE_ENGINES if e != engine)
+
+
+def settings_for(engine: str | None = None, voice: str | None = None, **kw) -> TTSSettings:
+    """TTS settings for a chosen engine and voice. None: the online voice when `voice` names one, else
+    the default (Piper). "offline:piper" / "offline:espeak" as the voice choose that offline engine."""
+    if voice and voice.startswith("offline:"):
+        engine, voice = engine or voice.split(":", 1)[1], None
+    voice = (voice or "").strip() or None
+    engine = engine or ("edge" if voice else ENGINES[0])
+    chain = engine_chain(engine)
+    if voice and engine != "edge":
+        raise InputError(f"{voice!r} is an online voice, but the {ENGINE_LABELS[engine]} voice was chosen; "
+                         "choose the online voice, or leave the voice empty.")
+    return TTSSettings(engines=chain, voice=voice, **kw)
+
+
+def text_to_speech(text: str, settings: TTSSettings = DEFAULT, arousal: float = 0.0,
+                   progress: Progress | None = None) -> TTSResult:
     """Speak `text` with the first engine of `settings.engines` that can; see the module docstring."""
     s = settings
-    if s.voice is not None and not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]+)+", s.voice):
+    if s.voice is not None and not _ONLINE_VOICE.fullmatch(s.voice):
         raise InputError(f"{s.voice!r} is not an online voice name; names look like en-US-AriaNeural "
                          "(python -m emotalk speak --list-voices).")
     language = (s.voice.split("-")[0] if s.voice else s.language).lower()
     text = speakable(check_text(text, s.max_chars, language))
     check_text(text, s.max_chars, language)  # emoji-only text is empty now: say so
-    unknown = [e for e in s.engines if e not in ENGINES]
-    if unknown or not s.engines:
-        raise InputError(f"Unknown TTS engine(s) {unknown or s.engines}; choose from {', '.join(ENGINES)}.")
-    engines = list(s.engines)
+    chosen = s.engines if s.engines is not None else (("edge",) if s.voice else ()) + OFFLINE_ENGINES
+    unknown = [e for e in chosen if e not in ENGINES]
+    if unknown or not chosen:
+        raise InputError(f"Unknown TTS engine(s) {unknown or chosen}; choose from {', '.join(ENGINES)}.")
+    engines = list(chosen)
     fallbacks: list[tuple[str, str]] = []
     if language != "en":
         offline = [e for e in engines if e != "edge"]

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emotalk.media import SR  # Whisper's sample rate (16 kHz), the project's
 from emotalk.speech.ct2_weights import read_ct2_variables
 
-SR = 16000  # Whisper's sample rate
 N_FFT = 400  # 25 ms analysis window
 HOP = 160  # 10 ms: mel frames at 100 Hz
 N_MELS = 80  # mel channels of Whisper tiny

@@ -14,6 +14,7 @@ from emotalk.gaussians.model import (
     Frames,
     TalkingGaussians,
 )
+from emotalk.media import resize_frames
 
 
 @dataclass
@@ -33,15 +34,6 @@ class TrainData:
     val_idx: np.ndarray
     alt_audio: Tensor | None = None  # [V,T,W,C] the same words re-spoken by V other voices, or None
     lips: Tensor | None = None  # [T,M] tracked lip code of every frame (emotalk.lips), None without one
-
-
-def _resize(x: np.ndarray, S: int, nearest: bool = False) -> np.ndarray:
-    import cv2
-
-    if x.shape[1] == S:
-        return x
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    return np.stack([cv2.resize(f, (S, S), interpolation=interp) for f in x])
 
 
 def dataset_audio_code(ds, kind: str = "whisper") -> np.ndarray:
@@ -91,8 +83,8 @@ def load_train_data(ds, size: int | None, audio_code: np.ndarray, device: str,
         lips = None
 
     return TrainData(
-        frames=t(_resize(ds.frames(), S)), body=t(_resize(ds.body(), S)),
-        parsing=t(_resize(ds.parsing(), S, nearest=True)),
+        frames=t(resize_frames(ds.frames(), S)), body=t(resize_frames(ds.body(), S)),
+        parsing=t(resize_frames(ds.parsing(), S, "nearest")),
         viewmats=t(ds.world_to_cam, torch.float32), K=t(K), audio=t(audio_code, torch.float32),
         upper=t(ds.upper_face, torch.float32), lmk2d=t(ds.lmk2d * sc, torch.float32), size=S,
         train_idx=np.asarray(ds.train_idx), val_idx=np.asarray(ds.val_idx),

@@ -6,7 +6,7 @@ training frames, warped and re-shaded to emotions sampled over the disc) and tra
 emotion field on them (`TalkingGaussians.add_emotion_field`: position, rotation, scale and colour of the
 face Gaussians). Everything else is frozen, and the field's output is exactly zero at (0, 0), so the
 neutral face, the audio-driven mouth and held-out quality at (0, 0) stay as trained.
-It calls emotalk.train's public helpers and does not change how the main stages train.
+It calls emotalk.training's public helpers and does not change how the main stages train.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from emotalk.emotion import CATEGORIES
-from emotalk.face.expression import INNER_LIP_PAIRS, MOUTH_CORNERS
 from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
+from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS
 
 Progress = Callable[[str, float], None]
 
@@ -31,6 +31,8 @@ class EmotionStageSettings:
 
     steps: int = 1500  # optimisation steps
     batch: int = 4  # frames per step (generated targets and originals)
+    size: int | None = None  # side in px the stage renders and compares at (None: the training size);
+    # the Gaussians do not depend on it, so a CPU can teach emotions at a smaller size than it trained
     neutral_share: float = 0.0  # fraction of each batch that is an original frame at (0, 0) (the emotion
     # field is zero there, so these only matter for models without one)
     n_frames: int = 24  # identity training frames warped into targets
@@ -114,7 +116,7 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
                   backend: str = "auto", progress: Progress | None = None) -> dict:
     """Fine-tune `model` (a trained TalkingGaussians) in place; returns loss history and timing.
 
-    data: emotalk.train.TrainData of the same dataset at the training size (targets at that size too).
+    data: emotalk.training.data.TrainData of the same dataset at the training size (targets at that size too).
     """
     from emotalk.training.data import frames_at
 
@@ -176,13 +178,14 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
 def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSettings(), device: str = "cpu",
                       size: int | None = None, audio_code: np.ndarray | None = None, backend: str = "auto",
                       progress: Progress | None = None) -> dict:
-    """After `emotalk.train.train`: build the targets and fine-tune the emotion input of `model` in place.
+    """After `emotalk.training.loop.train`: build the targets; fine-tune the emotion input of `model`.
 
-    size: the training size (None: the dataset's); audio_code as given to train (None: computed/cached).
+    size: the training size (None: the dataset's), used unless settings.size is set; audio_code as given
+    to train (None: computed/cached).
     """
     from emotalk.training.data import dataset_audio_code, load_train_data
 
     code = audio_code if audio_code is not None else dataset_audio_code(ds)
-    data = load_train_data(ds, size, code, device)
+    data = load_train_data(ds, settings.size or size, code, device)
     targets = make_targets(ds, data.size, settings, progress)
     return emotion_stage(model, ds, data, targets, settings, backend=backend, progress=progress)

@@ -3,9 +3,10 @@
 Stages (as TalkingGaussian does): `face` (face branch; the inside of the mouth is left transparent),
 `mouth` (inside-mouth branch on the mouth-interior pixels), `fuse` (everything, on the composite).
 Loss: L1 + D-SSIM with extra weight on lips and mouth, plus ST-LPIPS on the face box after a warm-up.
-Gaussians are densified (clone / split by screen-space gradient) and pruned (low opacity).
-State is saved every `checkpoint_every` steps (safetensors + JSON, atomically) and training resumes
-from it after a crash; frame sampling and splitting are seeded per step, so a resumed run is the same.
+Gaussians are densified (clone / split by screen-space gradient) and pruned (low opacity) by the
+`DensityControl` strategy (densify.py). State is saved every `checkpoint_every` steps (safetensors + JSON,
+atomically) and training resumes from it after a crash; frame sampling and splitting are seeded per step,
+so a resumed run is the same. A `SampleHook` gets a held-out render every few hundred steps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from emotalk.training.data import (
     render_batch,
     respoken_audio,
 )
-from emotalk.training.densify import GAUSS_KEYS, GradStats, accumulate, densify
+from emotalk.training.densify import GAUSS_KEYS, DensityControl
 from emotalk.training.settings import PRESETS, STAGES, Progress, TrainSettings, TrainStatus
 from emotalk.training.state import load_state, save_state
 
@@ -49,20 +50,26 @@ class TrainingError(EmoTalkError):
     """Training could not go on (diverged, out of memory); the message says which setting to change."""
 
 
-# -- data on the device ---------------------------------------------------------------------------
+@dataclass
+class SampleHook:
+    """Held-out renders during training, for a live view of its progress (the app's sample gallery)."""
+
+    every: int  # steps between renders (the last step gets none: the caller renders the finished model)
+    fn: Callable[[TrainStatus, np.ndarray], None]  # gets the status then and the frame [S,S,3] uint8
 
 
-# -- optimiser and densification -------------------------------------------------------------------
+# -- optimiser ---------------------------------------------------------------------------------------
 
 def make_optimizer(model: TalkingGaussians, s: TrainSettings, head_size: float) -> torch.optim.Adam:
     """Adam with one named group per Gaussian attribute and branch, and one for the networks."""
-    lrs = {"means": s.lr_means * head_size, "quats": s.lr_quats, "scales": s.lr_scales,
-           "opacities": s.lr_opacity, "sh0": s.lr_sh, "shN": s.lr_sh / 20}
+    lr = s.lr
+    lrs = {"means": lr.means * head_size, "quats": lr.quats, "scales": lr.scales,
+           "opacities": lr.opacity, "sh0": lr.sh, "shN": lr.sh / 20}
     groups = [{"params": [model.branches[b][k]], "lr": lrs[k], "name": f"{b}.{k}"}
               for b in BRANCHES for k in GAUSS_KEYS]
     groups.append({"params": [p for n, p in model.named_parameters()
                               if not n.startswith("branches.") and p.requires_grad],
-                   "lr": s.lr_fields, "name": "nets"})
+                   "lr": lr.fields, "name": "nets"})
     return torch.optim.Adam(groups, eps=1e-15)
 
 
@@ -86,9 +93,35 @@ def _face_crops(img: Tensor, lmk2d: Tensor, S: int, out: int) -> Tensor:
 
 def _image_loss(pred: Tensor, gt: Tensor, weight: Tensor, s: TrainSettings) -> Tensor:
     l1 = ((pred - gt).abs().mean(-1) * weight).sum() / weight.sum().clamp_min(1)
-    if s.ssim_weight > 0:
-        l1 = (1 - s.ssim_weight) * l1 + s.ssim_weight * (1 - ssim(pred, gt).mean())
+    w = s.loss.ssim_weight
+    if w > 0:
+        l1 = (1 - w) * l1 + w * (1 - ssim(pred, gt).mean())
     return l1
+
+
+def _stage_loss(stage: str, frac: float, layers: dict, gt: Tensor, body: Tensor, mouth_in: Tensor,
+                weight: Tensor, lmk2d: Tensor, lp, s: TrainSettings, S: int) -> tuple[Tensor, Tensor]:
+    """The composite image of a stage's branches and its loss -> (pred [B,S,S,3], loss)."""
+    if stage == "face":  # the face over the body; the inside of the mouth is left to the mouth branch
+        f = layers["face"]
+        pred = f.rgb + (1 - f.alpha) * body
+        w = weight * (~_dilate(mouth_in, 1)).float()
+        loss = _image_loss(pred, torch.where(mouth_in[..., None], pred.detach(), gt), w, s)
+        leak = (f.alpha[..., 0] * mouth_in).sum() / mouth_in.sum().clamp_min(1)
+        return pred, loss + s.loss.alpha_weight * leak
+    if stage == "mouth":  # the inside of the mouth only
+        m = layers["mouth"]
+        pred = m.rgb + (1 - m.alpha) * body
+        region = _dilate(mouth_in, max(1, S // 128)).float()
+        return pred, ((pred - gt).abs().mean(-1) * region).sum() / region.sum().clamp_min(1)
+    f, m = layers["face"], layers["mouth"]
+    pred = f.rgb + (1 - f.alpha) * (m.rgb + (1 - m.alpha) * body)
+    loss = _image_loss(pred, gt, weight, s)
+    if lp is not None and frac >= s.loss.lpips_after:
+        n = s.loss.lpips_size
+        crops = _face_crops(pred, lmk2d, S, n), _face_crops(gt, lmk2d, S, n)
+        loss = loss + s.loss.lpips_weight * lp(*crops).mean()
+    return pred, loss
 
 
 def stage_at(step: int, s: TrainSettings) -> tuple[str, float]:
@@ -102,15 +135,13 @@ def stage_at(step: int, s: TrainSettings) -> tuple[str, float]:
     return STAGES[-1], 1.0
 
 
-# -- state files ----------------------------------------------------------------------------------
-
-
 # -- the loop -------------------------------------------------------------------------------------
 
 def _oom_message(s: TrainSettings, n: int, S: int) -> str:
     return (f"GPU out of memory while training ({n} Gaussians, batch {s.batch}, {S}² px). "
             f"Lower the batch (--batch / TrainSettings.batch), the image size (--size) or "
-            f"TrainSettings.max_gaussians (preset 'fast' uses {PRESETS['fast'].max_gaussians}).")
+            f"TrainSettings.densify.max_gaussians (preset 'fast' uses "
+            f"{PRESETS['fast'].densify.max_gaussians}).")
 
 
 def evaluate(model: TalkingGaussians, data: TrainData, idx: np.ndarray, batch: int = 8,
@@ -130,7 +161,8 @@ def evaluate(model: TalkingGaussians, data: TrainData, idx: np.ndarray, batch: i
 
 def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str = "cpu",
           progress: Progress | None = None, on_status: Callable[[TrainStatus], None] | None = None,
-          audio_code: np.ndarray | None = None, backend: str = "auto") -> tuple[TalkingGaussians, dict]:
+          audio_code: np.ndarray | None = None, backend: str = "auto",
+          samples: SampleHook | None = None) -> tuple[TalkingGaussians, dict]:
     """Train (or resume training in `work_dir`) a talking head from dataset `ds`.
 
     Returns the model (in eval mode) and a summary: steps, minutes, Gaussian counts, held-out PSNR/SSIM.
@@ -141,7 +173,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     state_dir = work / "train_state"
     code = audio_code if audio_code is not None else dataset_audio_code(ds, s.audio_kind)
     alt = []
-    if s.respeak_prob > 0 and not s.model.lip_code:
+    if s.respeak.prob > 0 and not s.model.lip_code:
         from emotalk.training.respeak import load_respoken
 
         alt = [a for a in load_respoken(ds, kind=s.audio_kind) if a.shape == code.shape]
@@ -154,26 +186,25 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
         raise TrainingError(f"{ds.root} has no mouth blendshapes, which lip-code models train on: preprocess "
                             f"the clip again, or train with ModelSettings.lip_code off.")
     driver = None
-    if s.model.lip_code and s.lip_driver:
+    if s.model.lip_code and s.lips.driver:
         from emotalk.lips import load_driver
 
-        driver = load_driver(s.lip_driver)
+        driver = load_driver(s.lips.driver)
     model = build_model(ds, s.model, tuple(code.shape[1:]), seed=s.seed, lip_driver=driver).to(device)
     opt = make_optimizer(model, s, head)
+    density = DensityControl(s.densify, model, s.steps, head, s.seed)
     step0 = 0
     elapsed0 = 0.0
-    stats = {b: GradStats(torch.zeros(model.n_gaussians(b), device=device),
-                          torch.zeros(model.n_gaussians(b), device=device)) for b in BRANCHES}
     if (state_dir / "state.json").is_file():  # resuming: the saved model holds the adapted driver
-        info = load_state(state_dir, model, opt, stats)
+        info = load_state(state_dir, model, opt, density.stats)
         step0, elapsed0 = int(info["step"]), float(info.get("elapsed_s", 0.0))
-    elif s.model.lip_code and s.lip_adapt_steps > 0:
+    elif s.model.lip_code and s.lips.adapt_steps > 0:
         from emotalk.lips import adapt_driver
 
         tr_t = torch.as_tensor(data.train_idx, device=data.audio.device)
-        adapt_driver(model.lip_driver, data.audio[tr_t], data.lips[tr_t], s.lip_adapt_steps, seed=s.seed)
+        adapt_driver(model.lip_driver, data.audio[tr_t], data.lips[tr_t], s.lips.adapt_steps, seed=s.seed)
     lp = None
-    if s.lpips and s.lpips_weight > 0:
+    if s.loss.lpips and s.loss.lpips_weight > 0:
         from emotalk.metrics import stlpips_model
 
         lp = stlpips_model(str(torch.device(device)))
@@ -183,6 +214,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
     rare = np.clip(rare / max(float(np.percentile(rare, 95)), 1e-6), 0, 1)
     p_frame = 1 + s.rare_upper_boost * rare
     p_frame = p_frame / p_frame.sum()
+    held_out = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
     t_start = time.time()
     smooth = None
     last_saved = step0
@@ -198,50 +230,27 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
         parse = data.parsing[idx]
         mouth_in = parse == MOUTH_CLASS
         lips = _dilate(torch.isin(parse, torch.as_tensor(LIP_CLASSES, device=parse.device)), max(1, S // 128))
-        weight = 1 + s.mouth_weight * lips.float()
+        weight = 1 + s.loss.mouth_weight * lips.float()
         audio = None
-        if data.alt_audio is not None and step >= s.respeak_from * s.steps:
-            audio, k = respoken_audio(data, idx, rng, s.respeak_prob)
+        if data.alt_audio is not None and step >= s.respeak.start * s.steps:
+            audio, k = respoken_audio(data, idx, rng, s.respeak.prob)
             n_swapped += k
         fr = frames_at(data, idx, audio=audio)
         try:
-            layers = {}
             branches = {"face": ("face",), "mouth": ("mouth",), "fuse": BRANCHES}[stage]
-            for b in branches:
-                g = model.deform(b, fr)
-                layers[b] = rasterize(*g, fr.viewmats, fr.Ks, S, S, backend=backend)
-                if layers[b].means2d is not None and layers[b].means2d.requires_grad:
-                    layers[b].means2d.retain_grad()
-            if stage == "face":
-                f = layers["face"]
-                pred = f.rgb + (1 - f.alpha) * body
-                w = weight * (~_dilate(mouth_in, 1)).float()
-                loss = _image_loss(pred, torch.where(mouth_in[..., None], pred.detach(), gt), w, s)
-                leak = (f.alpha[..., 0] * mouth_in).sum() / mouth_in.sum().clamp_min(1)
-                loss = loss + s.alpha_weight * leak
-            elif stage == "mouth":
-                m = layers["mouth"]
-                pred = m.rgb + (1 - m.alpha) * body
-                region = _dilate(mouth_in, max(1, S // 128)).float()
-                loss = ((pred - gt).abs().mean(-1) * region).sum() / region.sum().clamp_min(1)
-            else:
-                f, m = layers["face"], layers["mouth"]
-                pred = f.rgb + (1 - f.alpha) * (m.rgb + (1 - m.alpha) * body)
-                loss = _image_loss(pred, gt, weight, s)
-                if lp is not None and frac >= s.lpips_after:
-                    lm = data.lmk2d[idx]
-                    loss = loss + s.lpips_weight * lp(_face_crops(pred, lm, S, s.lpips_size),
-                                                      _face_crops(gt, lm, S, s.lpips_size)).mean()
+            layers = {b: rasterize(*model.deform(b, fr), fr.viewmats, fr.Ks, S, S, backend=backend)
+                      for b in branches}
+            density.retain_grads(layers)
+            pred, loss = _stage_loss(stage, frac, layers, gt, body, mouth_in, weight, data.lmk2d[idx], lp,
+                                     s, S)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"The training loss became {loss.item()} at step {step} (stage {stage}). Nothing "
                     f"was written after step {last_saved}; the state saved there is in {state_dir}. "
-                    f"Lower the learning rates (e.g. TrainSettings.lr_fields, lr_means) or change --seed.")
+                    f"Lower the learning rates (e.g. TrainSettings.lr.fields, lr.means) or change --seed.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            for b in branches:
-                if layers[b].means2d is not None:
-                    accumulate(stats[b], layers[b].means2d, layers[b].radii, S)
+            density.after_backward(layers, S)
             if stage != "fuse":  # freeze the other branch's Gaussians and field
                 for name in BRANCHES:
                     if name not in branches:
@@ -254,17 +263,7 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
             for b in BRANCHES:  # keep rotations normalised
                 q = model.branches[b]["quats"]
                 q.data = F.normalize(q.data, dim=-1)
-        grow = step < s.densify_until * s.steps
-        if step >= s.densify_from and (step + 1) % s.densify_every == 0 and step < s.steps * 0.9:
-            gen = torch.Generator().manual_seed(s.seed * 1000003 + step)
-            for b in branches:
-                densify(model, opt, b, stats[b], s, head, gen, grow)
-                stats[b] = GradStats(torch.zeros(model.n_gaussians(b), device=device),
-                                     torch.zeros(model.n_gaussians(b), device=device))
-            for b in BRANCHES:
-                if stats[b].grad.shape[0] != model.n_gaussians(b):
-                    stats[b] = GradStats(torch.zeros(model.n_gaussians(b), device=device),
-                                         torch.zeros(model.n_gaussians(b), device=device))
+        density.after_step(step, model, opt, branches)
         lv = loss.item()
         smooth = lv if smooth is None else 0.95 * smooth + 0.05 * lv
         done = step + 1
@@ -272,12 +271,17 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
         eta = (time.time() - t_start) / max(1, done - step0) * (s.steps - done)
         if progress:
             progress(stage, done / s.steps)
-        if on_status and (done % 25 == 0 or done == s.steps):
+        want_sample = samples is not None and done % max(1, samples.every) == 0 and done < s.steps
+        if (on_status and (done % 25 == 0 or done == s.steps)) or want_sample:
             with torch.no_grad():
                 bp = float(psnr(pred.clamp(0, 1), gt).mean())
-            on_status(TrainStatus(stage, done, s.steps, smooth, bp, model.n_gaussians(), eta))
+            st = TrainStatus(stage, done, s.steps, smooth, bp, model.n_gaussians(), eta)
+            if on_status and (done % 25 == 0 or done == s.steps):
+                on_status(st)
+            if want_sample:
+                samples.fn(st, evaluate(model, data, held_out, backend=backend)[0][0])
         if done % s.checkpoint_every == 0 and done < s.steps:
-            save_state(state_dir, model, opt, done, {"elapsed_s": el, "settings": asdict(s)}, stats)
+            save_state(state_dir, model, opt, done, {"elapsed_s": el, "settings": asdict(s)}, density.stats)
             last_saved = done
     minutes = (elapsed0 + time.time() - t_start) / 60
     model.eval()
@@ -291,5 +295,3 @@ def train(ds, settings: TrainSettings, work_dir: str | os.PathLike, device: str 
                "respoken_voices": 0 if data.alt_audio is None else int(data.alt_audio.shape[0]),
                "respoken_frames": n_swapped}
     return model, summary
-
-

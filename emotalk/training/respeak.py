@@ -27,14 +27,17 @@ Storage: respoken/{voice}.npz holds the re-spoken feature sequence (float16 [S,C
 the anchors of the time map; `load_respoken` samples the [T,W,C] codes from them (about 15x smaller than
 storing codes, whose windows overlap).
 
-Training (`emotalk/train.py`, TrainSettings.respeak_prob): per step, each sampled frame is driven with
+Where the parts live: the voices and the perturbation in `emotalk.speech.voices`; word matching, the time
+map and code sampling (steps 2-4) in `emotalk.speech.time_warp`; this module runs them on a dataset's
+speech, measures each voice's quality and stores the result.
+
+Training (`emotalk.training.loop`, TrainSettings.respeak_prob): per step, each sampled frame is driven with
 probability p by one of these codes instead of its own (voice random); the target stays the frame's own
 pixels, so the lips learn to follow *what* is said in any of the voices.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import time
@@ -45,184 +48,20 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.errors import InputError, MediaError
-from emotalk.speech.features import KINDS, SR
+from emotalk.media import SR
+from emotalk.speech.features import KINDS
+from emotalk.speech.time_warp import (
+    anchors,
+    feature_sequence,
+    guess_times,
+    match_words,
+    sample_code,
+    time_map,
+    warped_signal,
+)
+from emotalk.speech.voices import DEFAULT_VOICES, VOICES, Voice, perturb, speak
 
 Progress = Callable[[str, float], None]
-
-
-@dataclass(frozen=True)
-class Voice:
-    """One offline TTS voice setting used for re-speaking."""
-
-    name: str  # file stem under respoken/
-    engine: str  # "piper", "espeak" or "perturb" (the original recording, pitch/formants/tempo changed)
-    voice: str = ""  # espeak-ng voice (with +variant); ignored by Piper (one voice, en_US-joe-medium)
-    rate: float = 0.0  # speaking-rate change, percent (perturb: tempo change, percent)
-    pitch: float = 0.0  # pitch change, Hz (espeak only)
-    tone: float = 1.0  # perturb only: factor on pitch and formants together (1.2: a smaller vocal tract)
-
-    @property
-    def needs_text(self) -> bool:
-        """TTS voices re-speak the transcript; perturbed ones transform the recording itself."""
-        return self.engine != "perturb"
-
-
-# Voices that pocketsphinx (en-US acoustic model) aligns reliably; measured on the Obama and Reagan clips.
-# espeak-ng en-gb+f3 (high), en-gb-scotland (low, slow) and en-029 were tried and dropped: too few of
-# their words aligned (BENCHMARKS.md, Lip-sync).
-VOICES: dict[str, Voice] = {v.name: v for v in (
-    Voice("piper-joe", "piper"),
-    Voice("piper-joe-fast", "piper", rate=25.0),
-    Voice("espeak-en-us", "espeak", "en-us"),
-    Voice("espeak-en-us-f2", "espeak", "en-us+f2"),
-    Voice("espeak-en-us-m3-fast-low", "espeak", "en-us+m3", rate=15.0, pitch=-20.0),
-    Voice("espeak-en-gb-rp-f4-high", "espeak", "en-gb-x-rp+f4", pitch=15.0),
-    Voice("espeak-en-us-klatt3", "espeak", "en-us+klatt3"),
-    Voice("orig-tone125", "perturb", tone=1.25),
-    Voice("orig-tone080-fast", "perturb", tone=0.8, rate=15.0),
-    Voice("orig-tone112-slow", "perturb", tone=1.12, rate=-12.0),
-)}
-PERTURBED_VOICES = tuple(k for k, v in VOICES.items() if v.engine == "perturb")
-# Default: the perturbed recordings only. In the H100 ablation (BENCHMARKS.md, Lip-sync §4) they kept or
-# improved held-out quality and sync on obama and macron, while adding the TTS voices (aligned to within
-# 47-93 ms) made obama's held-out LMD and other-speaker offsets worse. TTS voices stay available by name.
-DEFAULT_VOICES = PERTURBED_VOICES
-
-
-def perturb(wav: np.ndarray, v: Voice) -> np.ndarray:
-    """The recording with pitch and formants times `v.tone` and the tempo times 1 + v.rate/100:
-    a resample (moves everything, like tape speed) then a phase-vocoder time stretch (restores tempo)."""
-    import librosa
-
-    tempo = 1.0 + v.rate / 100.0
-    if not (0.5 <= v.tone <= 2.0 and 0.5 <= tempo <= 2.0):
-        raise InputError(f"Voice {v.name}: tone {v.tone} / tempo {tempo} outside 0.5..2.")
-    y = np.asarray(wav, np.float32)
-    if v.tone != 1.0:
-        y = librosa.resample(y, orig_sr=SR, target_sr=int(round(SR / v.tone)), res_type="soxr_hq")
-    if tempo / v.tone != 1.0:
-        y = librosa.effects.time_stretch(y, rate=tempo / v.tone)
-    return y.astype(np.float32)
-
-
-def speak(text: str, v: Voice) -> np.ndarray:
-    """16 kHz speech of `text` in voice `v` (MediaError when the engine cannot run here)."""
-    from emotalk.speech.tts_offline import EngineUnavailable, speak_espeak, speak_piper
-
-    try:
-        if v.engine == "piper":
-            return speak_piper(text, v.rate)
-        if v.engine == "espeak":
-            return speak_espeak(text, v.rate, v.pitch, v.voice or "en-us")
-    except EngineUnavailable as e:
-        raise MediaError(f"Voice {v.name} could not speak: {e}") from e
-    raise InputError(f"Unknown engine {v.engine!r} for voice {v.name}; use piper or espeak "
-                     f"(perturbed voices transform the recording: see `perturb`).")
-
-
-# --- time map -----------------------------------------------------------------------------------------
-
-def _key(word: str) -> str:
-    return "".join(c for c in word.lower() if c.isalnum())
-
-
-def match_words(a: Sequence, b: Sequence) -> list[tuple[int, int]]:
-    """Pairs (i, j) of words with the same text, in order (longest matching blocks of difflib)."""
-    sm = difflib.SequenceMatcher(a=[_key(w.text) for w in a], b=[_key(w.text) for w in b], autojunk=False)
-    return [(blk.a + k, blk.b + k) for blk in sm.get_matching_blocks() for k in range(blk.size)]
-
-
-def anchors(words_a: Sequence, phones_a: Sequence, words_b: Sequence, phones_b: Sequence,
-            pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Time anchors (ta [K] in a, tb [K] in b), strictly increasing in both, from matched words.
-
-    Each matched word gives its start and end; when both sides have the same phone sequence for it,
-    the inner phone boundaries too.
-    """
-    def by_word(phones: Sequence) -> dict[int, list]:
-        out: dict[int, list] = {}
-        for p in phones:
-            if p.word >= 0 and p.phone != "SIL":
-                out.setdefault(p.word, []).append(p)
-        return out
-
-    pa, pb = by_word(phones_a), by_word(phones_b)
-    pts: list[tuple[float, float]] = []
-    for i, j in pairs:
-        wa, wb = words_a[i], words_b[j]
-        pts.append((wa.start, wb.start))
-        qa, qb = pa.get(i, []), pb.get(j, [])
-        if qa and [p.phone for p in qa] == [p.phone for p in qb]:
-            pts += [(x.end, y.end) for x, y in zip(qa[:-1], qb[:-1], strict=True)]
-        pts.append((wa.end, wb.end))
-    pts.sort()
-    ta: list[float] = []
-    tb: list[float] = []
-    for x, y in pts:  # keep a strictly increasing chain (drop anchors that would fold time back)
-        if not ta or (x > ta[-1] + 1e-4 and y > tb[-1] + 1e-4):
-            ta.append(x)
-            tb.append(y)
-    return np.array(ta), np.array(tb)
-
-
-def time_map(t: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
-    """Piecewise-linear, monotone map of times t (any shape) through anchors; slope 1 outside them."""
-    t = np.asarray(t, np.float64)
-    if len(ta) == 0:
-        return t.copy()
-    if len(ta) == 1:
-        return t + (tb[0] - ta[0])
-    out = np.interp(t, ta, tb)
-    out = np.where(t < ta[0], tb[0] + (t - ta[0]), out)
-    return np.where(t > ta[-1], tb[-1] + (t - ta[-1]), out)
-
-
-def guess_times(words: Sequence, heard: Sequence, duration: float) -> list:
-    """`words` (the text to align) with rough times in another recording, from what Whisper `heard` in it:
-    matched words take the heard times, the others are interpolated (only used to cut alignment chunks)."""
-    from emotalk.speech.align import Word
-
-    pairs = match_words(words, heard)
-    if not pairs:
-        step = duration / max(len(words), 1)
-        return [Word(w.text, i * step, (i + 1) * step) for i, w in enumerate(words)]
-    ia = np.array([i for i, _ in pairs], np.float64)
-    starts = np.interp(np.arange(len(words)), ia, [heard[j].start for _, j in pairs])
-    ends = np.interp(np.arange(len(words)), ia, [heard[j].end for _, j in pairs])
-    return [Word(w.text, float(a), float(max(a, b))) for w, a, b in zip(words, starts, ends, strict=True)]
-
-
-# --- features -----------------------------------------------------------------------------------------
-
-def feature_sequence(wav: np.ndarray, kind: str = "whisper", device: str = "cpu") -> tuple[np.ndarray, float]:
-    """Per-step features of 16 kHz speech [S,C] and the time (s) of step 0's centre (negative: the
-    silence padded in front, as `compute_audio_code` does, so windows near 0 s see real context)."""
-    from emotalk.speech.features import mel_sequence, whisper_sequence
-
-    k = KINDS[kind]
-    lead = k.window // 2 + 2
-    tail = k.window // 2 + 2
-    lead_samples = int(round(lead * SR / k.rate_hz))
-    padded = np.concatenate([np.zeros(lead_samples, np.float32), np.asarray(wav, np.float32),
-                             np.zeros(int(round(tail * SR / k.rate_hz)), np.float32)])
-    seq = whisper_sequence(padded, device) if kind == "whisper" else mel_sequence(padded, device)
-    return seq, -lead / k.rate_hz
-
-
-def sample_code(seq: np.ndarray, t0: float, kind: str, frame_times: np.ndarray,
-                warp: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Code [T,W,C] from a feature sequence seq [S,C] (step s centred at t0 + s/rate): frame t's window
-    step i reads time warp(frame_times[t] + (i - W/2)/rate), interpolated linearly; times outside the
-    sequence read its end steps (padded silence, from `feature_sequence`)."""
-    k = KINDS[kind]
-    tau = frame_times[:, None] + (np.arange(k.window)[None, :] - k.window // 2) / k.rate_hz  # [T,W]
-    if warp is not None:
-        tau = warp(tau)
-    pos = np.clip((tau - t0) * k.rate_hz, 0, len(seq) - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, len(seq) - 1)
-    frac = (pos - lo)[..., None].astype(np.float32)
-    return ((1 - frac) * seq[lo] + frac * seq[hi]).astype(np.float32)
 
 
 # --- one voice ----------------------------------------------------------------------------------------
@@ -246,11 +85,6 @@ class VoiceQuality:
     code_cosine_unwarped: float  # the same for the re-spoken code with no warp
     seconds: float  # time taken
     alignment: str = "whole text"  # how the re-spoken audio was force-aligned (align_robust's notes)
-
-
-def warped_signal(x: np.ndarray, rate_hz: float, times: np.ndarray) -> np.ndarray:
-    """Sample a per-step signal x [S] (step s at s/rate_hz) at `times` (s) -> [len(times)]."""
-    return np.interp(np.asarray(times) * rate_hz, np.arange(len(x)), x)
 
 
 def _lag0_corr(mouth: np.ndarray, sig: np.ndarray, fps: float) -> float:
@@ -310,19 +144,22 @@ def plain_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "whis
 
 def analyse_original(wav: np.ndarray, n_frames: int, fps: float, kind: str = "whisper",
                      mouth: np.ndarray | None = None, device: str = "cpu",
-                     min_word_prob: float = 0.6) -> Original:
+                     min_word_prob: float = 0.6, max_repetition: float = 2.4) -> Original:
     """Transcript, forced alignment and code of the original speech. Refuses speech that Whisper tiny.en
-    hears with a mean word probability under `min_word_prob` (other languages: measured 0.38 on the
-    French and 0.46 on the German clip, 0.88-0.91 on English ones)."""
+    does not understand as English: a greedy transcript (deterministic: sampled decodings once let French
+    through by chance) with a mean word probability under `min_word_prob` (measured on 15 s: 0.29 on the
+    French clip, 0.87-0.94 on the English ones) or a segment repeating itself, compression ratio over
+    `max_repetition` (5.9 on the German clip, whose looping words score 0.66; at most 1.5 on English)."""
     from emotalk.avsync.lipsync import align_robust
     from emotalk.speech.align import transcribe
 
-    tr = transcribe(wav)
+    tr = transcribe(wav, greedy=True)
     prob = float(np.mean([w.score for w in tr.words])) if tr.words else 0.0
-    if prob < min_word_prob:
+    if prob < min_word_prob or tr.repetition > max_repetition:
         raise MediaError(f"The speech does not sound like English to Whisper (mean word probability "
-                         f"{prob:.2f} < {min_word_prob}); re-speaking with TTS needs English speech (the "
-                         "offline voices are English); perturbed voices still work.")
+                         f"{prob:.2f}, needs {min_word_prob}; repetition {tr.repetition:.1f}, at most "
+                         f"{max_repetition}); re-speaking with TTS needs English speech (the offline voices "
+                         "are English); perturbed voices still work.")
     words, phones, _ = align_robust(wav, tr.words)
     if not words:
         raise MediaError("The original speech could not be aligned to its transcript; nothing to re-speak.")
@@ -497,8 +334,8 @@ def respeak(wav: np.ndarray, n_frames: int, fps: float, out_dir: str | Path,
 
 def respeak_dataset(ds, voices: Sequence[str] = DEFAULT_VOICES, kind: str = "whisper",
                     progress: Progress | None = None, device: str = "cpu") -> list[Path]:
-    """Re-speak an identity dataset's words: writes ds.root/respoken/{voice}.npy + index.json."""
-    from emotalk.avsync.offset import mouth_opening
+    """Re-speak an identity dataset's words: writes ds.root/respoken/{voice}.npz + index.json."""
+    from emotalk.face.landmarks import mouth_opening
 
     return respeak(ds.audio(), ds.n_frames, ds.fps, Path(ds.root) / "respoken", voices, kind,
                    mouth_opening(ds.lmk2d), device, progress)

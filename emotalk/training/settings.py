@@ -1,13 +1,19 @@
-"""Training settings: typed dataclasses, one comment per field, and every preset in one place."""
+"""Training settings as typed dataclasses, and every preset in one place: preprocessing, training, the
+emotion stage, and the fine-tune recipes that combine the three (what the app and the train CLI run).
+
+Settings classes live with the code that uses them (densify.py, emotion_stage.py, dataset/settings.py);
+their presets live here, so one file says what "fast", "quality", "cpu" and "test" mean.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
-from emotalk.gaussians.model import (
-    ModelSettings,
-)
+from emotalk.dataset.settings import PreprocessSettings
+from emotalk.gaussians.model import ModelSettings
+from emotalk.training.densify import DensifySettings
+from emotalk.training.emotion_stage import EmotionStageSettings
 
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole run done)
 
@@ -16,57 +22,65 @@ STAGES = ("face", "mouth", "fuse")
 
 
 @dataclass
+class LearningRates:
+    """Adam learning rates, one per kind of parameter."""
+
+    means: float = 1.6e-4  # Gaussian positions, times the head size
+    scales: float = 5e-3  # log-scales
+    quats: float = 1e-3  # rotations
+    opacity: float = 2.5e-2  # opacity logits
+    sh: float = 2.5e-3  # colour (SH band 0); the higher bands get 1/20 of it
+    fields: float = 2e-3  # deformation networks and tri-planes
+
+
+@dataclass
+class LossSettings:
+    """What the image loss weighs."""
+
+    ssim_weight: float = 0.2  # weight of D-SSIM against L1
+    mouth_weight: float = 1.0  # extra L1 weight on lips and mouth interior
+    alpha_weight: float = 0.05  # face transparency inside the mouth (face stage)
+    lpips: bool = True  # use ST-LPIPS at all (needs the alex_shift_tolerant.pth asset)
+    lpips_weight: float = 0.05  # ST-LPIPS on the face box (fuse stage, after the warm-up)
+    lpips_after: float = 0.3  # fraction of the fuse stage before ST-LPIPS switches on
+    lpips_size: int = 128  # side of the face crop fed to ST-LPIPS
+
+
+@dataclass
+class LipCodeSettings:
+    """Lip-code models (ModelSettings.lip_code): the audio-to-lips driver they render with."""
+
+    driver: str | None = None  # the LipDriver file (None: the shipped one)
+    adapt_steps: int = 100  # steps fitting the driver to this speaker before training (0: none)
+
+
+@dataclass
+class RespeakSettings:
+    """Re-spoken audio codes (dataset's respoken/, `python -m emotalk sync --respeak DATASET`); unused by
+    lip-code models, whose fields never see the audio code (their driver was trained on many voices)."""
+
+    prob: float = 0.3  # share of sampled frames driven by a re-spoken version of their words (0: own voice)
+    start: float = 0.1  # fraction of the steps trained on the own voice before re-spoken codes mix in
+
+
+@dataclass
 class TrainSettings:
-    """Everything that shapes a training run (saved in the identity)."""
+    """Everything that shapes a training run (saved in the identity's identity.json)."""
 
     steps: int = 6000  # optimisation steps over all stages
     stage_frac: tuple[float, float, float] = (0.4, 0.15, 0.45)  # share of steps for face, mouth, fuse
     batch: int = 4  # frames per step
     size: int | None = None  # train / render side in px (None: the dataset's)
     audio_kind: str = "whisper"  # audio code kind (emotalk.speech.features)
-    model: ModelSettings = field(default_factory=lambda: ModelSettings(lip_code=True))
-    lip_driver: str | None = None  # lip-code models: the LipDriver file (None: the shipped one)
-    lip_adapt_steps: int = 100  # lip-code models: steps fitting the driver to this speaker first (0: none)
-    lr_means: float = 1.6e-4  # position learning rate, times the head size
-    lr_scales: float = 5e-3  # log-scale learning rate
-    lr_quats: float = 1e-3  # rotation learning rate
-    lr_opacity: float = 2.5e-2  # opacity-logit learning rate
-    lr_sh: float = 2.5e-3  # colour (SH band 0) learning rate; higher bands 1/20 of it
-    lr_fields: float = 2e-3  # deformation networks and tri-planes
-    ssim_weight: float = 0.2  # weight of D-SSIM against L1
-    mouth_weight: float = 1.0  # extra L1 weight on lips and mouth interior
-    lpips_weight: float = 0.05  # ST-LPIPS on the face box (fuse stage, after the warm-up)
-    lpips_after: float = 0.3  # fraction of the fuse stage before ST-LPIPS switches on
-    lpips_size: int = 128  # side of the face crop fed to ST-LPIPS
-    alpha_weight: float = 0.05  # face transparency inside the mouth (face stage)
-    densify_every: int = 100  # steps between densification rounds
-    densify_from: int = 200  # first step that densifies
-    densify_until: float = 0.7  # fraction of the steps after which the set is fixed
-    grad_threshold: float = 2e-4  # mean screen-space gradient that triggers clone/split
-    split_scale: float = 0.01  # Gaussians larger than this × head size are split, smaller cloned
-    prune_opacity: float = 0.005  # Gaussians below this opacity are removed
-    max_gaussians: int = 60000  # densification stops growing a branch's share beyond this total
-    rare_upper_boost: float = 2.0  # unusual upper-face codes (blinks) are drawn up to 1+this as often
-    respeak_prob: float = 0.3  # share of sampled frames driven by a re-spoken version of their words
-    # (dataset's respoken/, `python -m emotalk sync --respeak DATASET`); 0 or none there: own voice only;
-    # unused by lip-code models (their fields never see the audio code: the driver was trained on voices)
-    respeak_from: float = 0.1  # fraction of the steps trained on the own voice before re-spoken codes mix in
-    checkpoint_every: int = 500  # steps between resumable state saves
     seed: int = 0  # frame sampling, splitting and initialisation
-    lpips: bool = True  # use ST-LPIPS at all (needs the alex_shift_tolerant.pth asset)
-
-
-PRESETS: dict[str, TrainSettings] = {
-    "fast": TrainSettings(steps=3000, batch=4, max_gaussians=40000,
-                          model=ModelSettings(n_face_init=15000, n_mouth_init=1500, sh_degree=1,
-                                              lip_code=True)),
-    "quality": TrainSettings(steps=8000, batch=4, max_gaussians=60000,
-                             model=ModelSettings(n_face_init=25000, n_mouth_init=2500, sh_degree=2,
-                                                 lip_code=True)),
-    "test": TrainSettings(steps=40, batch=2, size=64, max_gaussians=1500, densify_from=10, densify_every=10,
-                          checkpoint_every=20, lpips=False, lr_fields=5e-3, audio_kind="mel",
-                          model=ModelSettings(n_face_init=400, n_mouth_init=80, sh_degree=1)),
-}
+    checkpoint_every: int = 500  # steps between resumable state saves
+    rare_upper_boost: float = 2.0  # unusual upper-face codes (blinks) are drawn up to 1+this as often
+    model: ModelSettings = field(default_factory=lambda: ModelSettings(lip_code=True))  # model shapes
+    lr: LearningRates = field(default_factory=LearningRates)  # learning rates
+    loss: LossSettings = field(default_factory=LossSettings)  # loss weights
+    densify: DensifySettings = field(default_factory=DensifySettings)  # adaptive density control
+    lips: LipCodeSettings = field(default_factory=LipCodeSettings)  # lip-code driver
+    respeak: RespeakSettings = field(default_factory=RespeakSettings)  # re-spoken audio codes
 
 
 @dataclass
@@ -82,16 +96,152 @@ class TrainStatus:
     eta_s: float  # seconds left (estimate)
 
 
-def settings_from_dict(d: dict) -> TrainSettings:
-    """Inverse of dataclasses.asdict for TrainSettings (used when loading an identity)."""
-    from emotalk.gaussians.fields import FieldSettings
+# ---- presets --------------------------------------------------------------------------------------
 
-    md = dict(d.get("model", {}))
-    fd = dict(md.pop("field", {}))
-    if "plane_res" in fd:
-        fd["plane_res"] = tuple(fd["plane_res"])
-    model = ModelSettings(**md, field=FieldSettings(**fd))
-    rest = {k: v for k, v in d.items() if k != "model"}
-    if "stage_frac" in rest:
-        rest["stage_frac"] = tuple(rest["stage_frac"])
-    return replace(TrainSettings(**rest), model=model)
+PREPROCESS_PRESETS: dict[str, PreprocessSettings] = {
+    "default": PreprocessSettings(),  # 512², for training
+    "fast": PreprocessSettings(size=256),  # quicker previews
+    "test": PreprocessSettings(size=96),  # unit tests: small crops (parsing still runs at 512²)
+}
+
+PRESETS: dict[str, TrainSettings] = {  # training presets
+    "fast": TrainSettings(steps=3000, batch=4, densify=DensifySettings(max_gaussians=40000),
+                          model=ModelSettings(n_face_init=15000, n_mouth_init=1500, sh_degree=1,
+                                              lip_code=True)),
+    "quality": TrainSettings(steps=8000, batch=4, densify=DensifySettings(max_gaussians=60000),
+                             model=ModelSettings(n_face_init=25000, n_mouth_init=2500, sh_degree=2,
+                                                 lip_code=True)),
+    "test": TrainSettings(steps=40, batch=2, size=64, checkpoint_every=20, audio_kind="mel",
+                          densify=DensifySettings(max_gaussians=1500, start=10, every=10),
+                          loss=LossSettings(lpips=False), lr=LearningRates(fields=5e-3),
+                          model=ModelSettings(n_face_init=400, n_mouth_init=80, sh_degree=1)),
+}
+
+EMOTION_PRESETS: dict[str, EmotionStageSettings] = {
+    "full": EmotionStageSettings(steps=3000, n_frames=12),  # a GPU identity (as the shipped ones)
+    # a CPU preview: 8 frames x 10 emotions, at 96 px (about 3 min of this machine's CPU; BENCHMARKS.md)
+    "cpu": EmotionStageSettings(steps=150, batch=2, n_frames=8, n_random=2, size=96),
+    "test": EmotionStageSettings(steps=2, batch=2, n_frames=1, n_random=0),  # tests: seconds
+}
+
+CPU_TRAIN = replace(PRESETS["fast"], size=128, steps=600, batch=2, loss=LossSettings(lpips=False),
+                    model=replace(PRESETS["fast"].model, n_face_init=3000, n_mouth_init=400))
+
+
+@dataclass
+class Recipe:
+    """A fine-tune recipe: how a clip is preprocessed, trained and taught emotions, and what comes out."""
+
+    name: str  # its id (RECIPES key)
+    preprocess: PreprocessSettings  # clip -> dataset
+    train: TrainSettings  # dataset -> model
+    emotion: EmotionStageSettings | None  # the emotion stage (None: none; the identity renders neutral)
+    sample_every: int  # steps between held-out sample renders during training
+    preview: bool  # a small preview (CPU, tests), not a full-quality identity
+
+    @property
+    def size(self) -> int:
+        """The side in px the identity is trained and rendered at."""
+        return int(self.train.size or self.preprocess.size)
+
+    @property
+    def emotions(self) -> bool:
+        """Whether the identity gets an emotion field (else every emotion renders as the neutral face)."""
+        return self.emotion is not None and self.emotion.steps > 0
+
+    def describe(self) -> str:
+        """One line for the user: what this recipe makes."""
+        what = "a small preview" if self.preview else "a full identity"
+        emo = (f"emotions from a {self.emotion.steps}-step emotion stage" if self.emotions
+               else "no emotions (every emotion renders as the neutral face)")
+        return f"{self.name}: {what} at {self.size} px, {self.train.steps} training steps, {emo}"
+
+    def summary(self) -> dict:
+        """What the app and identity.json state about the recipe."""
+        return {"name": self.name, "preview": self.preview, "size": self.size, "emotions": self.emotions,
+                "steps": self.train.steps, "emotion_steps": self.emotion.steps if self.emotions else 0,
+                "description": self.describe()}
+
+
+RECIPES: dict[str, Recipe] = {
+    "fast": Recipe("fast", PREPROCESS_PRESETS["default"], PRESETS["fast"], EMOTION_PRESETS["full"], 300,
+                   False),
+    "quality": Recipe("quality", PREPROCESS_PRESETS["default"], PRESETS["quality"], EMOTION_PRESETS["full"],
+                      500, False),
+    "cpu": Recipe("cpu", PREPROCESS_PRESETS["fast"], CPU_TRAIN, EMOTION_PRESETS["cpu"], 100, True),
+    "test": Recipe("test", replace(PREPROCESS_PRESETS["test"], size=64), PRESETS["test"],
+                   EMOTION_PRESETS["test"], 10, True),
+}
+GPU_RECIPES = ("fast", "quality")  # recipes a CPU replaces with "cpu" in the app (hours otherwise)
+
+
+def recipe_named(name: str) -> Recipe:
+    """RECIPES[name], or an InputError naming the recipes there are."""
+    if name not in RECIPES:
+        from emotalk.errors import InputError
+
+        raise InputError(f"Unknown recipe {name!r}; choose one of {', '.join(RECIPES)}.")
+    return RECIPES[name]
+
+
+def recipe_for(name: str, device: str) -> Recipe:
+    """The recipe `name` as the app runs it on `device`: on a CPU the GPU recipes become the CPU preview."""
+    r = recipe_named(name)
+    return RECIPES["cpu"] if name in GPU_RECIPES and not str(device).startswith("cuda") else r
+
+
+def override(recipe: Recipe, steps: int | None = None, size: int | None = None, batch: int | None = None,
+             seed: int | None = None, emotion_steps: int | None = None) -> Recipe:
+    """The recipe with some numbers changed (CLI flags, tests); None leaves one as it is.
+    emotion_steps 0 drops the emotion stage."""
+    t = recipe.train
+    t = replace(t, **{k: v for k, v in (("steps", steps), ("size", size), ("batch", batch), ("seed", seed))
+                      if v is not None})
+    emo = recipe.emotion
+    if emotion_steps is not None:
+        emo = replace(emo or EMOTION_PRESETS["full"], steps=int(emotion_steps)) if emotion_steps > 0 else None
+    return replace(recipe, train=t, emotion=emo)
+
+
+# ---- identity.json --------------------------------------------------------------------------------
+
+# the flat names of TrainSettings before its fields were grouped (identities written then use them)
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "lip_driver": ("lips", "driver"), "lip_adapt_steps": ("lips", "adapt_steps"),
+    **{f"lr_{k}": ("lr", k) for k in ("means", "scales", "quats", "opacity", "sh", "fields")},
+    **{k: ("loss", k) for k in ("ssim_weight", "mouth_weight", "alpha_weight", "lpips", "lpips_weight",
+                                "lpips_after", "lpips_size")},
+    "densify_every": ("densify", "every"), "densify_from": ("densify", "start"),
+    "densify_until": ("densify", "grow_until"),
+    **{k: ("densify", k) for k in ("grad_threshold", "split_scale", "prune_opacity", "max_gaussians")},
+    "respeak_prob": ("respeak", "prob"), "respeak_from": ("respeak", "start"),
+}
+
+
+def _from_dict(cls, d: dict):
+    """A dataclass from its asdict form: nested dataclasses rebuilt, lists back to tuples where the
+    default is one, unknown keys ignored (a later version's additions)."""
+    kw = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        v = d[f.name]
+        if is_dataclass(default) and isinstance(v, dict):
+            v = _from_dict(type(default), v)
+        elif isinstance(default, tuple) and isinstance(v, list):
+            v = tuple(v)
+        kw[f.name] = v
+    return cls(**kw)
+
+
+def settings_from_dict(d: dict) -> TrainSettings:
+    """TrainSettings from identity.json's "settings": the grouped form, or the flat one of older
+    identities (the shipped checkpoints), whose names FLAT_NAMES maps into the groups."""
+    d = dict(d)
+    for flat, (group, name) in FLAT_NAMES.items():
+        if flat in d:
+            d.setdefault(group, {})
+            d[group] = {**d[group], name: d.pop(flat)}
+    return _from_dict(TrainSettings, d)

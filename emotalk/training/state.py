@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from emotalk.folders import atomic_write_bytes
 from emotalk.gaussians.model import (
     BRANCHES,
     TalkingGaussians,
 )
 from emotalk.training.densify import GAUSS_KEYS, GradStats, param_group
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer, step: int,
@@ -38,8 +32,8 @@ def save_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer, 
     for b, st in (stats or {}).items():  # densification accumulators, so a resumed run densifies the same
         tensors[f"stats.{b}.grad"] = st.grad.detach().cpu()
         tensors[f"stats.{b}.count"] = st.count.detach().cpu()
-    _atomic_write(path / "state.safetensors", save(tensors))
-    _atomic_write(path / "state.json", json.dumps({"step": step, **extra}, indent=1).encode())
+    atomic_write_bytes(path / "state.safetensors", save(tensors))
+    atomic_write_bytes(path / "state.json", json.dumps({"step": step, **extra}, indent=1).encode())
 
 
 def load_state(path: Path, model: TalkingGaussians, opt: torch.optim.Optimizer,

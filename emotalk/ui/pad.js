@@ -1,5 +1,6 @@
 // Pointer capture on the root element: the template is re-rendered (DOM-diffed) on every value
 // change, so listeners live on `element`, which is never replaced. `pick` is throttled while dragging.
+// A click on a preset chip sets exactly that preset.
 let dragging = false, lastSent = 0;
 const clamp = (x) => Math.max(-1, Math.min(1, x));
 function send(v, a, force) {
@@ -15,13 +16,19 @@ function fromPointer(ev, force) {
   send(((ev.clientX - r.left) / r.width) * 2 - 1, 1 - ((ev.clientY - r.top) / r.height) * 2, force);
 }
 element.addEventListener('pointerdown', (ev) => {
-  if (!ev.target.closest('.va-pad')) return;
+  if (!ev.target.closest('.va-pad') || ev.target.closest('.va-cat')) return;
   dragging = true; element.setPointerCapture(ev.pointerId); fromPointer(ev, true);
 });
 element.addEventListener('pointermove', (ev) => { if (dragging) fromPointer(ev, false); });
 const stop = (ev) => { if (dragging) { dragging = false; fromPointer(ev, true); } };
 element.addEventListener('pointerup', stop);
 element.addEventListener('pointercancel', stop);
+element.addEventListener('click', (ev) => {  // a preset chip: exactly its coordinates
+  const chip = ev.target.closest('.va-cat');
+  if (!chip) return;
+  const [v, a] = chip.dataset.va.split(',').map(Number);
+  send(v, a, true);
+});
 element.addEventListener('keydown', (ev) => {
   const d = { ArrowLeft: [-0.05, 0], ArrowRight: [0.05, 0], ArrowUp: [0, 0.05], ArrowDown: [0, -0.05] }[ev.key];
   if (!d) return;

@@ -32,12 +32,21 @@ def parse_va(value: str | None) -> tuple[float, float]:
     return min(1.0, max(-1.0, v)), min(1.0, max(-1.0, a))
 
 
+# where each preset's label sits beside its marker, so close presets (fear, angry) don't overlap, the
+# axis words stay clear and the knob, resting at the centre, never covers "neutral"
+LABEL_SIDE = {"neutral": "below", "happy": "above", "surprised": "right", "fear": "above", "angry": "left",
+              "sad": "below", "calm": "below"}
+
+
 def _labels_html() -> str:
-    """Absolutely positioned category labels at their circumplex coordinates."""
+    """A marker at each preset's circumplex coordinates with a clickable chip (its name) beside it."""
     out = []
     for name, (v, a) in PRESETS.items():
         x, y = (v + 1) * 50, (1 - a) * 50
-        out.append(f'<span class="va-cat" style="left:{x:.1f}%;top:{y:.1f}%">{name}</span>')
+        out.append(f'<button type="button" class="va-cat va-s-{LABEL_SIDE.get(name, "above")}" '
+                   f'style="left:{x:.1f}%;top:{y:.1f}%" data-va="{format_va(v, a)}" '
+                   f'title="{name}: valence {v:+.2f}, arousal {a:+.2f}"><i class="va-mark"></i>'
+                   f'<span class="va-name">{name}</span></button>')
     return "".join(out)
 
 

@@ -44,17 +44,17 @@ def emotion_track_figure(track: list[tuple[float, float, float]] | None, valence
 
 
 def loss_figure(history: list[float]) -> Figure:
-    """Training loss per step (log scale when it spans more than a decade)."""
+    """Training loss, one point per progress report (log scale when it spans more than a decade)."""
     fig, ax = plt.subplots(figsize=(5, 2.4), dpi=100)
     if history:
         ax.plot(range(1, len(history) + 1), history, color="#6a3ddb", linewidth=1)
         lo, hi = min(history), max(history)
         if lo > 0 and hi / lo > 10:
             ax.set_yscale("log")
-        ax.set_title(f"loss: {history[-1]:.4g} after {len(history)} steps", fontsize=9)
+        ax.set_title(f"loss: {history[-1]:.4g} (latest)", fontsize=9)
     else:
         ax.set_title("loss (waiting for the first steps)", fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
+    ax.set_xlabel("progress report", fontsize=8)
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotalk.errors import InputError
-from emotalk.face import tracking
+from emotalk.face import landmarks, tracking
 
 
 @dataclass
@@ -73,10 +73,10 @@ def judge_faces(faces: list[list[np.ndarray]], W: int, H: int, s: CheckSettings,
     heights, yaws, cut = [], [], 0
     for i in with_face:
         # the largest face is the speaker
-        lm = max(faces[i], key=lambda a: float(tracking.face_height_px(a)))
-        h = float(tracking.face_height_px(lm))
+        lm = max(faces[i], key=lambda a: float(landmarks.face_height_px(a)))
+        h = float(landmarks.face_height_px(lm))
         heights.append(h)
-        yaws.append(float(tracking.yaw_deg(lm)))
+        yaws.append(float(landmarks.yaw_deg(lm)))
         m = s.edge_margin * h
         x, y = lm[:, 0], lm[:, 1]
         if x.min() < -m or y.min() < -m or x.max() > W - 1 + m or y.max() > H - 1 + m:

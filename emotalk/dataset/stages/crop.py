@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emotalk.face.tracking import face_height_px
+from emotalk.face.landmarks import face_height_px
 
 
 @dataclass

@@ -1,37 +1,30 @@
-"""Benchmarks. With no sub-command: the GPU benchmark (bench/bench_e2e.py) in one JSON: render FPS
-(batch 1 and 64), end-to-end latency (text -> speech -> audio code -> frames -> mp4, stand-ins flagged
-where a stage cannot run on the host), training time (--train, with --dataset) and preprocessing time
-(--preprocess CLIP), with the machine, GPU, torch version, git commit and date. On a machine without
-CUDA it runs what it can at a small size and the JSON says "no GPU".
+"""Benchmarks. With no sub-command: the GPU benchmark (e2e) in one JSON: render FPS (batch 1 and 64),
+end-to-end latency (text -> speech -> audio code -> frames -> mp4, stand-ins flagged where a stage cannot
+run on the host), training time (--train, with --dataset) and preprocessing time (--preprocess CLIP),
+with the machine, GPU, torch version, git commit and date. On a machine without CUDA it runs what it can
+at a small size and the JSON says "no GPU".
 
-Sub-commands run one of the other scripts in bench/ with its own arguments (see each script's --help):
+Sub-commands run one benchmark with its own arguments (see `python -m emotalk bench NAME --help`):
 model: training, held-out metrics and render FPS (GPU host); speech: audio-code and TTS timings;
-preprocess: dataset building stages and timings; sync: lip-sync tables on real clips or renders.
+preprocess: dataset building stages and timings; sync: lip-sync tables on real clips or renders;
+e2e: the GPU benchmark with its own options. Each is a module of this package; bench/bench_NAME.py runs
+the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
-HELP = ("run the GPU benchmark (render FPS, latency, training, preprocessing), or one script: "
-        "model | speech | preprocess | sync")
-SCRIPTS = ("model", "speech", "preprocess", "sync")
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _script(name: str) -> Path:
-    from emotalk.errors import InputError
-
-    script = BENCH / f"bench_{name}.py"
-    if not script.is_file():
-        raise InputError(f"{script} is missing: the benchmarks come with the source checkout (git clone).")
-    return script
+HELP = ("run the GPU benchmark (render FPS, latency, training, preprocessing), or one benchmark: "
+        "model | speech | preprocess | sync | e2e")
+SCRIPTS = ("model", "speech", "preprocess", "sync", "e2e")  # modules of emotalk.cli.bench with main(argv)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", nargs="?", choices=SCRIPTS,
-                   help="one benchmark script (its arguments follow); none: the GPU benchmark")
+                   help="one benchmark (its arguments follow); none: the GPU benchmark")
     p.add_argument("--out", type=Path, default=None, help="GPU benchmark: folder for bench.json (out/bench)")
     p.add_argument("--identity", type=Path, default=None,
                    help="GPU benchmark: identity for render FPS and latency (checkpoints/obama)")
@@ -43,11 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="GPU benchmark: auto | cuda | cpu")
     p.add_argument("--size", type=int, default=None, help="GPU benchmark: render side (identity's)")
     p.add_argument("--seconds", type=float, default=None, help="GPU benchmark: speech length end to end")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for that script (try --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for that benchmark (try --help)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import runpy
     import sys
 
     from emotalk.errors import InputError
@@ -64,17 +56,15 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--size must be an even number of pixels >= 16, got {args.size}.")
         if args.train and args.dataset is None:
             raise InputError("--train needs --dataset DIR (the dataset to train on).")
-        mod = runpy.run_path(str(_script("e2e")))
-        root = BENCH.parent
-        identity = args.identity or root / "checkpoints" / "obama"
-        mod["run_bench"](args.out or root / "out" / "bench", identity if identity.exists() else None,
-                         args.dataset, args.train, args.preprocess, args.device, args.size, args.seconds,
-                         log=lambda m: print(m, file=sys.stderr, flush=True))
+        from emotalk.cli.bench import e2e
+
+        identity = args.identity or e2e.DEFAULT_IDENTITY
+        e2e.run_bench(args.out or e2e.DEFAULT_OUT, identity if identity.exists() else None,
+                      args.dataset, args.train, args.preprocess, args.device, args.size, args.seconds,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
         return 0
-    script = _script(args.which)
-    sys.argv = [str(script), *args.args]
+    bench = importlib.import_module(f"emotalk.cli.bench.{args.which}")
     try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as e:
+        return int(bench.main(list(args.args)) or 0)
+    except SystemExit as e:  # argparse inside the benchmark: --help, or bad arguments
         return int(e.code or 0) if not isinstance(e.code, str) else 1
-    return 0
