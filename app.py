@@ -3,7 +3,6 @@ ui.finetune for the Fine-tune tab); the work is in emotalk.pipeline."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from emotalk.ui.messages import duration_words
 from emotalk.ui.pad import PAD_TO_SLIDERS_JS, SLIDERS_TO_PAD_JS, format_va, preset_js, va_pad
 from emotalk.ui.presets import PRESETS
 
-log = logging.getLogger("emotalk.app")
 UI = Path(handlers.__file__).parent
 MAX_CHARS = pipeline.MAX_TEXT_CHARS
 COUNTER_JS = (f"(t) => {{ const n = (t || '').length; return n + ' / {MAX_CHARS} characters' + "
@@ -121,10 +119,12 @@ def build() -> gr.Blocks:
 
         with gr.Tab("Fine-tune"):
             gr.Markdown("Make a new identity from a short clip of **one** person talking to the camera "
-                        "(30–120 s, steady light, face visible). Only use footage you have the right to use.")
+                        "(30–120 s works best: steady light, face visible). Only use footage you have the "
+                        "right to use.")
             with gr.Row():
                 with gr.Column():
-                    ft_clip = gr.Video(label="Clip", sources=["upload"], elem_id="ft_clip", height=320)
+                    ft_clip = gr.File(label="Clip: a video of one person talking to the camera",
+                                      file_types=handlers.CLIP_EXTS, type="filepath", elem_id="ft_clip")
                     ft_name = gr.Textbox(label="Name", placeholder="letters, digits, - and _",
                                          elem_id="ft_name")
                     recipes = finetune.recipe_choices(s.test_recipes)
@@ -157,7 +157,7 @@ def build() -> gr.Blocks:
             gr.Markdown("### Convert a clip\nAny container, frame rate or size in; 25 fps H.264 + AAC out "
                         "(the format identities are trained from).")
             with gr.Row():
-                clip_in = gr.Video(label="Your clip", sources=["upload"])
+                clip_in = gr.File(label="Your clip", file_types=handlers.CLIP_EXTS, type="filepath")
                 clip_out = gr.Video(label="25 fps H.264 + AAC")
             gr.Button("Convert").click(handlers.convert, clip_in, clip_out, api_name="convert",
                                        concurrency_id="cpu", concurrency_limit=2)
@@ -226,21 +226,10 @@ def build() -> gr.Blocks:
         demo.unload(finetune.stop_run)
         push_btn.click(handlers.push, [push_name, push_repo, push_token], push_md, api_name="push",
                        concurrency_id="cpu", concurrency_limit=2)
-        demo.load(lambda v, a: format_va(v, a), [valence, arousal], pad, api_visibility="private",
-                  queue=False)
+        demo.load(format_va, [valence, arousal], pad, api_visibility="private", queue=False)
         demo.load(handlers.update_track_plot, [track, valence, arousal], track_plot,
                   api_visibility="private", queue=False)
     return demo
-
-
-def _warm_up() -> None:
-    """Loads the first identity and renders one still, so the first visitor's preview comes quickly."""
-    infos = pipeline.list_identities()
-    try:
-        if infos:
-            pipeline.preview(pipeline.RenderRequest(identity=infos[0].name, size=handlers.preview_size()))
-    except Exception as e:  # noqa: BLE001 - only a speed-up: the visitor's own preview reports any error
-        log.warning("warm-up of %s failed: %s", infos[0].name, e)
 
 
 def launch(demo: gr.Blocks | None = None, queue_size: int | None = None, warm_up: bool | None = None,
@@ -256,7 +245,7 @@ def launch(demo: gr.Blocks | None = None, queue_size: int | None = None, warm_up
                 allowed_paths=[str(s.out_root)], css=(UI / "app.css").read_text())
     opts.update(kwargs)
     if s.warm_up if warm_up is None else warm_up:
-        threading.Thread(target=_warm_up, daemon=True, name="warm-up").start()
+        threading.Thread(target=handlers.warm_up, daemon=True, name="warm-up").start()
     return demo.launch(**opts)
 
 

@@ -337,6 +337,17 @@ def test_preview_is_quiet_without_identity_and_follows_the_emotion(fake):
         assert isinstance(handlers.preview("mallory", 0, 0, 1, 0, 0), dict)  # a warning, the still stays
 
 
+def test_warm_up_renders_a_still_of_the_first_identity_and_never_fails(fake, monkeypatch, caplog):
+    handlers.warm_up()
+    assert [(c[1].identity, c[1].size) for c in fake.calls if c[0] == "preview"] == [("alice", 128)]
+
+    def broken(req):
+        raise RuntimeError("no model")
+    monkeypatch.setattr(pipeline, "preview", broken)
+    handlers.warm_up()  # only a speed-up: logged, not raised
+    assert "warm-up of alice failed: no model" in caplog.text
+
+
 def test_the_expected_time_is_said_before_starting_with_a_smaller_size_offered(fake):
     assert handlers.estimate("alice", "text", None, None, "", "piper", 0) == ""  # nothing to render yet
     long = handlers.estimate("alice", "text", None, None, "Hello there.", "piper", 0)
@@ -411,6 +422,11 @@ def test_fine_tune_says_the_expected_time_and_a_cpu_preview_before_starting(fake
     monkeypatch.setattr(pipeline, "device_info", lambda: {"device": "cuda", "default_size": 512,
                                                           "notice": None})
     assert finetune.plan(_clip(tmp_path), "fast") == "Expected: about **10 min** on this CUDA."
+
+    def unreadable(clip, preset):
+        raise MediaError("me.mp4 is not a readable video or audio file.")
+    monkeypatch.setattr(pipeline, "estimate_fine_tune_seconds", unreadable)
+    assert finetune.plan(_clip(tmp_path), "fast") == "⚠️ me.mp4 is not a readable video or audio file."
 
 
 def test_fine_tune_errors_of_the_pipeline_reach_the_user(fake, tmp_path):

@@ -201,4 +201,6 @@ def test_recipes_carry_their_size_and_emotions_and_a_cpu_runs_the_preview() -> N
         recipe_for("slow", "cpu")
     clip = str(shared("clips/may_5s_512px_25fps.mp4"))
     on_cpu = pipeline.estimate_fine_tune_seconds(clip, "fast", device="cpu")
-    assert 60 < on_cpu < 1800 and pipeline.estimate_fine_tune_seconds(clip, "test", device="cpu") < on_cpu
+    assert 60 < on_cpu < 600 and pipeline.estimate_fine_tune_seconds(clip, "test", device="cpu") < on_cpu
+    fast, quality = (pipeline.estimate_fine_tune_seconds(clip, p, device="cuda") for p in ("fast", "quality"))
+    assert 60 < fast < quality < 900

@@ -8,6 +8,7 @@ stage, sample renders during training, and resumption from the work folder after
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,14 @@ class Speed:
     emotion_ref: int  # pixels x batch of that measurement
 
 
-SPEEDS = {  # dev CPU: 2 cores shared with other work; GPU: H100, preprocessing's tracking on its host CPU
-    "cpu": Speed(12.0, 0.45, 128 * 128 * 2, 0.35, 0.35, 96 * 96 * 2),
-    "cuda": Speed(10.0, 0.028, 512 * 512 * 4, 0.1, 0.016, 512 * 512 * 4),
+SPEEDS = {
+    # the "cpu" recipe on the 5 s shared clip, wall time on the idle 2-core dev machine (2026-11-27):
+    # preprocess 23 s, 600 steps 62 s, 80 targets 5 s, 300 emotion steps 28 s: 2 min in all (shared with
+    # other work at load 4-8, the same run took 10-20 times as long)
+    "cpu": Speed(5.0, 0.11, 128 * 128 * 2, 0.07, 0.1, 96 * 96 * 2),
+    # H100 (BENCHMARKS.md): fast preset 1.4 min for 3000 steps, emotion stage 0.8 min for 3000 steps;
+    # tracking and the generator's targets run on the host's CPU
+    "cuda": Speed(10.0, 0.028, 512 * 512 * 4, 0.3, 0.016, 512 * 512 * 4),
 }
 
 
@@ -129,8 +135,8 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
     """A clip (preprocessed first) or a dataset folder -> the identity folder `out`, by `recipe`.
 
     Resumes from work_dir after a crash (the preprocessed dataset and the training state are kept there).
-    `on_sample(loss_history, frame)` gets the loss curve as it grows and, every recipe.sample_every steps
-    and at the end, a held-out render (frame None: the curve only). Progress fractions follow the
+    `on_sample(loss_history, frame)` gets the loss curve as it grows (frame None, at most every 2 s) and,
+    every recipe.sample_every steps and at the end, a held-out render with it. Progress fractions follow the
     expected time of each part (clip_seconds: the clip's length, for that split).
     """
     src, work = Path(source), Path(work_dir)
@@ -146,6 +152,7 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
     code = dataset_audio_code(ds, s.audio_kind)
     losses: list[float] = []
     seen = [0]
+    last_curve = [0.0]  # monotonic time of the last curve-only report (they come at most every 2 s)
 
     def record(st: TrainStatus) -> None:
         if st.step > seen[0]:
@@ -157,7 +164,8 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
         say(f"train [{st.stage}] step {st.step}/{st.steps}, loss {st.loss:.4f}, "
             f"{st.n_gaussians} Gaussians, ETA {st.eta_s / 60:.1f} min",
             p_end + (t_end - p_end) * st.step / max(1, st.steps))
-        if on_sample:
+        if on_sample and time.monotonic() - last_curve[0] >= 2.0:
+            last_curve[0] = time.monotonic()
             on_sample(list(losses), None)
         if on_status:
             on_status(st)

@@ -17,22 +17,9 @@ from emotalk.gaussians.model import (
     TalkingGaussians,
 )
 from emotalk.gaussians.raster import RasterOut, quat_to_rotmat
+from emotalk.training.settings import DensifySettings
 
 GAUSS_KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN")
-
-
-@dataclass
-class DensifySettings:
-    """When and how the Gaussian set grows and shrinks during training."""
-
-    every: int = 100  # steps between densification rounds
-    start: int = 200  # first step that densifies
-    grow_until: float = 0.7  # fraction of the steps after which Gaussians are only pruned, not added
-    stop_at: float = 0.9  # fraction of the steps after which the set is left as it is
-    grad_threshold: float = 2e-4  # mean screen-space gradient that triggers clone/split
-    split_scale: float = 0.01  # Gaussians larger than this × head size are split, smaller cloned
-    prune_opacity: float = 0.005  # Gaussians below this opacity are removed
-    max_gaussians: int = 60000  # densification stops growing a branch's share beyond this total
 
 
 def param_group(opt: torch.optim.Optimizer, name: str) -> dict:

@@ -13,37 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from emotalk.emotion import CATEGORIES
-from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
+from emotalk.face.generator import EmotionalFaceGenerator
 from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS
+from emotalk.training.settings import EmotionStageSettings
 
 Progress = Callable[[str, float], None]
-
-
-@dataclass
-class EmotionStageSettings:
-    """The emotion fine-tuning stage."""
-
-    steps: int = 1500  # optimisation steps
-    batch: int = 4  # frames per step (generated targets and originals)
-    size: int | None = None  # side in px the stage renders and compares at (None: the training size);
-    # the Gaussians do not depend on it, so a CPU can teach emotions at a smaller size than it trained
-    neutral_share: float = 0.0  # fraction of each batch that is an original frame at (0, 0) (the emotion
-    # field is zero there, so these only matter for models without one)
-    n_frames: int = 24  # identity training frames warped into targets
-    n_random: int = 4  # random disc points per frame, besides the 8 categories and calm
-    lr: float = 2e-3  # learning rate of the emotion field and its encoder
-    face_weight: float = 4.0  # extra L1 weight inside the generator's face mask
-    generator: GeneratorSettings = field(default_factory=lambda: GeneratorSettings(gain=2.5))  # targets:
-    # a stronger warp than the generator's default reads better, and the lip lock keeps the opening
-    lip_lock: bool = True  # upper and lower lip move together under emotion (the audio owns the opening)
-    lip_lock_radius: float = 0.25  # reach of the lip lock around the inner lips, times the mouth width
-    seed: int = 0  # frame / emotion sampling
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Training settings as typed dataclasses, and every preset in one place: preprocessing, training, the
 emotion stage, and the fine-tune recipes that combine the three (what the app and the train CLI run).
 
-Settings classes live with the code that uses them (densify.py, emotion_stage.py, dataset/settings.py);
-their presets live here, so one file says what "fast", "quality", "cpu" and "test" mean.
+The dataset's own settings class lives in dataset/settings.py (an earlier layer); its presets live here
+too, so one file says what "fast", "quality", "cpu" and "test" mean.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
 from emotalk.dataset.settings import PreprocessSettings
+from emotalk.face.generator import GeneratorSettings
 from emotalk.gaussians.model import ModelSettings
-from emotalk.training.densify import DensifySettings
-from emotalk.training.emotion_stage import EmotionStageSettings
 
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole run done)
 
@@ -44,6 +43,41 @@ class LossSettings:
     lpips_weight: float = 0.05  # ST-LPIPS on the face box (fuse stage, after the warm-up)
     lpips_after: float = 0.3  # fraction of the fuse stage before ST-LPIPS switches on
     lpips_size: int = 128  # side of the face crop fed to ST-LPIPS
+
+
+@dataclass
+class DensifySettings:
+    """When and how the Gaussian set grows and shrinks during training."""
+
+    every: int = 100  # steps between densification rounds
+    start: int = 200  # first step that densifies
+    grow_until: float = 0.7  # fraction of the steps after which Gaussians are only pruned, not added
+    stop_at: float = 0.9  # fraction of the steps after which the set is left as it is
+    grad_threshold: float = 2e-4  # mean screen-space gradient that triggers clone/split
+    split_scale: float = 0.01  # Gaussians larger than this × head size are split, smaller cloned
+    prune_opacity: float = 0.005  # Gaussians below this opacity are removed
+    max_gaussians: int = 60000  # densification stops growing a branch's share beyond this total
+
+
+@dataclass
+class EmotionStageSettings:
+    """The emotion fine-tuning stage."""
+
+    steps: int = 1500  # optimisation steps
+    batch: int = 4  # frames per step (generated targets and originals)
+    size: int | None = None  # side in px the stage renders and compares at (None: the training size);
+    # the Gaussians do not depend on it, so a CPU can teach emotions at a smaller size than it trained
+    neutral_share: float = 0.0  # fraction of each batch that is an original frame at (0, 0) (the emotion
+    # field is zero there, so these only matter for models without one)
+    n_frames: int = 24  # identity training frames warped into targets
+    n_random: int = 4  # random disc points per frame, besides the 7 emotional categories and calm
+    lr: float = 2e-3  # learning rate of the emotion field and its encoder
+    face_weight: float = 4.0  # extra L1 weight inside the generator's face mask
+    generator: GeneratorSettings = field(default_factory=lambda: GeneratorSettings(gain=2.5))  # targets:
+    # a stronger warp than the generator's default reads better, and the lip lock keeps the opening
+    lip_lock: bool = True  # upper and lower lip move together under emotion (the audio owns the opening)
+    lip_lock_radius: float = 0.25  # reach of the lip lock around the inner lips, times the mouth width
+    seed: int = 0  # frame / emotion sampling
 
 
 @dataclass
@@ -119,8 +153,9 @@ PRESETS: dict[str, TrainSettings] = {  # training presets
 
 EMOTION_PRESETS: dict[str, EmotionStageSettings] = {
     "full": EmotionStageSettings(steps=3000, n_frames=12),  # a GPU identity (as the shipped ones)
-    # a CPU preview: 8 frames x 10 emotions, at 96 px (about 3 min of this machine's CPU; BENCHMARKS.md)
-    "cpu": EmotionStageSettings(steps=150, batch=2, n_frames=8, n_random=2, size=96),
+    # a CPU preview: 8 frames x 10 emotions at 96 px; 33 s of the 2 min the "cpu" recipe takes for the 5 s
+    # clip on the idle 2-core dev CPU (identity/fit.py SPEEDS): coarse but visible emotions
+    "cpu": EmotionStageSettings(steps=300, batch=2, n_frames=8, n_random=2, size=96),
     "test": EmotionStageSettings(steps=2, batch=2, n_frames=1, n_random=0),  # tests: seconds
 }
 

@@ -1,12 +1,13 @@
-"""The Gradio adapter of the Generate tab: widget values -> pipeline requests, uploads, progress, and
-pipeline errors -> titled toasts. The pipeline validates requests; these functions only translate and keep
-web visitors to listed identities (never a server folder)."""
+"""The Gradio adapter (the fine-tune run aside: ui.finetune): widget values -> pipeline requests, uploads,
+progress, and pipeline errors -> titled toasts. The pipeline validates requests; these functions only
+translate, and keep web visitors to listed identities (never a server folder)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -17,14 +18,18 @@ import gradio as gr
 from emotalk import pipeline
 from emotalk.emotion import parse_track_text
 from emotalk.errors import EmoTalkError, InputError
+from emotalk.media import AUDIO_EXTS, VIDEO_EXTS
 from emotalk.ui import gpu, serving
 from emotalk.ui.messages import duration_words, result_markdown, user_error, warn
 from emotalk.ui.plots import emotion_track_figure
 from emotalk.ui.thumbs import thumbnail_for
 
-# what the speech box accepts: recordings, and videos (their sound is used)
-SPEECH_EXTS = [".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".webm",
-               ".mp4", ".mov", ".mkv", ".avi", ".m4v", ".mpg", ".mpeg"]
+log = logging.getLogger(__name__)
+
+# what the upload boxes offer to pick: the files the pipeline reads (it says so when it cannot). Clip boxes
+# are plain file boxes, not video players, so a corrupt or unplayable clip gets one message, the pipeline's
+CLIP_EXTS = list(VIDEO_EXTS)
+SPEECH_EXTS = list(AUDIO_EXTS + VIDEO_EXTS)  # recordings, and videos (their sound is used)
 SIZES = [("auto", 0)] + [(f"{n} px", n) for n in (128, 256, 384, 512, 768)]
 
 
@@ -217,6 +222,17 @@ def preview(identity: str | None, valence: float, arousal: float, intensity: flo
     except EmoTalkError as e:
         warn(e)
         return gr.skip()
+
+
+def warm_up() -> None:
+    """Loads the first identity and renders one still (at launch, in the background), so the first
+    visitor's preview comes in a second rather than after the model loads."""
+    infos = pipeline.list_identities()
+    try:
+        if infos:
+            pipeline.preview(pipeline.RenderRequest(identity=infos[0].name, size=preview_size()))
+    except Exception as e:  # noqa: BLE001 - only a speed-up: the visitor's own preview reports any error
+        log.warning("warm-up of %s failed: %s", infos[0].name, e)
 
 
 def estimate(identity: str | None, source: str, audio: str | None, mic: str | None, text: str | None,
