@@ -125,6 +125,7 @@ def build() -> gr.Blocks:
                 with gr.Column():
                     ft_clip = gr.File(label="Clip: a video of one person talking to the camera",
                                       file_types=handlers.CLIP_EXTS, type="filepath", elem_id="ft_clip")
+                    ft_check = gr.Markdown(elem_id="ft_check")
                     ft_name = gr.Textbox(label="Name", placeholder="letters, digits, - and _",
                                          elem_id="ft_name")
                     recipes = finetune.recipe_choices(s.test_recipes)
@@ -209,6 +210,9 @@ def build() -> gr.Blocks:
         # the tab, ends the run; a failed run leaves no status behind
         gr.on([ft_clip.change, ft_preset.change], finetune.plan, [ft_clip, ft_preset], ft_plan,
               queue=False, show_progress="hidden", api_visibility="private")
+        # the clip check's report as soon as a clip is uploaded (seconds: queued, off the page's way)
+        ft_clip.change(handlers.check_clip, ft_clip, ft_check, show_progress="minimal",
+                       api_visibility="private", concurrency_id="cpu", concurrency_limit=2)
         run = ft_btn.click(lambda: finetune.lock(True), None, [ft_btn, ft_stop], queue=False,
                            api_visibility="private").then(
             finetune.fine_tune, [ft_clip, ft_name, ft_preset, ft_consent],

@@ -429,6 +429,58 @@ def test_fine_tune_says_the_expected_time_and_a_cpu_preview_before_starting(fake
     assert finetune.plan(_clip(tmp_path), "fast") == "⚠️ me.mp4 is not a readable video or audio file."
 
 
+@pytest.fixture
+def checks(monkeypatch):
+    """A stand-in clip check (no decoding): stem "mute" is refused, "broken" cannot be checked, any other
+    clip is ready with a warning. Returns the names checked, in order."""
+    from emotalk.dataset import clip_check
+    from emotalk.errors import AssetError
+    from emotalk.identity import fit
+
+    monkeypatch.setattr(fit, "_REPORTS", {})  # nothing remembered from other tests
+    checked = []
+
+    def check(path):
+        checked.append(Path(path).name)
+        rep = clip_check.ClipReport(Path(path).name)
+        if Path(path).stem == "broken":
+            raise AssetError("The face landmark model is missing. Run scripts/fetch_models.py.")
+        if Path(path).stem == "mute":
+            rep.add("audio", "refused", "the clip has no audio track.", "Use a clip with speech.")
+        else:
+            rep.add("duration", "warning", "5.0 s: few head poses.", "Use a longer clip.")
+        return rep
+
+    monkeypatch.setattr(clip_check, "check_clip", check)
+    return checked
+
+
+def test_an_uploaded_clip_is_checked_at_once_and_a_refused_one_says_why_on_fine_tune(fake, tmp_path,
+                                                                                     checks):
+    assert list(handlers.check_clip(None)) == [""]  # the box cleared: no report
+    good = _clip(tmp_path)
+    shown = list(handlers.check_clip(good))
+    assert shown[0].startswith("_Checking the clip") and len(shown) == 2  # said at once, then the report
+    assert shown[1].startswith("**me.mp4: ready** (1 to look at)") and "*Fix:* Use a longer clip." in shown[1]
+    mute = tmp_path / "mute.mp4"
+    mute.write_bytes(b"x")
+    assert list(handlers.check_clip(str(mute)))[-1].startswith("**mute.mp4: refused**")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"x")
+    assert list(handlers.check_clip(str(broken)))[-1] == (
+        "⚠️ The clip could not be checked: The face landmark model is missing. Run scripts/fetch_models.py.")
+    with pytest.raises(gr.Error, match="mute.mp4 cannot make an identity: the clip has no audio track. Use a "
+                                       "clip with speech.") as e:
+        list(finetune.fine_tune(str(mute), "me", "fast", True))
+    assert e.value.title == "Check your input"
+    assert not [c for c in fake.calls if c[0] == "fine_tune"] and not finetune._RUNNING  # refused at once
+    assert list(finetune.fine_tune(good, "me", "fast", True))[-1][3] == "me"  # a checked, ready clip runs
+    assert checks == ["me.mp4", "mute.mp4", "broken.mp4"]  # each once: Fine-tune read the remembered report
+    Path(good).write_bytes(b"xy")  # a new file under the same name is checked again
+    list(handlers.check_clip(good))
+    assert checks[-1] == "me.mp4" and len(checks) == 4
+
+
 def test_fine_tune_errors_of_the_pipeline_reach_the_user(fake, tmp_path):
     cases = [(dict(consent=False), "right to use"), (dict(clip=None), "Upload a video clip"),
              (dict(name="alice"), "not allowed"), (dict(name="a/b"), "not allowed")]

@@ -165,3 +165,16 @@ def test_cli_prints_the_report_and_exits_1_when_refused(tmp_path, capsys):
 
     d = json.loads(js.read_text())
     assert d["ok"] is True and d["face_frac"] > 0.9 and d["findings"][0]["topic"] == "duration"
+
+
+def test_the_check_never_imports_torch():
+    """Importing torch costs ~2 s of the few seconds the check may take (the AV-sync code imports the
+    torch-based LMD only when it is given a ground truth)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from emotalk.dataset import clip_check as c; "
+            f"assert c.check_clip({str(shared(MAY))!r}).ok; c._warm_imports(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

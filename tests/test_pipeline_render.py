@@ -34,11 +34,17 @@ def _cd_quality(src, dst):
 
 
 def test_audio_file_to_mp4_with_emotion_track(home, tmp_path):
+    from emotalk.render import speed
+
     speech = _cd_quality(shared("audio/speech_obama_5s.wav"), tmp_path / "upload.wav")
     stages: list[tuple[str, float]] = []
-    r = pipeline.synthesize(RenderRequest(identity="may-tiny", audio=str(speech), size=64,
-                                          emotion_track=[(0.0, 0.0, 0.0), (2.0, 0.8, 0.5)]),
-                            tmp_path / "req", progress=lambda s, f: stages.append((s, f)))
+    speed.forget()
+    req = RenderRequest(identity="may-tiny", audio=str(speech), size=64,
+                        emotion_track=[(0.0, 0.0, 0.0), (2.0, 0.8, 0.5)])
+    r = pipeline.synthesize(req, tmp_path / "req", progress=lambda s, f: stages.append((s, f)))
+    expected = pipeline.estimate_seconds(req)  # the next estimate follows the pace this render had
+    speed.forget()
+    assert abs(expected - r.seconds) < 0.05 * r.seconds
     info = media.probe(r.video)
     assert info.video_codec == "h264" and info.audio_codec == "aac" and info.fps == 25.0
     assert abs(info.duration - media.probe(speech).duration) < 0.1
@@ -126,6 +132,7 @@ def test_fine_tune_resumes_from_its_dataset_and_appears_in_the_picker(home, may_
                               progress=lambda s, f: stages.append((s, f)),
                               on_sample=lambda losses, frame: samples.append((len(losses), frame)))
     assert info.source == "user" and (info.path / "model.safetensors").is_file()
+    assert stages[0][0] == "checking the clip"
     assert not any(s.startswith("preprocess") for s, _ in stages)
     assert any(s.startswith("train") for s, _ in stages)
     assert any(s.startswith("emotion stage") for s, _ in stages)  # the recipe's emotion stage ran
@@ -140,6 +147,82 @@ def test_fine_tune_resumes_from_its_dataset_and_appears_in_the_picker(home, may_
 
     meta = json.loads((info.path / "identity.json").read_text())
     assert meta["metrics"]["recipe"]["name"] == "test" and meta["metrics"]["emotion_stage"]["steps"] == 2
+    assert "duration: 5.0 s" in meta["metrics"]["clip_check"]  # the clip was checked first; its warning kept
     assert "mine" in [i.name for i in pipeline.list_identities()]
     frame = pipeline.preview(RenderRequest(identity="mine", size=64))
     assert frame.shape == (64, 64, 3)
+
+
+def _no_preprocessing(*a, **k):
+    raise AssertionError("preprocessing started")
+
+
+def test_a_refused_clip_is_said_before_any_work_and_leaves_no_folder(home, tmp_path, monkeypatch):
+    from emotalk.dataset import build
+
+    monkeypatch.setattr(build, "preprocess", _no_preprocessing)
+    src = shared("clips/may_5s_512px_25fps.mp4")
+    short = media.write_video(tmp_path / "short.mp4", media.read_frames(src, 25.0)[:50], 25.0,
+                              audio=media.read_audio(src)[: 2 * media.SR])
+    stages: list[str] = []
+    with pytest.raises(InputError, match=r"short.mp4 cannot make an identity: .*at least 4 s of talking is "
+                                         r"needed\. Use a longer clip") as e:
+        pipeline.fine_tune(str(short), "mine", preset="test", consent=True,
+                           progress=lambda s, f: stages.append(s))
+    assert "Traceback" not in str(e.value) and stages == ["checking the clip"]
+    assert not (home.parent.parent / "work").exists()  # no work folder was made
+    assert sorted(p.name for p in pipeline.user_dir().iterdir()) == ["may-tiny"]
+
+
+class _Stopped(Exception):
+    """What the app's Stop raises from a progress report."""
+
+
+def test_a_failed_or_stopped_fine_tune_leaves_no_folder_but_a_built_dataset_resumes(home, may_dataset_64,
+                                                                                    monkeypatch):
+    import shutil
+
+    from emotalk.dataset import build
+    from emotalk.errors import MediaError
+    from emotalk.identity import checkpoint
+
+    clip = str(shared("clips/may_5s_512px_25fps.mp4"))
+    work_root = pipeline.user_dir().parent / "work"
+
+    def half_preprocess(clip, out_dir, settings, progress):
+        (out_dir.parent / ".dataset.tmp-1").mkdir(parents=True)  # as preprocess's own temporary folder
+        progress("tracking", 0.5)  # the app's Stop raises here
+        raise MediaError("tracking failed")
+
+    def stop(stage, fraction):
+        if stage.startswith("preprocess"):
+            raise _Stopped
+
+    monkeypatch.setattr(build, "preprocess", half_preprocess)
+    for progress, error in ((stop, _Stopped), (None, MediaError)):
+        with pytest.raises(error):
+            pipeline.fine_tune(clip, "mine", preset="test", consent=True, progress=progress)
+        assert not work_root.exists()  # neither work/mine nor the work folder made for it
+        assert sorted(p.name for p in pipeline.user_dir().iterdir()) == ["may-tiny"]
+
+    # a crash while saving the trained identity: the preprocessed dataset stays, half an identity does not
+    shutil.copytree(may_dataset_64.root, work_root / "mine" / "dataset")
+    monkeypatch.setattr(build, "preprocess", _no_preprocessing)
+
+    real_swap, crashed = checkpoint.swap_folder, []
+
+    def crash_once(new, dst):
+        if not crashed:
+            crashed.append(new)
+            assert (new / "identity.json").is_file()  # the identity was written, in its temporary folder
+            raise OSError("disk full")
+        return real_swap(new, dst)
+
+    monkeypatch.setattr(checkpoint, "swap_folder", crash_once)
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.fine_tune(clip, "mine", preset="test", consent=True, steps=2, size=32)
+    assert not crashed[0].exists() and sorted(p.name for p in pipeline.user_dir().iterdir()) == ["may-tiny"]
+    assert (work_root / "mine" / "dataset" / "meta.json").is_file()
+    info = pipeline.fine_tune(clip, "mine", preset="test", consent=True, steps=2, size=32)  # no preprocess
+    assert (info.path / "model.safetensors").is_file()
+    assert "mine" in [i.name for i in pipeline.list_identities()]

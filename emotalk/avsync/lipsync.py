@@ -12,7 +12,7 @@
   confidence = peak minus the median over lags; margin = peak minus the best lag outside +-2 of it.
 - **Phone contrast**: mean mouth opening on open-vowel frames / mean on p/b/m frames (forced
   alignment of a Whisper transcript), a render's lips should close on p/b/m and open on vowels.
-- **LMD**: `emotalk.metrics.lmd` (mouth landmarks vs ground truth), re-exported here.
+- **LMD**: `emotalk.metrics.lmd` (mouth landmarks vs ground truth), imported on use: it needs torch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import numpy as np
 from emotalk.avsync.syncnet import bandpass
 from emotalk.face.landmarks import mouth_opening
 from emotalk.media import SR
-from emotalk.metrics import lmd  # LMD against ground truth (mouth landmarks), also re-exported
 
 Progress = Callable[[str, float], None]
 
@@ -339,5 +338,7 @@ def measure_video(path: str | Path, language: str = "en", text: str | None = Non
     rep = measure(mouth, wav, Path(path).name, phones, transcript, found, settings, notes)
     if gt_lmk is not None:
         n = min(len(lmk), len(gt_lmk))
+        from emotalk.metrics import lmd  # torch: only when a ground truth is given
+
         rep.lmd = lmd(lmk[:n], np.asarray(gt_lmk)[:n])
     return rep

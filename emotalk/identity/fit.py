@@ -2,12 +2,16 @@
 
 `fit_identity` runs one fine-tune recipe (emotalk.training.settings.RECIPES). The app's Fine-tune tab and
 the train CLI both reach it through emotalk.pipeline, so they run the same code: the same recipe, emotion
-stage, sample renders during training, and resumption from the work folder after a crash.
+stage, sample renders during training, and resumption from the work folder after a crash. A clip is
+checked first (emotalk.dataset.clip_check), before any preprocessing; a failed or stopped fit removes
+what it made that cannot be resumed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.dataset import clip_check
 from emotalk.identity.store import IdentityInfo
 from emotalk.training.data import dataset_audio_code, load_train_data
 from emotalk.training.emotion_stage import EmotionStageSettings
@@ -23,8 +28,7 @@ from emotalk.training.settings import Recipe, TrainSettings, TrainStatus
 
 Progress = Callable[[str, float], None]  # (stage text, fraction of the whole run 0..1)
 OnSample = Callable[[list[float], "np.ndarray | None"], None]  # (loss history, frame or None)
-
-
+KEPT_REPORTS = 16  # clip check reports remembered (the latest)
 
 @dataclass
 class Speed:
@@ -56,6 +60,7 @@ class FitResult:
     path: Path  # the identity folder
     summary: dict  # training summary (identity.json "metrics"), with the recipe and the emotion stage
     thumbnail: np.ndarray  # [S,S,3] uint8 held-out render of the finished identity
+    notice: str | None = None  # for the user: the clip check's warnings and fixes (None: none)
 
 
 @dataclass
@@ -127,20 +132,109 @@ def _dataset(source: Path, recipe: Recipe, work: Path, say: Progress):
     return preprocess(source, ds_dir, recipe.preprocess, progress=lambda m, f: say(f"preprocess: {m}", f))
 
 
+def _file_key(path: Path) -> tuple | None:
+    """(resolved path, size, mtime): one version of a file (None when it cannot be read)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+_REPORTS: dict[tuple, clip_check.ClipReport] = {}  # clip check reports by _file_key, oldest first
+_REPORTS_LOCK = threading.Lock()
+
+
+def remembered_report(clip: str | os.PathLike) -> clip_check.ClipReport | None:
+    """The clip check's report of this version of `clip` if it was checked in this process, else None."""
+    key = _file_key(Path(clip))
+    with _REPORTS_LOCK:
+        return _REPORTS.get(key) if key else None
+
+
+def check_clip(clip: str | os.PathLike) -> clip_check.ClipReport:
+    """The clip check's report of `clip`, remembered per file version: the app checks a clip as it is
+    uploaded, and the fine-tune that follows reuses that report rather than checking again."""
+    rep = remembered_report(clip)
+    if rep is None:
+        rep = clip_check.check_clip(clip)
+        key = _file_key(Path(clip))
+        with _REPORTS_LOCK:
+            if key:
+                _REPORTS[key] = rep
+            while len(_REPORTS) > KEPT_REPORTS:
+                _REPORTS.pop(next(iter(_REPORTS)))
+    return rep
+
+
+def check_notice(rep: clip_check.ClipReport) -> str | None:
+    """The report's warnings with their fixes, as one line for a notice (None: no warnings)."""
+    warned = [f"{f.topic}: {f.text} {f.fix}".strip() for f in rep.findings if f.level == "warning"]
+    return ("The clip check warned: " + " ".join(warned)) if warned else None
+
+
+def _resumable(work: Path) -> bool:
+    """Whether `work` holds a preprocessed dataset or a saved training state (a new fit resumes there)."""
+    return (work / "dataset" / "meta.json").is_file() or any((work / "train").glob("**/state.json"))
+
+
+def _clean_up(work: Path, made: list[Path], before: set[str], out: Path) -> None:
+    """After a failed or stopped fit: remove the half-written identity (save_identity's temporary
+    sibling of `out`) and, unless `work` holds something resumable, the folders the fit made there
+    (`made`: work and its parents that did not exist, deepest first; `before`: what work held)."""
+    shutil.rmtree(out.with_name(f"{out.name}.tmp{os.getpid()}"), ignore_errors=True)
+    if _resumable(work):
+        return
+    if work in made:
+        shutil.rmtree(work, ignore_errors=True)
+    else:  # a folder the caller gave: only what this fit added to it
+        for p in work.iterdir():
+            if p.name in ("dataset", "train") and p.name not in before:
+                shutil.rmtree(p, ignore_errors=True)
+    for d in made:  # its parents, deepest first, while they are empty
+        if d != work and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
 def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Recipe,
                  work_dir: str | os.PathLike, device: str = "cpu", name: str | None = None,
                  progress: Progress | None = None, on_sample: OnSample | None = None,
                  on_status: Callable[[TrainStatus], None] | None = None,
                  clip_seconds: float | None = None) -> FitResult:
-    """A clip (preprocessed first) or a dataset folder -> the identity folder `out`, by `recipe`.
+    """A clip (checked, then preprocessed) or a dataset folder -> the identity folder `out`, by `recipe`.
 
-    Resumes from work_dir after a crash (the preprocessed dataset and the training state are kept there).
-    `on_sample(loss_history, frame)` gets the loss curve as it grows (frame None, at most every 2 s) and,
-    every recipe.sample_every steps and at the end, a held-out render with it. Progress fractions follow the
-    expected time of each part (clip_seconds: the clip's length, for that split).
+    A clip the check refuses raises InputError with every reason and its fix, before any folder is made;
+    its warnings are the result's notice. Resumes from work_dir after a crash (the preprocessed dataset
+    and the training state are kept there); a failed or stopped fit with nothing resumable leaves no
+    folder behind, and never half an identity. `on_sample(loss_history, frame)` gets the loss curve as it
+    grows (frame None, at most every 2 s) and, every recipe.sample_every steps and at the end, a held-out
+    render with it. Progress fractions follow the expected time of each part (clip_seconds: the clip's
+    length, for that split).
     """
     src, work = Path(source), Path(work_dir)
+    notice = None
+    if not src.is_dir():
+        if progress:
+            progress("checking the clip", 0.0)
+        rep = check_clip(src)
+        rep.raise_if_refused()
+        notice = check_notice(rep)
+    made = [d for d in (work, *work.parents) if not d.exists()]
+    before = {p.name for p in work.iterdir()} if work.is_dir() else set()
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fit(src, Path(out), recipe, work, device, name, progress, on_sample, on_status,
+                    clip_seconds, notice)
+    except BaseException:
+        _clean_up(work, made, before, Path(out))
+        raise
+
+
+def _fit(src: Path, out: Path, recipe: Recipe, work: Path, device: str, name: str | None,
+         progress: Progress | None, on_sample: OnSample | None,
+         on_status: Callable[[TrainStatus], None] | None, clip_seconds: float | None,
+         notice: str | None) -> FitResult:
+    """`fit_identity` once the clip is checked and the work folder made."""
     is_dataset = src.is_dir()
     parts = estimate_parts(recipe, None if is_dataset else (clip_seconds or 10.0), device)
     total = max(1e-6, sum(parts.values()))
@@ -184,8 +278,8 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
         ds, s, out, work / "train", device=device, on_status=status, audio_code=code, name=name,
         source_clip=None if is_dataset else str(src), emotion=recipe.emotion,
         samples=SampleHook(every, sample), emotion_progress=emotion_progress,
-        notes={"recipe": recipe.summary()})
+        notes={"recipe": recipe.summary(), **({"clip_check": notice} if notice else {})})
     if on_sample:
         on_sample(list(losses), thumb)
     say("done", 1.0)
-    return FitResult(path, summary, thumb)
+    return FitResult(path, summary, thumb, notice)

@@ -1,10 +1,11 @@
 """How long a render will take here, said before it starts (and used to offer a smaller size on a CPU).
 
-The model: CPU-seconds per second of speech (a part per frame and a part per pixel), measured on the
-development machine (2 shared x86_64 cores, no GPU; the shipped obama, `speech_obama_5s.wav`, a warm
-process, 2026-11-27: 7.7 CPU-s per second of speech at 256 px, 4.9 at 128 px; Piper 0.35), spread over
-the cores torch uses. A shared CPU is slower by its load; once a render has finished, the speed it really
-had replaces that guess (`observe`), so the next estimate follows this machine as it is now.
+The model: wall seconds per second of speech (a part per frame and a part per pixel), measured on the
+development machine, idle (2 x86_64 cores, torch's 2 threads, no GPU; the shipped obama,
+`speech_obama_5s.wav`, a warm process, 2026-11-27): 3.2 s per second of speech at 256 px, 2.1 at 128 px;
+Piper 0.5. A shared CPU is much slower (at load 4 on 2 cores the same 128 px render took 5-57 times as
+long), so before any render the load average scales the guess; once a render has finished, the pace it
+really had replaces that guess (`observe`), so the next estimate follows this machine as it is now.
 GPU: the H100 studio benchmark (BENCHMARKS.md: 10 s of speech rendered at 512 px and encoded in 2.57 s).
 """
 
@@ -17,17 +18,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RenderSpeed:
-    """Compute per second of speech, by device; the CPU cost is per_frame + per_pixel * (size/ref)**2."""
+    """Wall seconds per second of speech on an idle machine, by device; CPU: frame + pixel * (size/ref)**2."""
 
-    cpu_frame_s: float = 4.0  # CPU-seconds per second of speech that do not depend on the size
-    cpu_pixel_s: float = 3.7  # CPU-seconds per second of speech at cpu_ref_size, growing with the area
+    cpu_frame_s: float = 1.7  # wall seconds per second of speech that do not depend on the size
+    cpu_pixel_s: float = 1.5  # wall seconds per second of speech at cpu_ref_size, growing with the area
     cpu_ref_size: int = 256  # side (px) at which cpu_pixel_s was measured
-    cpu_fixed_s: float = 2.0  # CPU-seconds per request: reading the speech, features, encoder, muxing
-    tts_s: float = 0.4  # CPU-seconds per second of speech spoken from typed text (Piper + alignment)
+    cpu_fixed_s: float = 1.0  # wall seconds per request: reading the speech, features, encoder, muxing
+    tts_s: float = 0.5  # wall seconds per second of speech spoken from typed text (Piper + alignment)
     gpu_s: float = 0.26  # wall seconds per second of speech at gpu_ref_size (render + encode)
     gpu_ref_size: int = 512  # side (px) at which gpu_s was measured
     gpu_fixed_s: float = 3.0  # wall seconds per request on a GPU: features, first frame, muxing
-    load_damping: float = 0.5  # before any observation: wall grows as (load / cores) ** this
+    load_power: float = 2.0  # before any observation: wall grows as (load / cores) ** this
     memory: float = 0.5  # weight of the newest observation against the ones before (0..1]
 
 
@@ -43,7 +44,7 @@ def cpu_share() -> float:
         load = os.getloadavg()[0]
     except OSError:  # no load average on this system
         return 1.0
-    return max(1.0, load / cores) ** SPEED.load_damping
+    return max(1.0, load / cores) ** SPEED.load_power
 
 
 def model_seconds(speech_s: float, size: int, device: str = "cpu", tts: bool = False,
@@ -54,8 +55,7 @@ def model_seconds(speech_s: float, size: int, device: str = "cpu", tts: bool = F
     if device == "cuda":
         return s.gpu_fixed_s + speech_s * s.gpu_s * max(1.0, (size / s.gpu_ref_size) ** 2) + tts_s
     per_speech_s = s.cpu_frame_s + s.cpu_pixel_s * (size / s.cpu_ref_size) ** 2
-    threads = min(max(1, os.cpu_count() or 1), _torch_threads())
-    return (s.cpu_fixed_s + speech_s * per_speech_s + tts_s) / threads
+    return s.cpu_fixed_s + speech_s * per_speech_s + tts_s
 
 
 def estimate(speech_s: float, size: int, device: str = "cpu", tts: bool = False,
@@ -86,11 +86,3 @@ def forget() -> None:
     with _lock:
         _observed.clear()
 
-
-def _torch_threads() -> int:
-    try:
-        import torch
-
-        return max(1, torch.get_num_threads())
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return 1

@@ -119,12 +119,23 @@ def _worker(clip: str, name: str, preset: str, consent: bool, events: queue.Queu
         events.put(("done", None, e))
 
 
+def refuse_checked_clip(clip: str) -> None:
+    """InputError with the reasons and fixes when the clip check (run as the clip was uploaded) refused
+    this clip: Fine-tune says why at once. An unchecked clip is checked by the pipeline's fine-tune."""
+    from emotalk.identity.fit import remembered_report
+
+    report = remembered_report(clip)
+    if report is not None:
+        report.raise_if_refused()
+
+
 def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: gr.Request | None = None):
     """Trains an identity from the visitor's clip, yielding status, loss plot, sample frames and, at the
     end, the new identity's name. The pipeline checks consent, name and preset."""
     try:
         if not clip:
             raise InputError("Upload a video clip of one person talking to the camera first.")
+        refuse_checked_clip(clip)
         expected = pipeline.estimate_fine_tune_seconds(clip, preset)
     except EmoTalkError as e:
         raise user_error(e) from e

@@ -302,6 +302,22 @@ def convert(clip: str | None) -> str:
         raise user_error(e) from e
 
 
+def check_clip(clip: str | None):
+    """The clip check's report on the Fine-tune tab as soon as a clip is uploaded, before Fine-tune is
+    pressed: a line saying it runs, then the report (a few seconds, in a queue worker, so the page stays
+    usable); nothing when the box is cleared. The fine-tune reuses the report (identity.fit.check_clip)."""
+    if not clip:
+        yield ""
+        return
+    yield "_Checking the clip: faces, light, speech and sync (a few seconds)…_"
+    from emotalk.identity.fit import check_clip as check
+
+    try:
+        yield check(clip).markdown()
+    except EmoTalkError as e:  # the check's own tools are missing (a model file, ffmpeg)
+        yield f"⚠️ The clip could not be checked: {e}"
+
+
 def examples_rows(folder: Path) -> list[list[Any]]:
     """Example inputs (identity, speech file, its text, valence, arousal, intensity); our own TTS spoke."""
     try:
