@@ -343,10 +343,11 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
     dev = _device()
     recipe = override(recipe_for(preset, dev), steps=steps, size=size)
     work = Path(workdir) if workdir else user_dir().parent / "work" / name
-    fit_identity(clip, dest, recipe, work, dev, name, progress, on_sample)
-    notice = None
+    res = fit_identity(clip, dest, recipe, work, dev, name, progress, on_sample)
+    notice = getattr(res, "notice", None)  # the clip check's warnings
     if recipe.preview:
         swapped = f"No GPU here, so {preset!r} ran as the CPU preview: " if recipe.name != preset else ""
-        notice = (f"{swapped}{name} is a small preview ({recipe.describe()}); a fine-tune on a GPU with "
-                  "'fast' or 'quality' makes the full 512 px identity.")
+        preview = (f"{swapped}{name} is a small preview ({recipe.describe()}); a fine-tune on a GPU with "
+                   "'fast' or 'quality' makes the full 512 px identity.")
+        notice = " ".join(filter(None, [notice, preview]))
     return FittedIdentity(**vars(identity_info(dest, "user")), recipe=recipe.summary(), notice=notice)
