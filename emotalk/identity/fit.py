@@ -276,7 +276,7 @@ def _fit(src: Path, out: Path, recipe: Recipe, work: Path, device: str, name: st
     every = min(recipe.sample_every, max(1, s.steps // 4))
     path, summary, thumb = train_identity(
         ds, s, out, work / "train", device=device, on_status=status, audio_code=code, name=name,
-        source_clip=None if is_dataset else src.name,  # name only: no server paths emotion=recipe.emotion,
+        source_clip=None if is_dataset else src.name, emotion=recipe.emotion,
         samples=SampleHook(every, sample), emotion_progress=emotion_progress,
         notes={"recipe": recipe.summary(), **({"clip_check": notice} if notice else {})})
     if on_sample:
