@@ -168,12 +168,7 @@ def standardize(src: str | os.PathLike, dst: str | os.PathLike, fps: float = 25.
     cmd += ["-vf", f"fps={fps},scale={w}:{h}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-shortest"]
     with atomic_path(dst) as tmp:
-        try:
-            r = subprocess.run(cmd + [str(tmp)], capture_output=True,
-                               timeout=ffmpeg.timeout_for(info.duration))
-        except subprocess.TimeoutExpired as e:
-            raise MediaError(f"Converting {info.path.name} took too long; the file looks damaged.") from e
-        if r.returncode != 0:
-            raise MediaError(f"Could not convert {info.path.name}: "
-                             f"{r.stderr.decode(errors='replace').strip()[-200:]}")
+        ffmpeg.run(cmd + [str(tmp)], info.duration, tail=200,
+                   slow=f"Converting {info.path.name} took too long; the file looks damaged.",
+                   failed=f"Could not convert {info.path.name}")
     return Path(dst)

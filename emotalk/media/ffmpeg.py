@@ -6,6 +6,7 @@ Read the limits as `ffmpeg.LIMITS` at call time (tests swap the object).
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def ffmpeg_status() -> tuple[bool, str]:
 def timeout_for(duration: float) -> float:
     """Seconds a whole decode or encode of `duration` seconds of media may take."""
     return LIMITS.min_timeout_s + LIMITS.timeout_per_media_s * max(duration, 0.0)
+
+
+def run(cmd: list[str], duration: float, slow: str, failed: str, tail: int = 300) -> None:
+    """Run an ffmpeg command within `timeout_for(duration)`; a timeout or a failure is a MediaError that
+    starts with `slow` or `failed` (the user's words) and ends with the end of ffmpeg's own message."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=timeout_for(duration))
+    except subprocess.TimeoutExpired as e:
+        raise MediaError(slow) from e
+    if r.returncode != 0:
+        raise MediaError(f"{failed}: {r.stderr.decode(errors='replace').strip()[-tail:]}")
 
 
 def check_file(path: str | os.PathLike) -> Path:

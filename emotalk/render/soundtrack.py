@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 from pathlib import Path
 
 from emotalk.errors import MediaError
@@ -34,12 +33,7 @@ def mux_soundtrack(video: str | os.PathLike, source: str | os.PathLike, dst: str
     if info.audio_rate > MAX_RATE:
         cmd += ["-ar", str(MAX_RATE)]
     with atomic_path(dst) as tmp:
-        try:
-            r = subprocess.run(cmd + ["-f", "mp4", str(tmp)], capture_output=True,
-                               timeout=ffmpeg.timeout_for(duration))
-        except subprocess.TimeoutExpired as e:
-            raise MediaError(f"Adding the sound of {info.path.name} took too long; re-export it.") from e
-        if r.returncode != 0:
-            raise MediaError(f"Adding the sound of {info.path.name} to the video failed: "
-                             f"{r.stderr.decode(errors='replace').strip()[-300:]}")
+        ffmpeg.run(cmd + ["-f", "mp4", str(tmp)], duration,
+                   slow=f"Adding the sound of {info.path.name} took too long; re-export it.",
+                   failed=f"Adding the sound of {info.path.name} to the video failed")
     return Path(dst)
