@@ -1,4 +1,4 @@
-"""Train the lip driver (`emotalk/lips.py`): speech audio code -> the lip code, on many speakers.
+"""Train the lip driver (`emotalk/lips/`): speech audio code -> the lip code, on many speakers.
 
     .venv/bin/python scripts/train_lip_driver.py [--data ../shared/data] [--cache out/sync_cache]
         [--out emotalk/models/lip_driver.safetensors] [--without obama ...] [--report out/lip_driver.json]

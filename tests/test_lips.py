@@ -1,4 +1,4 @@
-"""The lip code (emotalk/lips.py): parameters, the driver file, lip-code models in training and loading."""
+"""The lip code (emotalk/lips/): parameters, the driver file, lip-code models in training and loading."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ _BS_PARTS = {
     "press": ("mouthPressLeft", "mouthPressRight", "mouthRollLower", "mouthRollUpper"),
     "lower": ("mouthLowerDownLeft", "mouthLowerDownRight"),
 }
-DRIVER = Path(__file__).resolve().parent / "models" / "lip_driver.safetensors"
+DRIVER = Path(__file__).resolve().parents[1] / "models" / "lip_driver.safetensors"
 
 
 def lip_params(lmk: np.ndarray, blendshapes: np.ndarray, names) -> np.ndarray:
