@@ -18,6 +18,8 @@ MAX_SPEECH_S = 120.0  # uploaded speech (a recording, or a video's sound) longer
 MIN_SIZE, MAX_SIZE = 32, 1024  # allowed output sides in px
 SIZE_GPU, SIZE_CPU = 512, 256  # default output side on a GPU / on a CPU
 CHARS_PER_SPEECH_S = 14.0  # typed text is spoken at about this many characters per second
+MAX_INTENSITY = 1.5  # emotion strength above 1 is "exaggerated"
+LIP_SOURCES = ("auto", "audio")  # RenderRequest.lips
 
 
 @dataclass
@@ -31,8 +33,13 @@ class RenderRequest:
     voice: str | None = None  # online voice name, e.g. en-US-GuyNeural (None: the engine's default)
     valence: float = 0.0  # [-1, 1]
     arousal: float = 0.0  # [-1, 1]
-    intensity: float = 1.0  # scales (valence, arousal) toward neutral, [0, 1]
+    intensity: float = 1.0  # strength of the emotion: 0 neutral, 1 full, up to MAX_INTENSITY "exaggerated"
     emotion_track: list[tuple[float, float, float]] | None = None  # (t s, v, a) keyframes; overrides v/a
+    transcript: str | None = None  # words of an uploaded recording (optional): phone timings for the lips
+    phones: list[tuple[str, float, float]] | None = None  # (phone, start s, end s) of the speech, if known
+    # already (API and benchmarks); None: found from the TTS text or the transcript where possible
+    lips: str = "auto"  # lip source: "auto" (phone shapes where phone timings are known, timed by the
+    # audio driver; the driver alone otherwise) or "audio" (the audio driver alone)
     size: int | None = None  # output side in px (None: the identity's, at most SIZE_CPU on a CPU)
     yaw: float = 0.0  # camera yaw offset, degrees
     pitch: float = 0.0  # camera pitch offset, degrees
@@ -156,8 +163,11 @@ def validate_request(req: RenderRequest) -> RenderRequest:
         check_speech_file(r.audio)
     r.valence, r.arousal = _number(r.valence, "Valence"), _number(r.arousal, "Arousal")
     r.intensity = _number(r.intensity, "Intensity")
-    if not (0.0 <= r.intensity <= 1.0):
-        raise InputError(f"Intensity must be between 0 and 1, got {r.intensity}.")
+    if not (0.0 <= r.intensity <= MAX_INTENSITY):
+        raise InputError(f"Intensity must be between 0 and {MAX_INTENSITY:g} (1 = full, above 1 exaggerated), "
+                         f"got {r.intensity}.")
+    if r.lips not in LIP_SOURCES:
+        raise InputError(f"Lip source must be one of {', '.join(LIP_SOURCES)}, got {r.lips!r}.")
     r.valence, r.arousal, note = clamp_to_disc(r.valence, r.arousal)
     if note:
         _note(r, note)
