@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from emotalk import pipeline
-from emotalk.ui import finetune, handlers, serving
+from emotalk.ui import finetune, handlers, serving, streaming
 from emotalk.ui.messages import duration_words
 from emotalk.ui.pad import PAD_TO_SLIDERS_JS, SLIDERS_TO_PAD_JS, format_va, preset_js, va_pad
 from emotalk.ui.presets import PRESETS
@@ -26,6 +26,7 @@ def build() -> gr.Blocks:
     s = serving.SETTINGS
     examples = handlers.examples_rows(Path(__file__).parent / "examples")
     engines = handlers.engine_choices()
+    stream = streaming.available()  # Generate plays the video while it renders
     with gr.Blocks(title="EmoTalk", delete_cache=(1800, int(s.output_max_age_s))) as demo:
         names = gr.State([])
         spoken = gr.State(None)
@@ -109,6 +110,9 @@ def build() -> gr.Blocks:
                         gen_btn = gr.Button("Generate", variant="primary", elem_id="generate", scale=2,
                                             size="lg")
                     estimate_md = gr.Markdown(elem_id="estimate")
+                    live = gr.Video(label="Playing while it renders (move the emotion to steer the rest)",
+                                    streaming=True, autoplay=True, interactive=False, elem_id="live_video",
+                                    visible=stream)
                     video = gr.Video(label="Result", elem_id="result_video", interactive=False)
                     result_md = gr.Markdown(elem_id="result_notes")
                     with gr.Accordion("Downloads", open=False):
@@ -201,11 +205,19 @@ def build() -> gr.Blocks:
               [track, valence, arousal], track_plot, queue=False, show_progress="hidden",
               api_visibility="private")
         # --- render
-        gen_btn.click(handlers.generate,
-                      [identity, source, audio, text, voice, valence, arousal, intensity, track, size,
-                       yaw, pitch, blink, seed, watermark, engine, mic, spoken],
-                      [video, wav_out, files, result_md], api_name="generate",
-                      concurrency_id="gpu", concurrency_limit=s.gpu_concurrency)
+        # streamed where Gradio can stream video (ffmpeg + ffprobe on PATH), the video playing as it renders
+        # and the sliders steering the rest of it; /generate (the whole mp4 at once) stays an endpoint
+        gen_inputs = [identity, source, audio, text, voice, valence, arousal, intensity, track, size,
+                      yaw, pitch, blink, seed, watermark, engine, mic, spoken]
+        gen_outputs = [video, wav_out, files, result_md]
+        whole_btn = gr.Button(visible=False) if stream else gen_btn
+        whole_btn.click(handlers.generate, gen_inputs, gen_outputs, api_name="generate",
+                        concurrency_id="gpu", concurrency_limit=s.gpu_concurrency)
+        if stream:
+            gen_btn.click(streaming.generate, gen_inputs, [live] + gen_outputs, api_name="generate_stream",
+                          concurrency_id="gpu", concurrency_limit=s.gpu_concurrency)
+            gr.on([valence.change, arousal.change], streaming.steer, [valence, arousal], None, queue=False,
+                  show_progress="hidden", api_visibility="private")
         # --- fine-tune: the expected time before starting; own progress (no overlay); Stop, or closing
         # the tab, ends the run; a failed run leaves no status behind
         gr.on([ft_clip.change, ft_preset.change], finetune.plan, [ft_clip, ft_preset], ft_plan,
@@ -217,7 +229,7 @@ def build() -> gr.Blocks:
                            api_visibility="private").then(
             finetune.fine_tune, [ft_clip, ft_name, ft_preset, ft_consent],
             [ft_status, ft_loss, ft_samples, new_identity], api_name="fine_tune", show_progress="hidden",
-            concurrency_id="train", concurrency_limit=1)
+            concurrency_id="train", concurrency_limit=finetune.MAX_WAITING)
         # (Gradio runs no .then() after a failure: each outcome gives the button back itself)
         run.success(lambda: finetune.lock(False), None, [ft_btn, ft_stop], queue=False,
                     api_visibility="private")

@@ -164,8 +164,8 @@ def validate_request(req: RenderRequest) -> RenderRequest:
     r.valence, r.arousal = _number(r.valence, "Valence"), _number(r.arousal, "Arousal")
     r.intensity = _number(r.intensity, "Intensity")
     if not (0.0 <= r.intensity <= MAX_INTENSITY):
-        raise InputError(f"Intensity must be between 0 and {MAX_INTENSITY:g} (1 = full, above 1 exaggerated), "
-                         f"got {r.intensity}.")
+        raise InputError(f"Intensity must be between 0 and {MAX_INTENSITY:g} (1 = full, above 1 "
+                         f"exaggerated), got {r.intensity}.")
     if r.lips not in LIP_SOURCES:
         raise InputError(f"Lip source must be one of {', '.join(LIP_SOURCES)}, got {r.lips!r}.")
     r.valence, r.arousal, note = clamp_to_disc(r.valence, r.arousal)

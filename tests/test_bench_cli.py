@@ -53,9 +53,10 @@ def test_bench_subcommands_are_modules_of_the_package(capsys):
     from emotalk.__main__ import main
     from emotalk.cli import bench
 
-    assert set(bench.SCRIPTS) == {"model", "speech", "preprocess", "sync", "e2e"}
-    for name in bench.SCRIPTS:
-        assert callable(importlib.import_module(f"emotalk.cli.bench.{name}").main)
+    assert set(bench.SCRIPTS) == {"model", "speech", "preprocess", "sync", "e2e", "latency", "finetune"}
+    assert bench.NAMED == {"emotion-audio": "emotion_audio"}
+    for name in bench.SCRIPTS + tuple(bench.NAMED):
+        assert callable(importlib.import_module(f"emotalk.cli.bench.{bench.NAMED.get(name, name)}").main)
         assert main(["bench", name, "--help"]) == 0
         assert f"usage: python -m emotalk bench {name}" in capsys.readouterr().out
     assert main(["bench", "preprocess", "no-such-step"]) == 2

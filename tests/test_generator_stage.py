@@ -51,3 +51,9 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     assert torch.allclose(after[1], before[1], atol=1e-6)
     for n, p in model.branches["face"].items():  # Gaussians frozen
         assert torch.equal(p.detach(), gauss_before[n])
+    # issue 17: the field is faded out at the lips (some Gaussians fully), the lips are left out of the
+    # loss, and the lip-code offset the stage switched off is on again
+    keep = model.emotion_keep[:, 0]
+    assert model.settings.emotion_mouth_mask and float(keep.min()) == 0 and float(keep.max()) == 1
+    assert tg.lip_zone.shape == (16, 64, 64) and 0 < tg.lip_zone.mean() < 0.2
+    assert model.switches.lip_offset

@@ -189,7 +189,7 @@ def test_a_failed_or_stopped_fine_tune_leaves_no_folder_but_a_built_dataset_resu
     clip = str(shared("clips/may_5s_512px_25fps.mp4"))
     work_root = pipeline.user_dir().parent / "work"
 
-    def half_preprocess(clip, out_dir, settings, progress):
+    def half_preprocess(clip, out_dir, settings, progress, **kw):
         (out_dir.parent / ".dataset.tmp-1").mkdir(parents=True)  # as preprocess's own temporary folder
         progress("tracking", 0.5)  # the app's Stop raises here
         raise MediaError("tracking failed")

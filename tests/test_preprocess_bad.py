@@ -143,13 +143,13 @@ def test_face_lost_too_long_or_too_often(tmp_path, monkeypatch, may_track, lost,
     some frames: refused right after tracking, before the pose fit."""
     import dataclasses
 
-    def track_with_losses(frames, *args, **kwargs):
-        frames.close()  # the session's tracking of these very frames stands in for the tracker
+    def track_with_losses(self, path, n_frames, *args, **kwargs):
+        assert n_frames == len(may_track.found)  # the session's tracking of these very frames stands in
         found = may_track.found.copy()
         found[lost] = False
         return dataclasses.replace(may_track, found=found)
 
-    monkeypatch.setattr(tracking, "track_video", track_with_losses)
+    monkeypatch.setattr(tracking.ParallelTracker, "track", track_with_losses)
     stages: list[str] = []
     s = dataclasses.replace(PRESETS["test"], size=64, max_lost_fraction=frac)
     with pytest.raises(InputError, match=match):

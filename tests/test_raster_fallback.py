@@ -1,5 +1,5 @@
-"""When gsplat cannot run on a GPU, `rasterize` falls back to the PyTorch reference, says why once,
-and EMOTALK_RASTER can force the fallback. CUDA is simulated: these run on a CPU-only host."""
+"""When gsplat cannot run on a GPU, `rasterize` falls back to the vectorised PyTorch rasterizer, says why
+once, and EMOTALK_RASTER can force the fallback. CUDA is simulated: these run on a CPU-only host."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from emotalk.errors import InputError
-from emotalk.gaussians import raster, raster_backend
+from emotalk.gaussians import raster, raster_backend, raster_fast
 
 
 class _LooksCuda(torch.Tensor):
@@ -31,16 +31,17 @@ def _fresh(monkeypatch):
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """CUDA 'available'; rasterize_torch runs on plain CPU tensors and counts its calls."""
+    """CUDA 'available'; the GPU fallback (rasterize_fast) runs on plain CPU tensors and counts its calls."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     calls = []
-    real = raster.rasterize_torch
+    real = raster_fast.rasterize_fast
 
-    def torch_spy(*args):
+    def fast_spy(*args):
         calls.append(1)
         return real(*(a.as_subclass(torch.Tensor) if isinstance(a, torch.Tensor) else a for a in args))
 
-    monkeypatch.setattr(raster, "rasterize_torch", torch_spy)
+    monkeypatch.setattr(raster_fast, "rasterize_fast", fast_spy)
+    monkeypatch.setattr(raster, "rasterize_torch", _gsplat_must_not_run)  # the slow loop reference neither
     return calls
 
 
@@ -59,7 +60,7 @@ def _scene(n: int = 60, size: int = 24):
 
 
 def _gsplat_must_not_run(*args, **kwargs):
-    raise AssertionError("gsplat was called although it cannot run")
+    raise AssertionError("gsplat (or the loop reference) was called although it should not run")
 
 
 def test_import_failure_falls_back_to_the_reference(monkeypatch, fake_gpu):
@@ -69,11 +70,12 @@ def test_import_failure_falls_back_to_the_reference(monkeypatch, fake_gpu):
     looks_cuda = [a.as_subclass(_LooksCuda) if isinstance(a, torch.Tensor) else a for a in scene]
     out = raster.rasterize(*looks_cuda)
     assert fake_gpu == [1]
-    ref = raster.rasterize_torch(*scene)
+    ref = raster_fast.rasterize_fast(*scene)
     assert ref.alpha.amax() > 0.5  # the scene is drawn, so equality below means something
     assert torch.equal(out.rgb, ref.rgb) and torch.equal(out.alpha, ref.alpha)
     st = raster.backend_status()
     assert (st["backend"], st["device"], st["fallback"], st["forced"]) == ("torch", "cuda", True, False)
+    assert st["torch_path"] == "fast"
     assert "gsplat cannot be imported" in st["reason"]
     assert "PyTorch rasterizer on the GPU" in st["notice"] and st["reason"] in st["notice"]
 
@@ -160,6 +162,7 @@ def test_device_info_records_the_renderer(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     info = pipeline.device_info()
     assert info["device"] == "cpu" and info["renderer"]["backend"] == "torch"
+    assert info["renderer"]["torch_path"] == "reference"  # the loop reference is the faster one on a CPU
     assert not info["renderer"]["fallback"] and "No GPU here" in info["notice"]
 
     raster_backend.forget()
@@ -168,4 +171,5 @@ def test_device_info_records_the_renderer(monkeypatch):
     info = pipeline.device_info()
     assert info["device"] == "cuda" and info["default_size"] == pipeline.SIZE_GPU
     assert info["renderer"]["backend"] == "torch" and info["renderer"]["fallback"]
+    assert info["renderer"]["torch_path"] == "fast"
     assert info["notice"] == info["renderer"]["notice"] and "gsplat cannot be imported" in info["notice"]

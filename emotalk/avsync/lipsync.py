@@ -72,14 +72,18 @@ class SyncEstimate:
 def speech_band_energy(wav: np.ndarray, n_frames: int, fps: float = 25.0,
                        band: tuple[float, float] = (300.0, 3000.0)) -> np.ndarray:
     """Log energy of 16 kHz speech [N] in a frequency band, per video frame [T] (40 ms around t/fps)."""
-    import librosa
+    from scipy.signal import get_window
 
-    hop = SR // 100
+    hop, n_fft = SR // 100, 512
     wav = np.asarray(wav, np.float32)
-    if len(wav) < 512:
-        wav = np.pad(wav, (0, 512 - len(wav)))
-    S = np.abs(librosa.stft(wav, n_fft=512, hop_length=hop, center=True)) ** 2  # [F,S] at 100 Hz
-    freqs = librosa.fft_frequencies(sr=SR, n_fft=512)
+    if len(wav) < n_fft:
+        wav = np.pad(wav, (0, n_fft - len(wav)))
+    # centred STFT with zero padding and a periodic Hann window (numpy only: renders need no librosa)
+    x = np.pad(wav, n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # [S,n_fft] at 100 Hz
+    spec = np.fft.rfft(frames * get_window("hann", n_fft, fftbins=True).astype(np.float32), axis=1)
+    S = (np.abs(spec) ** 2).T  # [F,S]
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / SR)
     e = np.log(S[(freqs >= band[0]) & (freqs <= band[1])].sum(0) + 1e-8)
     e = np.convolve(e, np.ones(4) / 4, mode="same")
     return np.interp(np.arange(n_frames) / fps * 100.0, np.arange(len(e)), e)

@@ -3,14 +3,18 @@
 IDENTITY --dataset DIR: the whole metric table of a trained identity on its dataset's held-out frames
 (`emotalk.evaluation`): image (PSNR, SSIM, ST-LPIPS, full frame and face box), lips (LMD, mouth-opening
 correlation), sync (AV offset, confidence, phone contrast of the render next to the real frames'),
-emotion (renders at each category: recogniser accuracy, V/A-RMSE, V/A-SA, lip gap vs neutral). Written
+emotion with tracked lips (held-out frames rendered with their tracked lip code at each category:
+recogniser accuracy, V/A-RMSE, V/A-SA, lip gap vs neutral). Written
 to --out FILE.json (and FILE.md; default out/eval/<identity>_<dataset>_<size>.json).
 
 Each section adds a markdown block and a JSON entry to one report. --ceiling: the emotion recogniser on
 the 21 labelled MEAD clips (its ceiling on real faces). --video FILE with --emotion NAME or --valence V
 --arousal A: the recogniser on any video or render against that target. --generator DATASET: the
 lip-aligned emotional face generator on an identity dataset's frames (readability per category, mouth
-opening kept; --grid PNG also draws it). --generator-mead: the generator on neutral MEAD frames. The
+opening kept; --grid PNG also draws it). --generator-mead: the generator on neutral MEAD frames.
+--audio-driven RENDERS (with --audio-drives PACK): what users see, renders of unheard speech at every
+category (`python -m emotalk bench emotion-audio render`): recogniser, mouth sharpness and opening vs
+neutral, sync, and the per-drive lip table (`evaluation.audio_driven`). The
 report goes to stdout and to OUT/eval.md and OUT/eval.json, with the date, machine and commit.
 """
 
@@ -80,6 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
                    help="shared data folder (holds emotion/mead_video)")
     p.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
+    p.add_argument("--audio-driven", type=Path, default=None, metavar="RENDERS",
+                   help="audio-driven renders (VARIANT/IDENTITY/DRIVE/CATEGORY.mp4, from `python -m emotalk "
+                        "bench emotion-audio render`): emotion, mouth and sync per identity x category")
+    p.add_argument("--audio-drives", type=Path, default=REPO / "out" / "emotion_audio" / "drives",
+                   help="with --audio-driven: the drive pack the renders were made from")
     p.add_argument("--out", type=Path, default=None,
                    help="report folder (default out/eval); for IDENTITY a FILE.json (or a folder for it)")
 
@@ -212,8 +221,25 @@ def section_generator_mead(args: argparse.Namespace) -> Section | None:
     return Section("generator_mead", generator_markdown(res), res)
 
 
+def section_audio_driven(args: argparse.Namespace) -> Section | None:
+    """The audio-driven table (what users see): renders of unheard speech at every category, measured."""
+    if args.audio_driven is None:
+        return None
+    from emotalk.evaluation.audio_driven import measure_renders, to_json
+    from emotalk.evaluation.audio_driven_report import report_markdown, write_images
+    from emotalk.evaluation.drive_pack import load_drive_pack
+
+    drives = load_drive_pack(args.audio_drives)
+    strip = next((d.name for d in drives if d.name.startswith("tts_piper")), drives[0].name)
+    res = measure_renders(args.audio_driven, drives, strip_drive=strip, progress=_progress)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_images(res, args.out)
+    return Section("audio_driven", report_markdown(res), json.loads(to_json(res)))
+
+
 # Sections in report order; other evaluations (image, lips) append their runner here.
-SECTIONS: list[Runner] = [section_ceiling, section_video, section_generator, section_generator_mead]
+SECTIONS: list[Runner] = [section_ceiling, section_video, section_generator, section_generator_mead,
+                          section_audio_driven]
 
 
 def _header() -> dict:
@@ -263,23 +289,26 @@ def run_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+OTHER_SECTIONS = ("ceiling", "video", "generator", "generator_mead", "audio_driven")  # args beside IDENTITY
+
+
 def run(args: argparse.Namespace) -> int:
     if args.identity is None and args.dataset is not None:
         raise InputError("--dataset goes with an IDENTITY folder: "
                          "python -m emotalk eval IDENTITY --dataset DIR.")
     if args.identity is not None:
         if args.out is not None and args.out.suffix.lower() == ".json" and any(
-                getattr(args, k) for k in ("ceiling", "video", "generator", "generator_mead")):
+                getattr(args, k) for k in OTHER_SECTIONS):
             raise InputError("--out FILE.json is for an identity alone; give a folder to combine sections.")
         rc = run_identity(args)
-        if not any(getattr(args, k) for k in ("ceiling", "video", "generator", "generator_mead")):
+        if not any(getattr(args, k) for k in OTHER_SECTIONS):
             return rc
     if args.out is None or args.out.suffix.lower() == ".json":
         args.out = REPO / "out" / "eval"
     sections = [s for s in (r(args) for r in SECTIONS) if s is not None]
     if not sections:
         raise InputError("Nothing to evaluate: give IDENTITY --dataset DIR, --ceiling, --video FILE, "
-                         "--generator DATASET or --generator-mead.")
+                         "--generator DATASET, --generator-mead or --audio-driven RENDERS.")
     head = _header()
     md = "\n\n".join([f"_{head['date']}, {head['machine']}, commit {head['commit']}_"]
                      + [s.markdown for s in sections]) + "\n"

@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-seconds", type=float, default=None, help="refuse shorter clips (preset: 4)")
     p.add_argument("--max-seconds", type=float, default=None, help="refuse longer clips (preset: 600)")
     p.add_argument("--debug-dir", default=None, help="write a parsing contact sheet (PNG) here")
+    p.add_argument("--track-workers", type=int, default=None,
+                   help="MediaPipe tracking processes (default: one per core but one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         over["max_seconds"] = args.max_seconds
     if args.debug_dir:
         over["debug_dir"] = args.debug_dir
+    if args.track_workers is not None:
+        over["track_workers"] = max(1, args.track_workers)
     settings = dataclasses.replace(PRESETS[args.preset], **over)
     t0 = time.time()
     last = [""]
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"dataset: {ds.root}  ({ds.n_frames} frames at {ds.size}², {mb:.1f} MB, {time.time() - t0:.0f} s)")
     print(f"frames lost: {q['frames_lost']}  reprojection: {q['reproj_err_px_at512']:.2f} px @512  "
           f"jitter: {q['jitter_deg']:.2f} deg  AV offset: {a['av_offset_frames']:+d} frames "
-          f"(confidence {a['av_confidence']:.1f}, applied {a['shift_applied_frames']:+d})")
+          f"(confidence {a['av_confidence']:.2f}, applied {a['shift_applied_frames']:+d})")
     if a.get("warning"):
         print(f"warning: {a['warning']}")
     return 0

@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pitch", type=float, default=0.0, help="camera pitch offset, degrees")
     p.add_argument("--no-label", action="store_true", help="leave out the small 'AI-generated' label")
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--stream", default=None, metavar="DIR|-",
+                   help="play while it renders: write numbered MPEG-TS segments and an HLS playlist "
+                        "(DIR/playlist.m3u8) as they are ready, or '-' to pipe MPEG-TS to stdout "
+                        "(| ffplay -); the complete mp4 still goes to --out")
+    p.add_argument("--chunk", type=float, default=1.0, help="--stream: seconds per segment (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     def prog(stage: str, f: float) -> None:
         print(f"\r{100 * f:5.1f}%  {stage:60s}", end="", file=sys.stderr, flush=True)
 
-    res = pipeline.synthesize(req, progress=prog)
+    if args.stream:
+        res = _stream(req, args.stream, args.chunk, prog)
+    else:
+        res = pipeline.synthesize(req, progress=prog)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(res.video), out)
@@ -71,5 +79,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {res.notice}", file=sys.stderr)
     spoken = f", spoken by {res.tts_engine}" if res.tts_engine else ""
     print(f"wrote {out}: {res.audio_seconds:.1f} s clip, {res.n_frames} frames, made in {res.seconds:.1f} s "
-          f"({res.audio_seconds / max(res.seconds, 1e-6):.2f}x real time){spoken}")
+          f"({res.audio_seconds / max(res.seconds, 1e-6):.2f}x real time){spoken}",
+          file=sys.stderr if args.stream == "-" else sys.stdout)  # stdout carries the video then
     return 0
+
+
+def _stream(req, where: str, chunk_s: float, prog):
+    """synthesize_stream: each segment into DIR (with the playlist updated) or onto stdout as it comes."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from emotalk import pipeline
+    from emotalk.media.segments import Segment, write_playlist
+
+    out_dir = None if where == "-" else Path(where)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    done: list[Segment] = []
+    for part in pipeline.synthesize_stream(req, progress=prog, chunk_s=chunk_s):
+        if not isinstance(part, Segment):
+            if out_dir is not None:
+                write_playlist(out_dir / "playlist.m3u8", done, ended=True)
+            return part
+        if out_dir is None:
+            sys.stdout.buffer.write(part.path.read_bytes())
+            sys.stdout.buffer.flush()
+        else:
+            seg = shutil.copyfile(part.path, out_dir / part.path.name)
+            done.append(Segment(Path(seg), part.index, part.start_frame, part.n_frames, part.fps))
+            write_playlist(out_dir / "playlist.m3u8", done, ended=False)
+    raise RuntimeError("the stream ended without its result")  # synthesize_stream always ends with one

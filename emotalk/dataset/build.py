@@ -25,13 +25,29 @@ __all__ = ["PreprocessSettings", "finish", "parse", "prepare", "preprocess"]
 
 def preprocess(clip: str | os.PathLike, out_dir: str | os.PathLike,
                settings: PreprocessSettings = PreprocessSettings(),
-               progress: Progress | None = None) -> IdentityDataset:
+               progress: Progress | None = None, work: str | os.PathLike | None = None,
+               until: str | None = None) -> IdentityDataset | None:
     """Turn a talking-head clip into an identity dataset folder at out_dir (replaced atomically).
 
-    prepare -> parse -> finish in a temporary sibling folder of out_dir; on any error it is removed.
+    prepare -> parse -> finish in a work folder. `work` None: a temporary sibling of out_dir, removed on
+    any error. `work` given: a folder kept between runs, where each finished stage stays (prepare's
+    state.json, parse's parsing.npz), so a run after a crash continues after the last one; finish turns
+    it into out_dir. `until` ("prepare" | "parse"): stop after that stage and return None.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if work is not None:
+        work = Path(work)
+        if not (work / "state.json").is_file():
+            shutil.rmtree(work, ignore_errors=True)  # a prepare that did not finish
+            prepare(clip, work, settings, sub_progress(progress, 0.0, 0.25))
+        if until == "prepare":
+            return None
+        if not (work / "parsing.npz").is_file():
+            parse(work, settings, sub_progress(progress, 0.25, 0.85))
+        if until == "parse":
+            return None
+        return finish(work, out_dir, settings, sub_progress(progress, 0.85, 1.0))
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         prepare(clip, work, settings, sub_progress(progress, 0.0, 0.25))

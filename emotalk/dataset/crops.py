@@ -1,31 +1,41 @@
-"""Decoded (and cropped) frames kept as a raw array on disk, so slow stages never stall the decoder."""
+"""The dataset's cropped frames, read back from frames.mp4 (no raw frame array is kept on disk)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from emotalk import media
-from emotalk.dataset.progress import Progress
 from emotalk.errors import MediaError
 
 
-def decode_crops(video: Path, crop, S: int, fps: float, T: int, dst: Path, report: Progress,
-                 writer: media.VideoWriter | None = None) -> np.ndarray:
-    """Decode a video (cutting `crop`, a stages.crop.Crop, when given) into a raw [T,S,S,3] array at
-    `dst`, as fast as the decoder goes; frames also go to `writer` when given. MediaError when the video
-    now decodes to another number of frames than T."""
-    arr = np.lib.format.open_memmap(dst, mode="w+", dtype=np.uint8, shape=(T, S, S, 3))
+def iter_crops(video: Path, S: int, fps: float, T: int) -> Iterator[np.ndarray]:
+    """The T frames [S,S,3] uint8 of frames.mp4 in order (OpenCV decodes where there is no ffmpeg);
+    MediaError when the video holds another number of frames or another size."""
     n = 0
-    for i, f in enumerate(media.iter_frames(video, fps=fps, max_frames=T)):
-        arr[i] = crop.apply(f, S) if crop is not None else f
-        if writer is not None:
-            writer.write(arr[i])
+    for f in media.iter_frames(video, fps=fps, max_frames=T):
+        if f.shape != (S, S, 3):
+            raise MediaError(f"{video.name} has frames of {f.shape[1]}x{f.shape[0]} px, expected {S}x{S}.")
         n += 1
-        if i % 25 == 0:
-            report(f"decoding frame {i}/{T}", i / T)
+        yield f
     if n != T:
-        raise MediaError(f"{video.name} decoded to {n} frames now but {T} before; the file seems damaged. "
-                         "Re-encode it and try again.")
-    return arr
+        raise MediaError(f"{video.name} decoded to {n} frames but {T} were written; the work folder seems "
+                         "damaged. Preprocess the clip again.")
+
+
+def read_crops(video: Path, S: int, fps: float, T: int, idx: np.ndarray) -> np.ndarray:
+    """Frames idx (sorted or not) of frames.mp4 as [N,S,S,3] uint8, in one decoding pass."""
+    idx = np.asarray(idx, np.int64)
+    out = np.empty((len(idx), S, S, 3), np.uint8)
+    where: dict[int, list[int]] = {}
+    for j, i in enumerate(idx):
+        where.setdefault(int(i), []).append(j)
+    last = int(idx.max()) + 1 if len(idx) else 0
+    for i, f in enumerate(iter_crops(video, S, fps, T)):
+        for j in where.get(i, ()):
+            out[j] = f
+        if i + 1 >= last:
+            break
+    return out

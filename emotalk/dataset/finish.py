@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.dataset.crops import decode_crops
+from emotalk.dataset.crops import iter_crops, read_crops
 from emotalk.dataset.format import DATASET_VERSION, IdentityDataset, load_dataset
 from emotalk.dataset.progress import Progress, StageClock
 from emotalk.dataset.settings import PreprocessSettings
@@ -18,16 +18,21 @@ from emotalk.folders import swap_folder
 
 
 def _versions() -> dict[str, str]:
+    """Versions of what made the dataset (finish may run where MediaPipe is not installed)."""
     import cv2
-    import mediapipe
     import torch
 
     import emotalk
 
+    try:
+        from importlib.metadata import version
+
+        mp_version = version("mediapipe")
+    except Exception:  # noqa: BLE001 - not installed on this machine (prepare ran elsewhere)
+        mp_version = "not installed here"
     return {"emotalk": emotalk.__version__, "dataset_format": str(DATASET_VERSION),
             "python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,
-            "opencv": cv2.__version__,
-            "mediapipe": mediapipe.__version__}
+            "opencv": cv2.__version__, "mediapipe": mp_version}
 
 
 def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
@@ -39,7 +44,6 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
 
     from emotalk import media
     from emotalk.dataset.stages import plate
-    from emotalk.dataset.stages.crop import Crop
     from emotalk.dataset.stages.store import read_labels
     from emotalk.face import tracking
 
@@ -49,22 +53,19 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
     T, S, fps = state["T"], state["size"], state["fps"]
     st = StageClock(progress, ("plate", "body", "write"), (0.3, 0.6, 0.1))
     rep = st.begin("plate", "building the background plate")
-    if (work / "crops.npy").is_file():
-        crops = np.load(work / "crops.npy", mmap_mode="r")
-    else:
-        c = state["crop"]
-        crops = decode_crops(Path(state["clip"]), Crop(c["x0"], c["y0"], c["side"]), S, fps, T,
-                             work / "crops.npy", rep)
+    video = work / "frames.mp4"
     labels_path = work / "parsing.npz"
     plate_idx = np.linspace(0, T - 1, min(T, s.plate.max_frames)).round().astype(int)
-    bg, inpainted = plate.background_plate(np.asarray(crops[plate_idx]), read_labels(labels_path, plate_idx),
-                                           s.plate)
+    bg, inpainted = plate.background_plate(read_crops(video, S, fps, T, plate_idx),
+                                           read_labels(labels_path, plate_idx), s.plate)
 
     rep = st.begin("body", "making head-removed body frames")
     sheet_idx = [int(i) for i in np.linspace(0, T - 1, 8).round()]
     body_sheet: dict[int, np.ndarray] = {}
+    crop_sheet: dict[int, np.ndarray] = {}
     flicker: list[float] = []  # per frame pair: changed labels / person pixels (temporal stability)
     prev_lab: np.ndarray | None = None
+    crops = iter_crops(video, S, fps, T)
     with media.VideoWriter(work / "body.mp4", fps=fps, crf=s.body_crf) as bw:
         for i0 in range(0, T, 25):
             labs = read_labels(labels_path, np.arange(i0, min(T, i0 + 25)))
@@ -75,10 +76,12 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
                 prev_lab = lab
             rep(f"body frame {i0}/{T}", i0 / T)
             for k, lab in enumerate(labs):
-                b = plate.body_frame(crops[i0 + k], lab, bg, s.plate)
+                frame = next(crops)
+                b = plate.body_frame(frame, lab, bg, s.plate)
                 bw.write(b)
                 if i0 + k in sheet_idx:
-                    body_sheet[i0 + k] = b
+                    body_sheet[i0 + k], crop_sheet[i0 + k] = b, frame
+    crops.close()
 
     rep = st.begin("write", "writing the dataset")
     cv2.imwrite(str(work / "background.png"), np.ascontiguousarray(bg[..., ::-1]))
@@ -111,6 +114,7 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
         "split": {"train": T - n_val, "val": n_val, "val_fraction": s.val_fraction},
         "audio": state["audio"], "quality": quality, "checks": state["checks"],
         "settings": state["settings"], "versions": _versions(),
+        "decode": state.get("decode"), "parse": state.get("parse"),
     }
     times = dict(state["timings_s"])
     times.update(st.end())
@@ -119,8 +123,7 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
     if s.debug_dir:
         sheet_labels = dict(zip(sheet_idx, read_labels(labels_path, sheet_idx)))
         _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx,
-                     {i: np.array(crops[i]) for i in sheet_idx}, sheet_labels, body_sheet, bg)
-    del crops
+                     crop_sheet, sheet_labels, body_sheet, bg)
     for f in ("crops.npy", "state.npz", "state.json"):
         (work / f).unlink(missing_ok=True)
     meta["bytes"] = {p.name: p.stat().st_size for p in work.iterdir()}

@@ -1,8 +1,9 @@
 """Stage 5 of building a dataset: face parsing of the cropped frames (the slow stage; it may run on
-another machine, e.g. a GPU host, between prepare and finish)."""
+another machine, e.g. a GPU host, between prepare and finish). The frames stream from frames.mp4."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -11,19 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.dataset.crops import decode_crops
+from emotalk.dataset.crops import iter_crops
 from emotalk.dataset.progress import Progress, StageClock
 from emotalk.dataset.settings import PreprocessSettings
 from emotalk.errors import DatasetError
 from emotalk.folders import atomic_path
 
 
+def clean_workers() -> int:
+    """Label-cleaning processes for this machine: one per core but one (the parser's), at least 1."""
+    from emotalk.face.tracking import default_workers
+
+    return default_workers()
+
+
 def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSettings(),
           progress: Progress | None = None, frames: np.ndarray | None = None,
-          device: str | None = None, workers: int = 1) -> None:
-    """Face parsing of the work folder's crops -> parsing.npz. `frames` [T,S,S,3] may be given (decoded
-    elsewhere); otherwise crops.npy or frames.mp4 is read (by OpenCV where there is no ffmpeg).
-    `workers` > 1 cleans labels in that many processes."""
+          device: str | None = None, workers: int = 0) -> None:
+    """Face parsing of the work folder's frames.mp4 (streamed; OpenCV decodes where there is no ffmpeg)
+    -> parsing.npz. `frames` [T,S,S,3] may be given instead. BiSeNet runs in batches on `device` (CUDA
+    when available); labels are cleaned in `workers` spawned processes (0: one per core but one)."""
+    import multiprocessing as mp
+
     import torch
 
     from emotalk.dataset.stages.store import LabelWriter
@@ -34,38 +44,42 @@ def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSett
     T, S = state["T"], state["size"]
     st = StageClock(progress, ("parse",), (1.0,))
     rep = st.begin("parse", "parsing faces")
-    if frames is None:
-        if (work / "crops.npy").is_file():
-            frames = np.load(work / "crops.npy", mmap_mode="r")
-        else:
-            frames = decode_crops(work / "frames.mp4", None, S, state["fps"], T, work / "crops.npy", rep)
-    if len(frames) != T or frames.shape[1:] != (S, S, 3):
+    if frames is not None and (len(frames) != T or frames.shape[1:] != (S, S, 3)):
         raise DatasetError(f"parse: got frames {frames.shape}, expected ({T}, {S}, {S}, 3).")
+    source = (frames[j] for j in range(T)) if frames is not None else iter_crops(work / "frames.mp4", S,
+                                                                                 state["fps"], T)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    parser = fparse.FaceParser(settings.parsing, device=dev)
+    ps = settings.parsing
+    if dev.startswith("cuda"):
+        ps = dataclasses.replace(ps, batch=ps.batch_cuda)
+    else:  # the network is most of a CPU's preprocessing time: it sees every k-th frame there
+        ps = dataclasses.replace(ps, frame_step=max(ps.frame_step, ps.frame_step_cpu))
+    parser = fparse.FaceParser(ps, device=dev)
     clean = partial(fparse.clean_labels, settings=settings.parsing)
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    workers = workers or clean_workers()
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
     pending: list[np.ndarray] = []
     with atomic_path(work / "parsing.npz") as tmp:
         lw = LabelWriter(tmp)
 
         def drain(n_done: int) -> None:
-            done = pool.map(clean, pending, chunksize=8) if pool else map(clean, pending)
+            done = pool.map(clean, pending, chunksize=4) if pool else map(clean, pending)
             for lab in done:
                 lw.write(lab)
             pending.clear()
             rep(f"parsing frame {n_done}/{T}", n_done / T)
 
         try:
-            for i, lab in enumerate(parser.stream(frames[j] for j in range(T))):
+            for i, lab in enumerate(parser.stream(source)):
                 pending.append(lab)
-                if len(pending) >= (16 * workers if pool else 10):
+                if len(pending) >= (8 * workers if pool else 10):
                     drain(i + 1)
             drain(T)
         finally:
             if pool:
-                pool.shutdown()
+                pool.shutdown(cancel_futures=True)
         lw.close()
     state["timings_s"].update(st.end() | {"parse_device": dev})
+    state["parse"] = {"device": dev, "batch": ps.batch, "frame_step": ps.frame_step, "clean_workers": workers}
     state["timings_s"].pop("total", None)
     (work / "state.json").write_text(json.dumps(state, indent=1))

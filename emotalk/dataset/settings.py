@@ -26,7 +26,10 @@ class PreprocessSettings:
     frames_crf: int = 16  # H.264 quality of frames.mp4 (lower = better, larger)
     body_crf: int = 18  # H.264 quality of body.mp4
     av_max_lag: int = 10  # AV offsets searched, +- frames
-    av_min_confidence: float = 3.5  # below this the offset is not applied (and a warning is given)
+    av_min_confidence: float = 0.15  # estimate_sync: a clear peak this far above the median is applied
+    av_min_confidence_plain: float = 3.5  # the same for the plain estimator (used where librosa is missing)
+    track_workers: int = 0  # MediaPipe tracking processes (0: one per core but one; 1: in this process)
+    frame_store_mb: float = 8000.0  # the decoded clip kept for tracking and cropping; larger clips are scaled
     av_warn_frames: int = 2  # |offset| above this is warned about
     debug_dir: str | None = None  # where to write the parsing contact sheet (None: no sheet)
     checks: CheckSettings = field(default_factory=CheckSettings)  # early refusal of unusable clips

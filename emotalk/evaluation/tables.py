@@ -60,7 +60,8 @@ def markdown(res: dict) -> str:
         e = res["emotion"]
         sm = e["summary"]
         gaps = e["lip_gap_ratio_vs_neutral"]
-        out += ["", f"**Emotion** ({len(e['frames'])} held-out frames x {len(EMOTION_CATS)} categories; "
+        out += ["", f"**Emotion, tracked lips** ({len(e['frames'])} held-out frames with their tracked lip "
+                f"code x {len(EMOTION_CATS)} categories; "
                 f"faces found {e['faces_found']})", "",
                 "| Emotion Acc | V-RMSE | A-RMSE | V-SA | A-SA | lip gap vs neutral (median of categories) |",
                 "|---|---|---|---|---|---|",

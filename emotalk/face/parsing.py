@@ -7,7 +7,6 @@ given to their surroundings) and holes (small background pockets inside the pers
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -36,7 +35,10 @@ class ParsingSettings:
     """Network input and cleaning."""
 
     input_size: int = 512  # BiSeNet input side (its training size)
-    batch: int = 4  # frames per forward pass
+    batch: int = 4  # frames per forward pass on a CPU
+    batch_cuda: int = 16  # frames per forward pass on a GPU
+    frame_step: int = 1  # the network sees every k-th frame; the ones between get blended probabilities
+    frame_step_cpu: int = 2  # frame_step on a CPU (half the forward passes; see docs in parse.py)
     temporal_weights: tuple[float, float, float] = (0.25, 0.5, 0.25)  # prob. averaging over t-1, t, t+1
     min_island_frac: float = 2e-4  # components smaller than this fraction of the image are reassigned
     max_hole_frac: float = 0.01  # background pockets not touching the border, up to this size, are filled
@@ -80,42 +82,61 @@ class FaceParser:
         """frames [B,S,S,3] uint8 -> probabilities [B,19,S,S] float16."""
         return self._probs_t(frames).cpu().numpy()
 
+    def _prob_stream(self, frames: Iterable[np.ndarray]) -> Iterator:
+        """Probabilities [19,S,S] (float16 tensors on the device) per frame, in order. With frame_step
+        k > 1 the network sees every k-th frame and the last; a frame between two it saw gets their
+        probabilities blended by its distance to each (k times fewer forward passes)."""
+        k = max(1, self.settings.frame_step)
+        keys: list[tuple[int, np.ndarray]] = []  # (index, frame) waiting for the network
+        prev: tuple[int, object] | None = None  # the latest (index, probabilities) computed
+        last: tuple[int, np.ndarray] | None = None  # the latest frame seen
+
+        def run():
+            nonlocal prev
+            idx = [i for i, _ in keys]
+            for j, p in zip(idx, self._probs_t(np.stack([f for _, f in keys]))):
+                if prev is not None:
+                    i0, p0 = prev
+                    for i in range(i0 + 1, j):  # the frames between: blended
+                        w = (i - i0) / (j - i0)
+                        yield (p0.float() * (1 - w) + p.float() * w).to(p.dtype)
+                yield p
+                prev = (j, p)
+            keys.clear()
+
+        for i, f in enumerate(frames):
+            last = (i, f)
+            if i % k == 0:
+                keys.append((i, f))
+                if len(keys) == self.settings.batch:
+                    yield from run()
+        if last is not None and last[0] % k:
+            keys.append(last)
+        if keys:
+            yield from run()
+
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Labels [S,S] uint8 per frame, temporally smoothed (one frame of look-ahead), not yet cleaned."""
         import torch
 
         w_prev, w_cur, w_next = self.settings.temporal_weights
-        window: deque = deque()
-        prev = None
+        prev = cur = None
 
-        def emit(cur, nxt):
+        def emit(nxt):
             with torch.inference_mode():
                 acc = cur.float() * w_cur
                 acc += (prev if prev is not None else cur).float() * w_prev
                 acc += (nxt if nxt is not None else cur).float() * w_next
                 return acc.argmax(0).to(torch.uint8).cpu().numpy()
 
-        batch: list[np.ndarray] = []
-
-        def flush():
-            nonlocal prev
-            out = []
-            for p in self._probs_t(np.stack(batch)):
-                window.append(p)
-                if len(window) == 2:
-                    out.append(emit(window[0], window[1]))
-                    prev = window.popleft()
-            batch.clear()
-            return out
-
-        for f in frames:
-            batch.append(f)
-            if len(batch) == self.settings.batch:
-                yield from flush()
-        if batch:
-            yield from flush()
-        if window:
-            yield emit(window[0], None)
+        with torch.inference_mode():
+            for p in self._prob_stream(frames):
+                if cur is not None:
+                    yield emit(p)
+                    prev = cur
+                cur = p
+            if cur is not None:
+                yield emit(None)
 
 
 def clean_labels(lab: np.ndarray, settings: ParsingSettings = ParsingSettings()) -> np.ndarray:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emotalk.face.landmarks import INNER_LIP_RING
+from emotalk.gaussians.emotion import EmotionSwitches, emotional_lips, keep_from_lip_lock, lip_lock
 from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
 from emotalk.gaussians.raster import RasterOut, eval_sh, rasterize, sh_dim
 
@@ -38,6 +39,8 @@ class ModelSettings:
     field: FieldSettings = field(default_factory=FieldSettings)
     emotion_field: bool = False  # an additive emotion field on the face (position, rotation, scale and
     # colour), exactly zero at (0, 0); added and trained by the emotion stage (emotalk.emotion_train)
+    emotion_mouth_mask: bool = False  # the emotion field carries a mouth mask (buffer emotion_keep [N,1],
+    # 0 at the lips, 1 away from them; `set_mouth_mask`): the speech fields alone draw the lips
     lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)
@@ -54,6 +57,8 @@ class Frames:
     emotion: Tensor  # [B,2] valence, arousal in [-1,1]
     lips: Tensor | None = None  # [B,M] lip code (z-scores) to use instead of the driver's prediction
     # from `audio` (training feeds the tracked one); only read by lip-code models
+    gain: Tensor | None = None  # [B] strength of the emotion (intensity, 0..1.5) scaling its effect
+    # (the emotion field's deltas and the lip-code offset); None: 1
 
 
 @dataclass
@@ -110,6 +115,7 @@ class TalkingGaussians(nn.Module):
         })
         self.emotion_field: DeformField | None = None
         self.emotion_enc: nn.Module | None = None
+        self.switches = EmotionSwitches()  # render-time switches of the emotion parts (not saved)
         if settings.emotion_field:
             self.add_emotion_field()
 
@@ -125,7 +131,17 @@ class TalkingGaussians(nn.Module):
         # lip lock (see `set_lip_lock`): per face Gaussian weight [N,1] and the mouth's opening direction [3]
         self.register_buffer("emotion_lip", torch.zeros(self.n_gaussians("face"), 1, device=tri.lo.device))
         self.register_buffer("emotion_gap_dir", torch.tensor([0.0, 1.0, 0.0], device=tri.lo.device))
+        if self.settings.emotion_mouth_mask:  # [N,1] share of the emotion field kept (see `set_mouth_mask`)
+            self.set_mouth_mask(torch.ones(self.n_gaussians("face")))
         self.settings = replace(self.settings, emotion_field=True)
+
+    def set_mouth_mask(self, keep: Tensor) -> None:
+        """Scale the emotion field's deltas (position, rotation, scale, colour) of face Gaussians by keep [N]
+        in [0,1] (0 at the lips): the speech fields alone draw the mouth, sharp, and the emotional mouth
+        shape comes from the lip-code offset (`emotalk.lips.emotion`)."""
+        self.add_emotion_field()
+        self.register_buffer("emotion_keep", keep.reshape(-1, 1).float().to(self.emotion_lip.device))
+        self.settings = replace(self.settings, emotion_mouth_mask=True)
 
     def set_lip_lock(self, weight: Tensor, direction: Tensor) -> None:
         """Make the emotion field move the lips without opening or closing the mouth: for face Gaussians
@@ -146,11 +162,10 @@ class TalkingGaussians(nn.Module):
         d = out[:-1] - out[-1:]  # [B,N,13]
         w = self.emotion_lip  # [N,1]
         if w.shape[0] == d.shape[1] and bool((w > 0).any()):
-            u = self.emotion_gap_dir  # [3]
-            g = d[..., :3] @ u  # [B,N] motion along the opening direction
-            m = (g * w[:, 0]).sum(-1, keepdim=True) / w.sum()  # [B,1] the lip region's common motion
-            pos = d[..., :3] + (w[:, 0] * (m - g))[..., None] * u
-            d = torch.cat([pos, d[..., 3:]], -1)
+            d = lip_lock(d, w[:, 0], self.emotion_gap_dir)
+        keep = getattr(self, "emotion_keep", None)  # [N,1]; identities from before the mask: the lip lock's
+        if self.switches.mouth_mask and w.shape[0] == d.shape[1]:
+            d = d * (keep if keep is not None and keep.shape[0] == d.shape[1] else keep_from_lip_lock(w))
         return d
 
     def train(self, mode: bool = True) -> TalkingGaussians:
@@ -178,13 +193,17 @@ class TalkingGaussians(nn.Module):
         p["shN"] = nn.Parameter(torch.zeros(n, K - 1, 3, device=dev))
 
     # -- deformation ----------------------------------------------------------------------------
-    def lips(self, fr: Frames) -> Tensor:
-        """Lip code [B,M] of a lip-code model: the given one, else the driver's from the audio [B,W,C],
-        clamped to the range the identity was trained on (the fields never saw mouths beyond it)."""
+    def lips(self, fr: Frames, emotional: bool = False) -> Tensor:
+        """Lip code [B,M] of a lip-code model: the given one, else the driver's from the audio [B,W,C] clamped
+        to the identity's trained range; emotional: plus emotion's offset × gain (`switches.lip_offset`)."""
         if fr.lips is not None:
-            return fr.lips
-        with torch.no_grad():
-            return torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
+            lips = fr.lips
+        else:
+            with torch.no_grad():
+                lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
+        if emotional and self.switches.lip_offset:
+            lips = emotional_lips(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
+        return lips
 
     def speech(self, fr: Frames) -> Tensor:
         """The speech condition of the fields [B,A]: embedded lip code, or embedded audio code."""
@@ -212,13 +231,16 @@ class TalkingGaussians(nn.Module):
         a = self.speech(fr)
         # With an emotion field, the speech fields see the neutral emotion they were trained on (their
         # emotion input never saw anything else, so other values would move the face at random).
-        e = self.emo_enc(fr.emotion if self.emotion_field is None else torch.zeros_like(fr.emotion))
+        g = fr.gain  # [B] emotion strength (None: 1)
+        legacy = fr.emotion if g is None else (fr.emotion * g[:, None]).clamp(-1, 1)
+        e = self.emo_enc(legacy if self.emotion_field is None else torch.zeros_like(fr.emotion))
         B = fr.viewmats.shape[0]
         if branch == "face":
             u = self.upper_enc(fr.upper if self.upper_dim else fr.upper.new_zeros(B, 1))
             d = self.fields["face"](cache, [a, u, e])  # [B,N,10]
-            if self.emotion_field is not None and bool((fr.emotion != 0).any()):
+            if self.emotion_field is not None and bool((legacy != 0).any()):
                 de = self.emotion_delta(cache.emotion, fr.emotion)  # [B,N,13]
+                de = de if g is None else de * g[:, None, None]
                 d, dcol = d + de[..., :10], de[..., 10:]
             means = p["means"][None] + d[..., :3]
             quats = p["quats"][None] + d[..., 3:7]
@@ -240,8 +262,8 @@ class TalkingGaussians(nn.Module):
     def render(self, fr: Frames, width: int, height: int, body: Tensor,
                caches: dict[str, SpatialCache] | None = None, backend: str = "auto") -> RenderOut:
         """Render B frames: inside-mouth under face over `body` [B,H,W,3] (float, [0,1])."""
-        if self.settings.lip_code and fr.lips is None:  # predict the lips once for both branches
-            fr = replace(fr, lips=self.lips(fr))
+        if self.settings.lip_code:  # the lips once for both branches: speech's, plus emotion's offset
+            fr = replace(fr, lips=self.lips(fr, emotional=True))
         layers = {}
         for b in BRANCHES:
             g = self.deform(b, fr, None if caches is None else caches[b])

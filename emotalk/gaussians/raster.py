@@ -1,46 +1,46 @@
-"""Rasterize 3D Gaussians: gsplat on CUDA, and a pure-PyTorch reference (same inputs, differentiable).
+"""Rasterize 3D Gaussians: gsplat on CUDA, a pure-PyTorch reference (same inputs, differentiable), and
+the dispatch `rasterize` that also reaches the vectorised PyTorch rasterizer (`raster_fast`).
 
-Both follow gsplat's "classic" 3DGS model: EWA projection with a 0.3 px² blur, per-pixel
+All follow gsplat's "classic" 3DGS model: EWA projection with a 0.3 px² blur, per-pixel
 alpha = min(0.999, o·exp(-σ)), contributions under 1/255 skipped, front-to-back compositing
 that stops before transmittance falls to 1e-4, pixel centres at +0.5. Colours are given per
 Gaussian (already evaluated from SH, see `eval_sh`), so both back ends see exactly the same inputs.
 The reference is tiled (8×8 px) and culls by an opacity-aware bounding box, so it runs on CPU.
 On CUDA, 'auto' uses gsplat only if a tiny render with it works and matches the reference (checked
-once, see `backend_status`); otherwise the reference renders on the GPU.
+once, see `backend_status`); otherwise the vectorised PyTorch rasterizer (`raster_fast`) renders on the
+GPU: the reference loops over frames and tile batches, too slow for real time there, and stays as the
+definition the fast paths are tested against. On the CPU the reference is the faster one and draws.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from emotalk.gaussians import raster_backend
+from emotalk.gaussians import raster_backend, raster_fast
+from emotalk.gaussians.projection import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    EPS2D,
+    T_STOP,
+    TILE,
+    RasterOut,
+    project,
+    quat_to_rotmat,
+    tile_boxes,
+)
 
-ALPHA_MIN = 1.0 / 255.0  # contributions below this are skipped (as in gsplat)
-ALPHA_MAX = 0.999  # a single Gaussian never makes a pixel fully opaque
-T_STOP = 1e-4  # a pixel is finished once its transmittance would drop to this
-EPS2D = 0.3  # px² added to every projected covariance (anti-aliasing blur)
-TILE = 8  # reference tile side in px
+__all__ = ["ALPHA_MAX", "ALPHA_MIN", "EPS2D", "T_STOP", "TILE", "RasterOut", "backend_status", "eval_sh",
+           "project", "quat_to_rotmat", "rasterize", "rasterize_gsplat", "rasterize_torch", "sh_dim"]
 
 # Real spherical-harmonics constants (degrees 0..2), the usual 3DGS convention.
 _C0 = 0.28209479177387814
 _C1 = 0.4886025119029199
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792,
        0.5462742152960396)
-
-
-@dataclass
-class RasterOut:
-    """What a rasterizer returns for a batch of cameras."""
-
-    rgb: Tensor  # [B,H,W,3] premultiplied colour (sum of weight·colour)
-    alpha: Tensor  # [B,H,W,1] 1 - final transmittance
-    means2d: Tensor | None  # [B,N,2] (or gsplat's [B,1,N,2]) projected centres (px); grads feed densification
-    radii: Tensor | None  # [B,N] >0 where the Gaussian was drawn
 
 
 def sh_dim(degree: int) -> int:
@@ -64,53 +64,6 @@ def eval_sh(coeffs: Tensor, dirs: Tensor, degree: int) -> Tensor:
                + _C2[2] * (2 * zz - xx - yy) * coeffs[..., 6, :] + _C2[3] * xz * coeffs[..., 7, :]
                + _C2[4] * (xx - yy) * coeffs[..., 8, :])
     return torch.clamp_min(out + 0.5, 0.0)
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[..., 4] (w, x, y, z), any norm -> [..., 3, 3] rotation."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(quats.shape[:-1] + (3, 3))
-
-
-def project(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor,
-            width: int, height: int, near: float = 0.01) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """EWA projection of Gaussians into B cameras.
-
-    means [B,N,3], quats [B,N,4], scales [B,N,3], viewmats [B,4,4] (world->camera, OpenCV), Ks [B,3,3]
-    -> means2d [B,N,2] px, conics [B,N,3] (a,b,c of the inverse 2-D covariance), depths [B,N],
-       valid [B,N] (in front of the near plane and with a proper covariance).
-    """
-    R, t = viewmats[:, None, :3, :3], viewmats[:, None, :3, 3]  # [B,1,3,3], [B,1,3]
-    pc = (R @ means[..., None])[..., 0] + t  # [B,N,3]
-    rot = quat_to_rotmat(quats)  # [B,N,3,3]
-    M = rot * scales[..., None, :]  # R·diag(s)
-    cov_c = R @ (M @ M.transpose(-1, -2)) @ R.transpose(-1, -2)  # [B,N,3,3]
-    fx, fy = Ks[:, 0, 0][:, None], Ks[:, 1, 1][:, None]
-    cx, cy = Ks[:, 0, 2][:, None], Ks[:, 1, 2][:, None]
-    z = pc[..., 2]
-    zs = torch.where(z > near, z, torch.ones_like(z))  # avoid division by ~0 for culled points
-    # The Jacobian is evaluated at a point clamped to 1.3× the field of view, like gsplat.
-    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * width / fx, cx / fx + 0.3 * width / fx
-    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * height / fy, cy / fy + 0.3 * height / fy
-    tx = zs * torch.minimum(torch.maximum(pc[..., 0] / zs, -lim_x_neg), lim_x_pos)
-    ty = zs * torch.minimum(torch.maximum(pc[..., 1] / zs, -lim_y_neg), lim_y_pos)
-    zero = torch.zeros_like(zs)
-    J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2],
-                    dim=-1).reshape(zs.shape + (2, 3))  # [B,N,2,3]
-    cov2 = J @ cov_c @ J.transpose(-1, -2)  # [B,N,2,2]
-    a = cov2[..., 0, 0] + EPS2D
-    b = cov2[..., 0, 1]
-    c = cov2[..., 1, 1] + EPS2D
-    det = a * c - b * b
-    valid = (z > near) & (det > 0)
-    det = torch.where(valid, det, torch.ones_like(det))
-    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
-    means2d = torch.stack([fx * pc[..., 0] / zs + cx, fy * pc[..., 1] / zs + cy], dim=-1)
-    return means2d, conics, z, valid & (a > 0) & (c > 0)
 
 
 def rasterize_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
@@ -140,25 +93,11 @@ def rasterize_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Ten
     out_rgb, out_a = [], []
     for bi in range(B):
         with torch.no_grad():
-            op = opacities[bi].clamp_min(1e-12)
-            ok = valid[bi] & (op >= ALPHA_MIN)
-            # Opacity-aware extent: beyond this many σ the alpha is below 1/255.
-            ext = torch.sqrt(2.0 * torch.log(op / ALPHA_MIN).clamp_min(0)).clamp_max(3.33)
-            con = conics[bi]
-            det = (con[:, 0] * con[:, 2] - con[:, 1] ** 2).clamp_min(1e-20)
-            var_x, var_y = con[:, 2] / det, con[:, 0] / det  # diagonal of the 2-D covariance
-            rx, ry = torch.ceil(ext * var_x.sqrt()), torch.ceil(ext * var_y.sqrt())
-            m2 = means2d[bi]
-            ok &= (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < width)
-            ok &= (m2[:, 1] + ry > 0) & (m2[:, 1] - ry < height)
-            ok &= (rx > 0) | (ry > 0)
-            radii[bi] = torch.where(ok, torch.maximum(rx, ry), torch.zeros_like(rx))
+            ok, radii[bi], boxes = tile_boxes(means2d[bi], conics[bi], opacities[bi], valid[bi], width,
+                                              height)
             idx = torch.nonzero(ok)[:, 0]
             idx = idx[torch.argsort(depths[bi, idx], stable=True)]  # front to back
-            x0 = ((m2[idx, 0] - rx[idx]) / TILE).floor().clamp(0, tw).long()
-            x1 = ((m2[idx, 0] + rx[idx]) / TILE).ceil().clamp(0, tw).long()
-            y0 = ((m2[idx, 1] - ry[idx]) / TILE).floor().clamp(0, th).long()
-            y1 = ((m2[idx, 1] + ry[idx]) / TILE).ceil().clamp(0, th).long()
+            x0, x1, y0, y1 = boxes[idx].unbind(-1)
             nx, ny = x1 - x0, y1 - y0
             cnt = nx * ny
             g = torch.repeat_interleave(torch.arange(len(idx), device=means.device), cnt)
@@ -216,6 +155,7 @@ def _composite_tiles(ts: Tensor, counts: Tensor, offsets: Tensor, gid: Tensor, m
     rgb = means2d.new_zeros(nt, P, D)
     logT = means2d.new_zeros(nt, P, 1)  # log transmittance so far
     alive = torch.arange(nt, device=dev)  # tiles with pixels still transparent and Gaussians left
+    done = torch.zeros(nt, P, 1, dtype=torch.bool, device=dev)  # pixels that stopped (for good, as gsplat)
     log_stop = math.log(T_STOP)
     k0 = 0
     kmax = int(counts[ts].max())
@@ -237,7 +177,7 @@ def _composite_tiles(ts: Tensor, counts: Tensor, offsets: Tensor, gid: Tensor, m
         lt0 = logT[alive]
         l1a = torch.log1p(-a)
         lt_incl = lt0 + torch.cumsum(l1a, -1)  # [na,P,K] log T after each Gaussian
-        keep = lt_incl > log_stop  # transmittance stays above 1e-4: the Gaussian is drawn
+        keep = (lt_incl > log_stop) & ~done[alive]  # transmittance stays above 1e-4: the Gaussian is drawn
         w = torch.where(keep, a * torch.exp(lt_incl - l1a), torch.zeros_like(a))
         # keep is a prefix along K (log T only falls), so the new log T is the last kept value.
         last = torch.where(keep, lt_incl, torch.ones_like(lt_incl)).amin(-1, keepdim=True)
@@ -246,6 +186,7 @@ def _composite_tiles(ts: Tensor, counts: Tensor, offsets: Tensor, gid: Tensor, m
         rgb = rgb.index_add(0, alive, torch.bmm(w, col))
         logT = logT.index_copy(0, alive, lt_new)
         with torch.no_grad():
+            done = done.index_copy(0, alive, ~keep[..., -1:])
             finished = (~keep[..., -1]).all(-1) | (cnt <= k0 + kc)
         alive = alive[~finished]
         k0 += kc
@@ -311,15 +252,24 @@ def backend_status() -> dict:
     return raster_backend.decide(_check_gsplat, torch.cuda.is_available()).as_dict()
 
 
+BACKENDS = ("auto", "gsplat", "torch", "fast", "reference")
+
+
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None = None,
               backend: str = "auto") -> RasterOut:
-    """Rasterize with gsplat or the PyTorch reference ('torch').
+    """Rasterize with gsplat or a PyTorch rasterizer: 'fast' (vectorised, `raster_fast`) or 'reference'
+    (`rasterize_torch`, loops over frames and tile batches).
 
-    'auto' takes the reference for CPU tensors; for CUDA tensors gsplat when it works here (or as
-    EMOTALK_RASTER says), else the reference on the GPU. 'gsplat' uses gsplat without a check.
+    'torch' is the PyTorch rasterizer best on the tensors' device: 'fast' on CUDA, 'reference' on the CPU
+    (early termination makes it faster there). 'auto' is 'torch' for CPU tensors; for CUDA tensors gsplat
+    when it works here (or as EMOTALK_RASTER says), else 'torch'. 'gsplat' uses gsplat without a check.
     """
     if backend == "auto":
         backend = raster_backend.decide(_check_gsplat, cuda=True).backend if means.is_cuda else "torch"
-    fn = rasterize_gsplat if backend == "gsplat" else rasterize_torch
-    return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)
+    if backend == "torch":
+        backend = raster_backend.torch_path(means.is_cuda)
+    fns = {"gsplat": rasterize_gsplat, "fast": raster_fast.rasterize_fast, "reference": rasterize_torch}
+    if backend not in fns:
+        raise ValueError(f"unknown rasterizer backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    return fns[backend](means, quats, scales, opacities, colors, viewmats, Ks, width, height, background)

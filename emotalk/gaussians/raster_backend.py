@@ -1,5 +1,5 @@
 """Which rasterizer draws CUDA tensors: gsplat when its kernels load and agree with the reference,
-else the PyTorch reference on the same GPU, so rendering always runs.
+else the vectorised PyTorch rasterizer on the same GPU, so rendering always runs.
 
 Decided once per process (and per value of EMOTALK_RASTER), logged once when it falls back; the app
 and the CLI show `BackendStatus.notice`. The check itself lives in `raster.py` (it renders a tiny scene).
@@ -30,15 +30,26 @@ class BackendStatus:
     fallback: bool  # on a GPU without gsplat: rendering works but is slower
 
     @property
+    def torch_path(self) -> str:
+        """The PyTorch rasterizer that draws what gsplat does not: "fast" on a GPU, "reference" on the CPU."""
+        return torch_path(self.device == "cuda")
+
+    @property
     def notice(self) -> str | None:
         """A line for users when the GPU renders without gsplat; None otherwise."""
         if not self.fallback:
             return None
-        return (f"Rendering uses the PyTorch rasterizer on the GPU ({self.reason}); it is slower than "
-                "gsplat. See README's GPU section to get gsplat's kernels built.")
+        return (f"Rendering uses the vectorised PyTorch rasterizer on the GPU ({self.reason}); it is "
+                "slower than gsplat. See README's GPU section to get gsplat's kernels built.")
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "notice": self.notice}
+        return {**asdict(self), "torch_path": self.torch_path, "notice": self.notice}
+
+
+def torch_path(cuda: bool) -> str:
+    """The PyTorch rasterizer for a device: 'fast' (vectorised, no Python loops) on a GPU, 'reference'
+    on the CPU, where its early termination beats evaluating every (tile, Gaussian) pair (3x at 256²)."""
+    return "fast" if cuda else "reference"
 
 
 _lock = threading.Lock()

@@ -117,9 +117,46 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
     return path, summary, thumb[0]
 
 
-def _dataset(source: Path, recipe: Recipe, work: Path, say: Progress):
+DATASET_STAGES = ("prepare", "parse", "finish")  # a clip's dataset, each stage resumable on its own
+
+
+def _source_sha(work: Path) -> str | None:
+    """sha256 of the clip the work folder's dataset (finished or partial) was made from (None: none)."""
+    import json
+
+    for f in (work / "dataset" / "meta.json", work / "dataset.partial" / "state.json"):
+        try:
+            return json.loads(f.read_text())["source"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def resumes_clip(work: Path, clip: Path) -> bool:
+    """Whether `work` holds a dataset (finished or partial) of this very clip (same sha256)."""
+    from emotalk.folders import sha256_file
+
+    old = _source_sha(work)
+    return old is not None and old == sha256_file(clip)
+
+
+def forget_other_clip(work: Path, clip: Path) -> bool:
+    """Remove what `work` holds of another clip (a dataset or a training state made from a file with
+    another sha256), so a new fit under the same name starts fresh. True when something was removed."""
+    from emotalk.folders import sha256_file
+
+    old = _source_sha(work)
+    if old is None or old == sha256_file(clip):
+        return False
+    for name in ("dataset", "dataset.partial", "train"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    return True
+
+
+def _dataset(source: Path, recipe: Recipe, work: Path, say: Progress, until: str | None = None):
     """The dataset of `source`: itself if it is a folder (a dataset), else the clip preprocessed into
-    work/dataset (kept: a fit that crashed later resumes after preprocessing)."""
+    work/dataset, stage by stage in work/dataset.partial (each finished stage is kept: a fit that crashed
+    resumes after the last one). `until`: stop after that stage of DATASET_STAGES (returns None)."""
     from emotalk.dataset.format import load_dataset
 
     if source.is_dir():
@@ -127,9 +164,10 @@ def _dataset(source: Path, recipe: Recipe, work: Path, say: Progress):
     ds_dir = work / "dataset"
     if (ds_dir / "meta.json").is_file():
         return load_dataset(ds_dir)
-    from emotalk.dataset.build import preprocess
+    from emotalk.dataset import build
 
-    return preprocess(source, ds_dir, recipe.preprocess, progress=lambda m, f: say(f"preprocess: {m}", f))
+    return build.preprocess(source, ds_dir, recipe.preprocess, lambda m, f: say(f"preprocess: {m}", f),
+                            work=work / "dataset.partial", until=None if until == "finish" else until)
 
 
 def _file_key(path: Path) -> tuple | None:
@@ -175,7 +213,8 @@ def check_notice(rep: clip_check.ClipReport) -> str | None:
 
 def _resumable(work: Path) -> bool:
     """Whether `work` holds a preprocessed dataset or a saved training state (a new fit resumes there)."""
-    return (work / "dataset" / "meta.json").is_file() or any((work / "train").glob("**/state.json"))
+    return ((work / "dataset" / "meta.json").is_file() or (work / "dataset.partial" / "state.json").is_file()
+            or any((work / "train").glob("**/state.json")))
 
 
 def _clean_up(work: Path, made: list[Path], before: set[str], out: Path) -> None:
@@ -189,7 +228,7 @@ def _clean_up(work: Path, made: list[Path], before: set[str], out: Path) -> None
         shutil.rmtree(work, ignore_errors=True)
     else:  # a folder the caller gave: only what this fit added to it
         for p in work.iterdir():
-            if p.name in ("dataset", "train") and p.name not in before:
+            if p.name in ("dataset", "dataset.partial", "train") and p.name not in before:
                 shutil.rmtree(p, ignore_errors=True)
     for d in made:  # its parents, deepest first, while they are empty
         if d != work and d.is_dir() and not any(d.iterdir()):
@@ -200,7 +239,8 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
                  work_dir: str | os.PathLike, device: str = "cpu", name: str | None = None,
                  progress: Progress | None = None, on_sample: OnSample | None = None,
                  on_status: Callable[[TrainStatus], None] | None = None,
-                 clip_seconds: float | None = None) -> FitResult:
+                 clip_seconds: float | None = None, until: str | None = None,
+                 check: bool = True) -> FitResult | None:
     """A clip (checked, then preprocessed) or a dataset folder -> the identity folder `out`, by `recipe`.
 
     A clip the check refuses raises InputError with every reason and its fix, before any folder is made;
@@ -209,22 +249,34 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
     folder behind, and never half an identity. `on_sample(loss_history, frame)` gets the loss curve as it
     grows (frame None, at most every 2 s) and, every recipe.sample_every steps and at the end, a held-out
     render with it. Progress fractions follow the expected time of each part (clip_seconds: the clip's
-    length, for that split).
+    length, for that split). A work folder holding another clip's dataset (another sha256) is cleared
+    first, so the same name with a new upload starts fresh. `until`: stop after that stage of
+    DATASET_STAGES and return None (benchmarks run the stages as separate invocations). `check` False:
+    no clip check here (a benchmark runs and times it as a stage of its own).
     """
     src, work = Path(source), Path(work_dir)
+    if until is not None and until not in DATASET_STAGES:
+        from emotalk.errors import InputError
+
+        raise InputError(f"until must be one of {', '.join(DATASET_STAGES)}, got {until!r}.")
     notice = None
     if not src.is_dir():
-        if progress:
-            progress("checking the clip", 0.0)
-        rep = check_clip(src)
-        rep.raise_if_refused()
-        notice = check_notice(rep)
+        say = progress or (lambda m, f: None)
+        if check:
+            say("checking the clip", 0.0)
+            rep = check_clip(src)
+            rep.raise_if_refused()
+            notice = check_notice(rep)
+        if work.is_dir() and forget_other_clip(work, src):
+            say("another clip had this name before: starting fresh", 0.0)
+        elif resumes_clip(work, src):
+            say("resuming the fine-tune of this clip", 0.0)
     made = [d for d in (work, *work.parents) if not d.exists()]
     before = {p.name for p in work.iterdir()} if work.is_dir() else set()
     work.mkdir(parents=True, exist_ok=True)
     try:
         return _fit(src, Path(out), recipe, work, device, name, progress, on_sample, on_status,
-                    clip_seconds, notice)
+                    clip_seconds, notice, until)
     except BaseException:
         _clean_up(work, made, before, Path(out))
         raise
@@ -233,7 +285,7 @@ def fit_identity(source: str | os.PathLike, out: str | os.PathLike, recipe: Reci
 def _fit(src: Path, out: Path, recipe: Recipe, work: Path, device: str, name: str | None,
          progress: Progress | None, on_sample: OnSample | None,
          on_status: Callable[[TrainStatus], None] | None, clip_seconds: float | None,
-         notice: str | None) -> FitResult:
+         notice: str | None, until: str | None = None) -> FitResult | None:
     """`fit_identity` once the clip is checked and the work folder made."""
     is_dataset = src.is_dir()
     parts = estimate_parts(recipe, None if is_dataset else (clip_seconds or 10.0), device)
@@ -241,7 +293,9 @@ def _fit(src: Path, out: Path, recipe: Recipe, work: Path, device: str, name: st
     p_end = parts["preprocess"] / total
     t_end = p_end + parts["train"] / total
     say = progress or (lambda s, f: None)
-    ds = _dataset(src, recipe, work, lambda m, f: say(m, p_end * f))
+    ds = _dataset(src, recipe, work, lambda m, f: say(m, p_end * f), until)
+    if until is not None:  # stopped after a preprocessing stage
+        return None
     s = recipe.train
     code = dataset_audio_code(ds, s.audio_kind)
     losses: list[float] = []

@@ -71,24 +71,50 @@ def add_blinks(upper: np.ndarray, names: list[str], fps: float, seed: int = 0,
     return out
 
 
+MAX_GAIN = 1.5  # strongest emotion gain (= requests.MAX_INTENSITY: "exaggerated")
+
+
 def _as_emotion(emotion, n: int) -> np.ndarray:
+    """Emotion per frame [n,3] (valence, arousal, gain) from (v, a), (v, a, gain), [n,2] or [n,3]."""
     e = np.asarray(emotion if emotion is not None else (0.0, 0.0), np.float32)
     if e.ndim == 1:
-        e = np.broadcast_to(e, (n, 2))
-    if e.shape != (n, 2):
-        raise InputError(f"The emotion track must be (valence, arousal) or one pair per frame ({n}x2), "
-                         f"got shape {e.shape}.")
-    if not np.all(np.isfinite(e)) or np.abs(e).max() > 1:
+        e = np.broadcast_to(e, (n, e.shape[0]))
+    if e.ndim != 2 or e.shape[0] != n or e.shape[1] not in (2, 3):
+        raise InputError(f"The emotion track must be (valence, arousal[, gain]) or one such row per frame "
+                         f"({n}x2 or {n}x3), got shape {e.shape}.")
+    if e.shape[1] == 2:
+        e = np.concatenate([e, np.ones((n, 1), np.float32)], 1)
+    if not np.all(np.isfinite(e)) or np.abs(e[:, :2]).max() > 1:
         raise InputError("Valence and arousal must be numbers in [-1, 1].")
+    if e[:, 2].min() < 0 or e[:, 2].max() > MAX_GAIN + 1e-6:
+        raise InputError(f"The emotion gain (intensity) must be between 0 and {MAX_GAIN:g}.")
     return e
+
+
+def _as_lips(lips, model, n: int) -> np.ndarray | None:
+    """A given lip-code track as float32 [n,M], checked against the model (None stays None)."""
+    if lips is None:
+        return None
+    if not getattr(model.settings, "lip_code", False):
+        raise InputError("A lip-code track was given, but this identity is driven by the audio code (an "
+                         "older identity): render without `lips`.")
+    x = np.asarray(lips, np.float32)
+    m = int(model.lip_lo.numel())
+    if x.shape != (n, m) or not np.all(np.isfinite(x)):
+        raise InputError(f"The lip track must be finite numbers, one row of {m} per frame ({n}x{m}), "
+                         f"got shape {x.shape}.")
+    return x
 
 
 def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batch: int = 8,
                   size: int | None = None, device: str = "cpu", backend: str = "auto",
                   blinks: bool = True, body: np.ndarray | None = None,
                   progress: Progress | None = None, blink_rate: float = 1.0,
-                  seed: int = 0) -> Iterator[np.ndarray]:
-    """Yield rendered frames in batches ([b,S,S,3] uint8) for an audio code [T,W,C] and emotion."""
+                  seed: int = 0, lips: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yield rendered frames in batches ([b,S,S,3] uint8) for an audio code [T,W,C] and emotion: (v, a)
+    or (v, a, gain), or per frame [T,2] / [T,3]; the gain (intensity, 0..MAX_GAIN, default 1) scales
+    the emotion's effect while (v, a) stays on the disc. `lips` [T,M]: the lip code of each frame
+    (emotalk.render.speech_lips.lip_track) instead of the driver's prediction (lip-code identities only)."""
     model = identity.model
     code = np.asarray(audio_code, np.float32)
     if code.ndim != 3 or tuple(code.shape[1:]) != tuple(model.audio_shape):
@@ -97,6 +123,7 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
                          f"({identity.meta['model'].get('audio_kind')} features).")
     T = len(code)
     emo = np.array(_as_emotion(emotion, T), np.float32)
+    lips = _as_lips(lips, model, T)
     S = int(size or identity.size)
     if S % 2 or S < 16:
         raise InputError(f"The render size must be an even number of pixels >= 16, got {S}.")
@@ -121,7 +148,9 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
             j = min(T, i + batch)
             si = torch.as_tensor(sched[i:j], device=dev)
             fr = Frames(w2c_t[si], Kt[None].expand(j - i, 3, 3), torch.as_tensor(code[i:j]).to(dev),
-                        torch.as_tensor(upper[i:j]).to(dev), torch.as_tensor(emo[i:j]).to(dev))
+                        torch.as_tensor(upper[i:j]).to(dev), torch.as_tensor(emo[i:j, :2]).to(dev),
+                        gain=torch.as_tensor(emo[i:j, 2]).to(dev),
+                        lips=None if lips is None else torch.as_tensor(lips[i:j]).to(dev))
             out = model.render(fr, S, S, body_t[si].float() / 255, caches=caches, backend=backend)
             yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             if progress:

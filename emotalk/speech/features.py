@@ -141,10 +141,12 @@ def whisper_sequence(audio: np.ndarray, device: str = "cpu", chunks: ChunkSettin
     from emotalk.speech.whisper_encoder import HOP, exact_float32, load_encoder
     from emotalk.speech.whisper_encoder import log_mel as _log_mel
 
-    if model_dir is None:
+    if model_dir is None:  # $EMOTALK_WHISPER_DIR: an encoder-only copy (GPU hosts; `bench speech --gpudata`)
+        import os
+
         from emotalk import assets
 
-        model_dir = assets.fetch("whisper-tiny.en")
+        model_dir = os.environ.get("EMOTALK_WHISPER_DIR") or assets.fetch("whisper-tiny.en")
     dev = _device(device)
     n_mel = len(audio) // HOP
     starts, win, overlap = _chunk_layout(n_mel, chunks)

@@ -5,7 +5,10 @@ from it. This stage makes targets with the lip-aligned emotional face generator 
 training frames, warped and re-shaded to emotions sampled over the disc) and trains the model's additive
 emotion field on them (`TalkingGaussians.add_emotion_field`: position, rotation, scale and colour of the
 face Gaussians). Everything else is frozen, and the field's output is exactly zero at (0, 0), so the
-neutral face, the audio-driven mouth and held-out quality at (0, 0) stay as trained.
+neutral face, the audio-driven mouth and held-out quality at (0, 0) stay as trained. With
+`settings.mouth_mask` the field is faded out at the lips and the lips are left out of the loss: the
+emotional mouth comes from the lip-code offset at render time (emotalk.lips.emotion), which the stage does
+not apply (its targets are the frames' own mouths warped by the generator, not a lip code).
 It calls emotalk.training's public helpers and does not change how the main stages train.
 """
 
@@ -13,14 +16,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from emotalk.emotion import CATEGORIES
 from emotalk.face.generator import EmotionalFaceGenerator
-from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS
+from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, MOUTH_LANDMARKS
+from emotalk.gaussians.emotion import mouth_keep
 from emotalk.training.settings import EmotionStageSettings
 
 Progress = Callable[[str, float], None]
@@ -34,6 +38,8 @@ class EmotionTargets:
     va: np.ndarray  # [M,2] float32 (valence, arousal)
     images: np.ndarray  # [M,S,S,3] uint8 warped frames
     masks: np.ndarray  # [M,S,S] float32 generator face mask (where the warp may move pixels)
+    lip_zone: np.ndarray | None = None  # [M,S,S] float32 the lips of the frame and of its target, with a
+    # margin (1 inside): left out of the loss when the emotion field has a mouth mask (it cannot move them)
 
 
 def sample_emotions(n_random: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,22 +61,66 @@ def make_targets(ds, size: int, settings: EmotionStageSettings, progress: Progre
     n = min(settings.n_frames, len(pool))
     idx = pool[np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int))]
     frames, parsing = ds.frames(idx), ds.parsing(idx)
-    out_idx, out_va, out_img, out_mask = [], [], [], []
+    out_idx, out_va, out_img, out_mask, out_zone = [], [], [], [], []
     for k, i in enumerate(idx):
         for v, a in sample_emotions(settings.n_random, rng):
             g = gen(frames[k], ds.lmk2d[i], parsing[k], float(v), float(a))
             img, m = g.image, g.mask
+            zone = lip_zone(img.shape[:2], np.stack([ds.lmk2d[i][:, :2], g.lmk[:, :2]]))
             if img.shape[0] != size:
                 img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
                 m = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA)
+                zone = cv2.resize(zone, (size, size), interpolation=cv2.INTER_AREA)
             out_idx.append(int(i))
             out_va.append((g.valence, g.arousal))
             out_img.append(img)
             out_mask.append(m.astype(np.float32))
+            out_zone.append(zone)
         if progress:
             progress(f"emotion targets: frame {k + 1}/{len(idx)}", (k + 1) / len(idx))
     return EmotionTargets(np.array(out_idx), np.array(out_va, np.float32), np.stack(out_img),
-                          np.stack(out_mask))
+                          np.stack(out_mask), np.stack(out_zone))
+
+
+def lip_zone(shape: tuple[int, int], lmk: np.ndarray, margin: float = 0.15) -> np.ndarray:
+    """[H,W] float32: 1 inside the convex hull of the lip landmarks of every face in lmk [F,478,2] (px),
+    grown by `margin` × the mouth width, feathered over the same distance."""
+    import cv2
+
+    pts = lmk[:, list(MOUTH_LANDMARKS)].reshape(-1, 2)
+    width = float(np.linalg.norm(lmk[0, MOUTH_CORNERS[0]] - lmk[0, MOUTH_CORNERS[1]]))
+    z = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(z, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+    r = max(1, int(round(margin * width)))
+    z = cv2.dilate(z, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return cv2.GaussianBlur(z.astype(np.float32), (0, 0), r / 2 + 0.5)
+
+
+def mouth_distance(means: np.ndarray, lmk3d: np.ndarray) -> np.ndarray:
+    """Distance [N] of face Gaussians means [N,3] to the nearest lip landmark (inner and outer lips) of the
+    median head-frame face of lmk3d [T,478,3], in mouth widths (corner to corner)."""
+    L = np.median(np.asarray(lmk3d, np.float32), 0)  # [478,3]
+    P = L[list(MOUTH_LANDMARKS)]  # [K,3]
+    width = max(float(np.linalg.norm(L[MOUTH_CORNERS[0]] - L[MOUTH_CORNERS[1]])), 1e-6)
+    d2 = ((means[:, None, :] - P[None]) ** 2).sum(-1)  # [N,K]
+    return np.sqrt(d2.min(1)) / width
+
+
+def colour_penalties(dcol: torch.Tensor, knn: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour deltas dcol [B,N,3] of the emotion field -> (mean squared size, mean squared difference from
+    the mean of each Gaussian's k nearest neighbours knn [N,k]): the second penalises blotches."""
+    size = (dcol ** 2).mean()
+    if knn is None:
+        return size, dcol.new_zeros(())
+    return size, ((dcol - dcol[:, knn].mean(2)) ** 2).mean()
+
+
+def neighbours(means: np.ndarray, k: int = 8) -> np.ndarray:
+    """[N,k] indices of each point's k nearest other points (means [N,3])."""
+    from scipy.spatial import cKDTree
+
+    k = min(k, len(means) - 1)
+    return cKDTree(means).query(means, k=k + 1)[1][:, 1:].astype(np.int64)
 
 
 def lip_lock_weights(means: np.ndarray, lmk3d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -103,10 +153,18 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     dev = data.frames.device
     S = data.size
     params = emotion_parameters(model)
+    means = model.branches["face"]["means"].detach().cpu().numpy()
+    lmk3d = ds.lmk3d[np.asarray(ds.train_idx)]
     if settings.lip_lock:
-        means = model.branches["face"]["means"].detach().cpu().numpy()
-        w, u = lip_lock_weights(means, ds.lmk3d[np.asarray(ds.train_idx)], settings.lip_lock_radius)
+        w, u = lip_lock_weights(means, lmk3d, settings.lip_lock_radius)
         model.set_lip_lock(torch.as_tensor(w), torch.as_tensor(u))
+    if settings.mouth_mask:
+        keep = mouth_keep(mouth_distance(means, lmk3d), settings.mouth_mask_inner, settings.mouth_mask_outer)
+        model.set_mouth_mask(torch.as_tensor(keep))
+    knn = (torch.as_tensor(neighbours(means), device=dev)
+           if settings.colour_smooth_weight > 0 and len(means) > 1 else None)
+    zone = (torch.as_tensor(targets.lip_zone, device=dev)
+            if settings.mouth_mask and targets.lip_zone is not None else None)
     train_ids = {id(p) for p in params}
     frozen = [p for p in model.parameters() if id(p) not in train_ids]
     was = [p.requires_grad for p in frozen]
@@ -123,6 +181,9 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     hist_emo, hist_neu = [], []
     t0 = time.time()
     model.train()
+    sw = replace(model.switches)
+    model.switches.lip_offset = False  # the targets keep the frame's own (generator-warped) mouth
+    model.switches.mouth_mask = settings.mouth_mask  # off: the field is trained on the lips, as before
     try:
         for step in range(settings.steps):
             j = torch.as_tensor(rng.choice(len(targets.va), size=n_emo, replace=False), device=dev)
@@ -132,12 +193,18 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
             gt = torch.cat([tgt_img[j], data.frames[i_neu]]).float() / 255
             face = torch.cat([tgt_mask[j], tgt_mask.new_zeros(n_neu, S, S)])
             w = 1.0 + settings.face_weight * face  # [B,S,S]
+            if zone is not None:  # the lips are the speech fields' and the lip code's, not the field's
+                w = w * (1 - torch.cat([zone[j], zone.new_zeros(n_neu, S, S)]))
             fr = frames_at(data, idx, emotion=emo)
             body = data.body[idx].float() / 255
             pred = model.render(fr, S, S, body, backend=backend).rgb
             err = (pred - gt).abs().mean(-1) * w  # [B,S,S]
             per = err.flatten(1).sum(1) / w.flatten(1).sum(1)  # [B]
             loss = per.mean()
+            if settings.colour_weight > 0 or knn is not None:
+                dcol = model.emotion_delta(None, tgt_va[j])[..., 10:]  # [b,N,3]
+                size, blotch = colour_penalties(dcol, knn)
+                loss = loss + settings.colour_weight * size + settings.colour_smooth_weight * blotch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -150,6 +217,7 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     finally:
         for p, r in zip(frozen, was):
             p.requires_grad_(r)
+        model.switches = sw
         model.eval()
     return {"steps": settings.steps, "minutes": (time.time() - t0) / 60, "loss_emotion": hist_emo,
             "loss_neutral": hist_neu, "n_targets": int(len(targets.va))}

@@ -77,6 +77,15 @@ class EmotionStageSettings:
     # a stronger warp than the generator's default reads better, and the lip lock keeps the opening
     lip_lock: bool = True  # upper and lower lip move together under emotion (the audio owns the opening)
     lip_lock_radius: float = 0.25  # reach of the lip lock around the inner lips, times the mouth width
+    mouth_mask: bool = True  # the emotion field fades to 0 at the lips (TalkingGaussians.set_mouth_mask) and
+    # the lips are left out of the loss: speech draws them, emotion reaches them through the lip code
+    mouth_mask_inner: float = 0.1  # distance to the nearest lip landmark (mouth widths) up to which the
+    # emotion field is off
+    mouth_mask_outer: float = 0.45  # distance from which it acts fully (smoothstep in between)
+    colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
+    # where the targets insist
+    colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
+    # Gaussians' mean: smooth shading, not blotches
     seed: int = 0  # frame / emotion sampling
 
 

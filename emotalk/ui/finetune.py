@@ -1,8 +1,11 @@
 """The Fine-tune tab's adapter: pipeline.fine_tune runs in a worker thread and streams to the page.
 
-The page shows its own status line (stage, bar, time since the start, time left), the loss curve and the
-sample frames; Gradio's progress overlay would cover them, so that overlay is off for this event. A run
-stops when the visitor presses Stop or closes the tab: the worker's next progress report raises.
+The page shows its own status block, once (stage k of n, its detail, a bar, time since the start, time
+left), the loss curve and the sample frames; Gradio's progress overlay would cover them, so that overlay
+is off for this event. One fine-tune runs per GPU at a time (`GpuQueue`); the others wait, shown their
+place in line. A run stops when the visitor presses Stop or closes the tab: the worker's next progress
+report raises (a waiting run leaves the line). The same name again resumes a crashed run (the pipeline's
+work folder), unless the clip is another one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,74 @@ class FineTuneStopped(EmoTalkError):
 
 _RUNNING: dict[str, threading.Event] = {}  # page session -> stop flag of its fine-tune
 _LOCK = threading.Lock()
+MAX_WAITING = 16  # fine-tune events Gradio lets in at once (running + waiting in GpuQueue's line)
+
+
+class GpuQueue:
+    """First come, first served: `slots` fine-tunes run at once (one per GPU); the others wait in line."""
+
+    def __init__(self, slots: int | None = None):
+        self._slots = slots
+        self._line: list[object] = []  # waiting tickets, first in line first
+        self._running: set[object] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def slots(self) -> int:
+        if self._slots is None:
+            import torch
+
+            self._slots = max(1, torch.cuda.device_count())
+        return self._slots
+
+    def join(self) -> object:
+        """A ticket at the end of the line."""
+        ticket = object()
+        with self._lock:
+            self._line.append(ticket)
+        return ticket
+
+    def place(self, ticket: object) -> int:
+        """0: the ticket may run (it holds a slot until `leave`); else its place in line (1: next)."""
+        with self._lock:
+            if ticket in self._running:
+                return 0
+            i = self._line.index(ticket)
+            if i == 0 and len(self._running) < self.slots:
+                self._line.pop(0)
+                self._running.add(ticket)
+                return 0
+            return i + 1
+
+    def leave(self, ticket: object) -> None:
+        """The run ended, or the visitor stopped waiting: its slot or place goes to the next."""
+        with self._lock:
+            self._running.discard(ticket)
+            if ticket in self._line:
+                self._line.remove(ticket)
+
+
+QUEUE = GpuQueue()
+
+
+def stage_words(stage: str) -> tuple[str, str]:
+    """The pipeline's progress text -> (part of the run, detail), the time left taken out (the status
+    block says it once): "train [face] step 9/40, ..., ETA 1.2 min" -> ("Training", "step 9/40, ...")."""
+    import re
+
+    text = re.sub(r",?\s*ETA [0-9.]+ ?(min|s)\b", "", stage).strip()
+    if text.startswith("preprocess: "):
+        return "Preprocessing", text[len("preprocess: "):]
+    if text.startswith("train ["):
+        return "Training", text.split("] ", 1)[-1]
+    if text.startswith("emotion"):
+        return "Emotions", text
+    if text.startswith(("checking the clip", "resuming the fine-tune", "another clip")):
+        return "Starting", text
+    return "", text
+
+
+PARTS = ("Starting", "Preprocessing", "Training", "Emotions")  # the parts of a run, in order
 
 
 def stop_run(request: gr.Request | None = None) -> None:
@@ -86,21 +157,31 @@ class RunView:
         return None if self.expected_s is None else max(0.0, self.expected_s - spent)
 
     def status_html(self) -> str:
-        """One status block: name, clock, time left, a bar and the stage in words."""
+        """One status block: name, clock, time left, a bar and the stage in words (each said once)."""
         spent = int(time.monotonic() - self.started)
         left = self.left_s()
         head = f"<b>Fine-tuning {html.escape(self.name)}</b> · {spent // 60}:{spent % 60:02d} so far"
         if left is not None:
             head += f" · about {duration_words(left)} left"
         pct = round(100 * min(1.0, max(0.0, self.fraction)))
+        part, detail = stage_words(self.stage)
+        where = f"{part} ({PARTS.index(part) + 1} of {len(PARTS)}): " if part else ""
         return (f'<div class="ft-status">{head}<div class="ft-bar" role="progressbar" aria-valuenow="{pct}" '
                 f'aria-valuemin="0" aria-valuemax="100"><div style="width:{pct}%"></div></div>'
-                f'<div class="ft-stage">{html.escape(self.stage)} ({pct} %)</div></div>')
+                f'<div class="ft-stage">{html.escape(where + detail)} ({pct} %)</div></div>')
+
+
+def waiting_html(name: str, place: int) -> str:
+    """The status block of a run waiting for the GPU: its place in line."""
+    ahead = "you are next" if place == 1 else f"{place - 1} ahead of you"
+    return (f'<div class="ft-status"><b>Waiting to fine-tune {html.escape(name)}</b> · number {place} in '
+            f'line ({ahead}); one fine-tune runs per GPU at a time. Stop leaves the line.</div>')
 
 
 def _worker(clip: str, name: str, preset: str, consent: bool, events: queue.Queue,
-            stop: threading.Event) -> None:
-    """Runs the fine-tune; every report goes to `events`, and raises FineTuneStopped once stopped."""
+            stop: threading.Event, ticket: object | None = None) -> None:
+    """Runs the fine-tune; every report goes to `events`, and raises FineTuneStopped once stopped. Its GPU
+    slot (`ticket`) is given to the next in line when it has ended, not before."""
     def check() -> None:
         if stop.is_set():
             raise FineTuneStopped(f"The fine-tune of {name} was stopped; nothing was saved.")
@@ -113,10 +194,15 @@ def _worker(clip: str, name: str, preset: str, consent: bool, events: queue.Queu
         check()
         events.put(("sample", list(history), frame))
 
+    info, err = None, None
     try:
-        events.put(("done", gpu.fine_tune(clip, name, preset, consent, progress, on_sample), None))
+        info = gpu.fine_tune(clip, name, preset, consent, progress, on_sample)
     except BaseException as e:  # noqa: BLE001 - handed to the page's thread, which raises it
-        events.put(("done", None, e))
+        err = e
+    finally:
+        if ticket is not None:
+            QUEUE.leave(ticket)
+    events.put(("done", info, err))
 
 
 def refuse_checked_clip(clip: str) -> None:
@@ -143,9 +229,19 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: 
     key = getattr(request, "session_hash", None) or f"direct-{id(stop)}"
     with _LOCK:
         _RUNNING[key] = stop
-    threading.Thread(target=_worker, args=(clip, run.name, preset, bool(consent), events, stop),
-                     daemon=True, name=f"fine-tune-{run.name}").start()
+    ticket, started = QUEUE.join(), False
     try:
+        place = QUEUE.place(ticket)
+        while place:  # others are fine-tuning on this GPU: say where this run is in line
+            yield waiting_html(run.name, place), gr.skip(), gr.skip(), gr.skip()
+            if stop.wait(TICK_S):
+                raise user_error(FineTuneStopped(f"You left the line; the fine-tune of {run.name} did not "
+                                                 "start."))
+            place = QUEUE.place(ticket)
+        run.started = time.monotonic()
+        threading.Thread(target=_worker, args=(clip, run.name, preset, bool(consent), events, stop, ticket),
+                         daemon=True, name=f"fine-tune-{run.name}").start()
+        started = True
         yield run.status_html(), loss_figure([]), [], gr.skip()
         while True:
             try:
@@ -161,6 +257,8 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: 
         stop.set()  # the page went away (the generator was closed): the worker stops at its next report
         with _LOCK:
             _RUNNING.pop(key, None)
+        if not started:  # else the worker gives its slot up when it has ended
+            QUEUE.leave(ticket)
     info, err = ev[1], ev[2]
     if err is not None:
         if isinstance(err, EmoTalkError):

@@ -252,6 +252,33 @@ def estimate(identity: str | None, source: str, audio: str | None, mic: str | No
     return line + "."
 
 
+def checked_request(identity, source, audio, text, voice, valence, arousal, intensity, track, size, yaw,
+                    pitch, blink_rate, seed, watermark, engine, mic,
+                    spoken) -> tuple[pipeline.RenderRequest, float]:
+    """The validated request of the Generate inputs and its expected seconds (before any GPU work)."""
+    try:
+        req = build_request(identity, source, audio, mic, text, engine, voice, spoken, valence, arousal,
+                            intensity, track, size, yaw, pitch, blink_rate, seed, watermark)
+        req = pipeline.validate_request(req)
+        return req, pipeline.estimate_seconds(req)
+    except EmoTalkError as e:
+        raise user_error(e) from e
+
+
+def reporter(progress: gr.Progress):
+    """A pipeline progress callback (stage, fraction) that drives a Gradio progress bar."""
+    return lambda stage, fraction: progress(max(0.0, min(1.0, float(fraction))), desc=stage)
+
+
+def result_outputs(req: pipeline.RenderRequest, workdir: Path, result, spoken: dict | None):
+    """A finished render's outputs: the mp4, the speech wav, the files to download, the notes."""
+    settings = workdir / "settings.json"
+    settings.write_text(json.dumps({k: v for k, v in asdict(req).items() if k != "audio"}, indent=1,
+                                   default=str))
+    files = [str(result.video), str(result.speech_wav), str(settings)]
+    return str(result.video), str(result.speech_wav), files, result_markdown(result, spoken)
+
+
 def generate(identity: str, source: str = "auto", audio: str | None = None, text: str | None = None,
              voice: str | None = None, valence: float = 0.0, arousal: float = 0.0, intensity: float = 1.0,
              track: Any = None, size: int = 0, yaw: float = 0.0, pitch: float = 0.0,
@@ -259,28 +286,15 @@ def generate(identity: str, source: str = "auto", audio: str | None = None, text
              mic: str | None = None, spoken: dict | None = None,
              progress: gr.Progress = gr.Progress()):  # noqa: B008
     """Checks the request (before any GPU work), renders it into a fresh folder; video, wav, files, notes."""
-    try:
-        req = build_request(identity, source, audio, mic, text, engine, voice, spoken, valence, arousal,
-                            intensity, track, size, yaw, pitch, blink_rate, seed, watermark)
-        req = pipeline.validate_request(req)
-        expected = pipeline.estimate_seconds(req)
-    except EmoTalkError as e:
-        raise user_error(e) from e
+    req, expected = checked_request(identity, source, audio, text, voice, valence, arousal, intensity, track,
+                                    size, yaw, pitch, blink_rate, seed, watermark, engine, mic, spoken)
     workdir = request_dir()
     progress(0.0, desc=f"queued (expected about {duration_words(expected)})")
-
-    def report(stage: str, fraction: float) -> None:
-        progress(max(0.0, min(1.0, float(fraction))), desc=stage)
-
     try:
-        result = gpu.synthesize(req, workdir, report)
+        result = gpu.synthesize(req, workdir, reporter(progress))
     except EmoTalkError as e:
         raise user_error(e) from e
-    settings = workdir / "settings.json"
-    settings.write_text(json.dumps({k: v for k, v in asdict(req).items() if k != "audio"}, indent=1,
-                                   default=str))
-    files = [str(result.video), str(result.speech_wav), str(settings)]
-    return str(result.video), str(result.speech_wav), files, result_markdown(result, spoken)
+    return result_outputs(req, workdir, result, spoken)
 
 
 def update_track_plot(track: Any, valence: float, arousal: float):

@@ -7,8 +7,8 @@ at a small size and the JSON says "no GPU".
 Sub-commands run one benchmark with its own arguments (see `python -m emotalk bench NAME --help`):
 model: training, held-out metrics and render FPS (GPU host); speech: audio-code and TTS timings;
 preprocess: dataset building stages and timings; sync: lip-sync tables on real clips or renders;
-e2e: the GPU benchmark with its own options. Each is a module of this package; bench/bench_NAME.py runs
-the same.
+e2e: the GPU benchmark with its own options; emotion-audio: emotion, mouth and sync of audio-driven renders
+(drives | render | measure). Each is a module of this package; bench/bench_NAME.py runs the same.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import importlib
 from pathlib import Path
 
 HELP = ("run the GPU benchmark (render FPS, latency, training, preprocessing), or one benchmark: "
-        "model | speech | preprocess | sync | e2e")
-SCRIPTS = ("model", "speech", "preprocess", "sync", "e2e")  # modules of emotalk.cli.bench with main(argv)
+        "model | speech | preprocess | sync | e2e | emotion-audio | latency | finetune")
+SCRIPTS = ("model", "speech", "preprocess", "sync", "e2e", "latency",
+           "finetune")  # modules of cli.bench with main(argv)
+NAMED = {"emotion-audio": "emotion_audio"}  # sub-commands whose module name differs (also with main(argv))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("which", nargs="?", choices=SCRIPTS,
+    p.add_argument("which", nargs="?", choices=SCRIPTS + tuple(NAMED),
                    help="one benchmark (its arguments follow); none: the GPU benchmark")
     p.add_argument("--out", type=Path, default=None, help="GPU benchmark: folder for bench.json (out/bench)")
     p.add_argument("--identity", type=Path, default=None,
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                       args.dataset, args.train, args.preprocess, args.device, args.size, args.seconds,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
         return 0
-    bench = importlib.import_module(f"emotalk.cli.bench.{args.which}")
+    bench = importlib.import_module(f"emotalk.cli.bench.{NAMED.get(args.which, args.which)}")
     try:
         return int(bench.main(list(args.args)) or 0)
     except SystemExit as e:  # argparse inside the benchmark: --help, or bad arguments

@@ -64,7 +64,6 @@ def cmd_prepare(a) -> None:
             continue
         t0 = time.time()
         prepare(clip, work, _settings(a.size, a.min_seconds))
-        (work / "crops.npy").unlink(missing_ok=True)  # finish decodes the source again
         dt = round(time.time() - t0, 1)
         print(json.dumps({"clip": name, "prepare_s": dt, "load": _load()}), flush=True)
 

@@ -8,7 +8,6 @@ result types, the limits and the checks live in `emotalk.requests` and are part 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +28,20 @@ from emotalk.identity.store import (  # noqa: F401
     user_dir,
     validate_identity_name,
     validate_repo_id,
+)
+
+# rendering: whole or streamed (emotalk.pipeline.render)
+from emotalk.pipeline.render import (  # noqa: F401, E402
+    FIRST_SEGMENT_S,
+    SENTENCE_PAUSE_S,
+    Progress,
+    _default_size,
+    _device,
+    _render_inputs,
+    _tts,
+    new_workdir,
+    synthesize,
+    synthesize_stream,
 )
 from emotalk.render.camera import orbit
 from emotalk.render.label import label_frames
@@ -51,13 +64,6 @@ from emotalk.requests import (  # noqa: F401
     text_too_long,
     validate_request,
 )
-
-Progress = Callable[[str, float], None]  # (stage text, fraction 0..1)
-
-
-def new_workdir(prefix: str = "emotalk-") -> Path:
-    """A fresh private folder for one request's files (no fixed paths, no shared state)."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def convert_clip(path: str | Path, workdir: str | Path | None = None, max_side: int = 720) -> Path:
@@ -95,18 +101,8 @@ def speak(text: str, voice: str | None = None, workdir: Path | None = None, arou
           progress: Progress | None = None, engine: str | None = None) -> SpeechResult:
     """Typed text -> a 16 kHz wav by the chosen `engine` (None: Piper, offline; an online `voice` name
     picks the online voice). The notice says why another engine spoke, only when one did."""
-    from emotalk.speech import tts
-
-    if text and len(text) > MAX_TEXT_CHARS:
-        raise text_too_long(len(text))
-    settings = tts.settings_for(engine, voice)
-    res = tts.text_to_speech(text, settings, arousal=arousal, progress=progress)
+    res, notice = _tts(text, voice, arousal, engine, progress)
     out = media.write_wav(Path(workdir or new_workdir()) / "speech.wav", res.wav, res.sr)
-    chosen = settings.engines[0]
-    notice = None
-    if res.engine != chosen:
-        notice = (f"The chosen voice ({tts.ENGINE_LABELS[chosen]}) could not speak "
-                  f"({res.fallback_reason}); {res.engine} ({res.voice}) spoke instead.")
     return SpeechResult(out, f"{res.engine} ({res.voice})", notice, res.duration)
 
 
@@ -150,97 +146,6 @@ def cleanup_old_outputs(root: Path, max_age_s: float) -> int:
 
 # ---- rendering --------------------------------------------------------------------------------
 
-
-def _emotion_per_frame(r: RenderRequest, n: int, fps: float):
-    import numpy as np
-
-    from emotalk.emotion import EmotionTrack
-
-    if r.emotion_track:
-        track = EmotionTrack.from_keyframes(list(r.emotion_track), duration=n / fps)
-    else:
-        track = EmotionTrack.constant(r.valence, r.arousal)
-    return (track.sample(n, fps) * np.float32(r.intensity)).astype(np.float32)
-
-
-def _device() -> str:
-    return device_info()["device"]
-
-
-def _default_size(identity_size: int, device: str) -> int:
-    """The identity's own size, capped at SIZE_CPU on a CPU (even)."""
-    s = identity_size if device == "cuda" else min(identity_size, SIZE_CPU)
-    return int(s) - int(s) % 2
-
-
-def synthesize(req: RenderRequest, workdir: Path | None = None,
-               progress: Progress | None = None) -> RenderResult:
-    """Speech (a recording, a video's sound, or text) + identity + emotion -> an mp4 with that speech,
-    lips in sync. An upload's sound goes into the mp4 at its own quality; 16 kHz mono only drives the lips."""
-    from emotalk.media import SR, VideoWriter
-    from emotalk.render.frames import render_frames
-    from emotalk.render.soundtrack import mux_soundtrack
-    from emotalk.render.speed import observe
-    from emotalk.speech.features import compute_audio_code
-    from emotalk.speech.normalize import load_speech
-
-    t_start = time.time()
-    timings: dict[str, float] = {}
-    say = progress or (lambda s, f: None)
-    r = validate_request(req)
-    work = Path(workdir or new_workdir())
-    work.mkdir(parents=True, exist_ok=True)
-    dev = r.device or _device()
-    t = time.time()
-    say("loading identity", 0.0)
-    ident = load_cached(resolve_identity(r.identity), dev)
-    r.size = r.size or _default_size(ident.size, dev)
-    timings["load"] = time.time() - t
-    t = time.time()
-    engine = None
-    if r.text and r.text.strip():
-        say("speaking the text", 0.05)
-        sp = speak(r.text, r.voice, work, arousal=r.arousal, engine=r.engine)
-        engine = sp.engine
-        if sp.notice:
-            r.notices.append(sp.notice)
-        wav = load_speech(sp.wav)
-    else:
-        say("reading the speech", 0.05)
-        wav = load_speech(r.audio)
-        if len(wav) / SR > MAX_SPEECH_S:  # a file whose header did not tell its length
-            raise speech_too_long(Path(r.audio).name, len(wav) / SR)
-    speech_wav = media.write_wav(work / "speech.wav", wav)
-    timings["speech"] = time.time() - t
-    n = max(1, int(round(len(wav) / SR * ident.fps)))
-    t = time.time()
-    say("audio features", 0.15)
-    kind = ident.meta["model"].get("audio_kind", "whisper")
-    code = compute_audio_code(wav, SR, n_frames=n, fps=ident.fps, kind=kind, device=dev)
-    timings["features"] = time.time() - t
-    emotion = _emotion_per_frame(r, n, ident.fps)
-    if r.yaw or r.pitch:
-        ident = replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
-    out = work / "emotalk.mp4"
-    frames_mp4 = work / "frames.mp4" if r.audio else out  # an upload's own sound is added afterwards
-    t = time.time()
-    with VideoWriter(frames_mp4, fps=ident.fps, audio=None if r.audio else wav, sr=SR) as w:
-        for frames in render_frames(ident, code, emotion, size=r.size, device=dev, blinks=r.blink_rate > 0,
-                                    blink_rate=r.blink_rate, seed=r.seed,
-                                    progress=lambda s, f: say(f"rendering frame {int(f * n)}/{n}",
-                                                              0.2 + 0.75 * f)):
-            w.write_batch(label_frames(frames) if r.watermark else frames)
-        say("encoding", 0.97)
-    if r.audio:
-        mux_soundtrack(frames_mp4, r.audio, out, n / ident.fps)
-        frames_mp4.unlink(missing_ok=True)
-    timings["render_encode"] = time.time() - t
-    observe(len(wav) / SR, r.size, dev, time.time() - t_start, tts=engine is not None)  # next estimates
-    say("done", 1.0)
-    return RenderResult(out, speech_wav, n, time.time() - t_start, engine, join_notices(r.notices), timings,
-                        audio_seconds=len(wav) / SR)
-
-
 def preview(req: RenderRequest):
     """One frame [H,W,3] uint8 at the request's emotion, mouth at rest: quick feedback for the picker."""
     import numpy as np
@@ -258,7 +163,7 @@ def preview(req: RenderRequest):
     if key not in _SILENT_CODE:
         _SILENT_CODE[key] = compute_audio_code(np.zeros(16000, np.float32), 16000, n_frames=1,
                                                fps=ident.fps, kind=kind, device=dev)
-    emo = np.array([[r.valence, r.arousal]], np.float32) * np.float32(r.intensity)
+    emo = np.array([[r.valence, r.arousal, r.intensity]], np.float32)
     if r.yaw or r.pitch:
         ident = replace(ident, track_w2c=orbit(ident.track_w2c, r.yaw, r.pitch))
     frames = next(iter(render_frames(ident, _SILENT_CODE[key], emo, batch=1, size=r.size, device=dev,

@@ -1,0 +1,100 @@
+"""Run the emotion stage again on a trained identity (a fresh emotion field), writing a new identity folder.
+
+    python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
+                                    [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
+
+DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
+folder (e.g. checkpoints/obama). The speech fields and Gaussians are kept; the emotion field is dropped
+and trained from scratch with the preset's EmotionStageSettings (training/settings.py EMOTION_PRESETS),
+as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour penalties), so
+old and new can be compared on the same identity. OUT gets IDENTITY's files with the new model weights
+and settings (body track and thumbnail copied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+
+def drop_emotion_field(model) -> None:
+    """Remove a model's emotion field, its encoder and its buffers (lip lock, mouth mask)."""
+    model.emotion_field = None
+    model.emotion_enc = None
+    for name in ("emotion_lip", "emotion_gap_dir", "emotion_keep"):
+        if name in model._buffers:
+            del model._buffers[name]
+    model.settings = replace(model.settings, emotion_field=False, emotion_mouth_mask=False)
+
+
+def main() -> int:
+    from emotalk.dataset.format import load_dataset
+    from emotalk.identity.checkpoint import _state_tensors, load_identity
+    from emotalk.training.data import dataset_audio_code
+    from emotalk.training.emotion_stage import run_emotion_stage
+    from emotalk.training.settings import EMOTION_PRESETS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("identity", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--preset", default="full", choices=sorted(EMOTION_PRESETS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--old", action="store_true",
+                    help="as before issue 17: no mouth mask, no colour penalties")
+    ap.add_argument("--no-mouth-mask", action="store_true")
+    ap.add_argument("--colour", type=float, default=None, help="colour_weight")
+    ap.add_argument("--colour-smooth", type=float, default=None, help="colour_smooth_weight")
+    args = ap.parse_args()
+
+    s = EMOTION_PRESETS[args.preset]
+    if args.old:
+        s = replace(s, mouth_mask=False, colour_weight=0.0, colour_smooth_weight=0.0)
+    if args.no_mouth_mask:
+        s = replace(s, mouth_mask=False)
+    for k, v in (("steps", args.steps), ("colour_weight", args.colour),
+                 ("colour_smooth_weight", args.colour_smooth)):
+        if v is not None:
+            s = replace(s, **{k: v})
+    ident = load_identity(args.identity, args.device)
+    ds = load_dataset(args.dataset)
+    model = ident.model
+    drop_emotion_field(model)
+    code = dataset_audio_code(ds, ident.meta["model"].get("audio_kind", "whisper"))
+    t0 = time.time()
+    res = run_emotion_stage(model, ds, s, device=args.device, size=ident.size, audio_code=code,
+                            progress=lambda m, f: print(m, flush=True) if f >= 1 or "targets" in m else None)
+    print(f"emotion stage: {res['steps']} steps, {res['n_targets']} targets, "
+          f"{(time.time() - t0) / 60:.1f} min; "
+          f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
+
+    from safetensors.torch import load_file, save_file
+
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(args.identity, tmp)
+    old = load_file(str(args.identity / "model.safetensors"))
+    tensors = {**_state_tensors(model), **{k: v for k, v in old.items() if k.startswith("track.")}}
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "emotalk-identity"})
+    meta = json.loads((args.identity / "identity.json").read_text())
+    meta["settings"]["model"] = asdict(model.settings)
+    meta["metrics"]["emotion_stage"] = {"steps": s.steps, "minutes": round(res["minutes"], 2),
+                                        "targets": res["n_targets"], "settings": asdict(s)}
+    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(args.out, ignore_errors=True)
+    tmp.rename(args.out)
+    load_identity(args.out)  # it loads
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
