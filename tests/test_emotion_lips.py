@@ -134,6 +134,8 @@ def test_gain_zero_renders_neutral_exactly_and_more_gain_moves_further():
 
 def test_lip_offset_moves_the_lip_code_within_the_identity_range():
     m = _model()
+    assert not m.switches.lip_offset  # off by default (measured worse on audio-driven renders)
+    m.switches = EmotionSwitches(lip_offset=True)
     with torch.no_grad():
         m.lip_lo.fill_(-1.0), m.lip_hi.fill_(1.0)
     base = torch.full((2, len(LIP_NAMES)), 0.9)
@@ -183,6 +185,7 @@ def test_switched_off_model_renders_as_before():
     """Switches off: a model with a mouth mask and the lip table renders exactly as one without either
     (the code path of the identities shipped before issue 17)."""
     m = _model()
+    m.switches = EmotionSwitches(lip_offset=True)
     fr = _frames([[0.0, 0.0], list(CATEGORIES["happy"]), list(CATEGORIES["sad"])])
     before = _render(m, fr)  # no mask yet; lip offset on
     m.switches = EmotionSwitches(lip_offset=False, mouth_mask=False)

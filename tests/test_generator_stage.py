@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from emotalk.gaussians.emotion import EmotionSwitches
+
 
 @pytest.mark.slow
 def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
@@ -52,8 +54,8 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     for n, p in model.branches["face"].items():  # Gaussians frozen
         assert torch.equal(p.detach(), gauss_before[n])
     # issue 17: the field is faded out at the lips (some Gaussians fully), the lips are left out of the
-    # loss, and the lip-code offset the stage switched off is on again
+    # loss, and the render-time switches the stage changed are back as they were
     keep = model.emotion_keep[:, 0]
     assert model.settings.emotion_mouth_mask and float(keep.min()) == 0 and float(keep.max()) == 1
     assert tg.lip_zone.shape == (16, 64, 64) and 0 < tg.lip_zone.mean() < 0.2
-    assert model.switches.lip_offset
+    assert model.switches == EmotionSwitches()

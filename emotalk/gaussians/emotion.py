@@ -20,8 +20,10 @@ from torch import Tensor
 class EmotionSwitches:
     """Render-time switches of a model's emotion parts (not saved: every load starts from the defaults)."""
 
-    lip_offset: bool = True  # add emotion's lip-code offset (emotalk.lips.emotion) to the lip code
-    # (lip-code models); the emotion stage turns it off while training (its targets keep the frame's mouth)
+    lip_offset: bool = False  # add emotion's lip-code offset (emotalk.lips.emotion) to the lip code
+    # (lip-code models). Off by default: on audio-driven renders of the shipped obama (H200, 5 drives) it
+    # shut the sad mouth (opening 0.91 -> 0.79 of neutral) and softened it (sharpness 0.79 -> 0.63) without
+    # making any emotion read better (BENCHMARKS.md, issue 17). The emotion stage keeps it off while training.
     mouth_mask: bool = True  # fade the emotion field's deltas to 0 at the lips: the model's mouth mask
     # (`TalkingGaussians.set_mouth_mask`, set by the emotion stage), else one read from its lip-lock weights
 

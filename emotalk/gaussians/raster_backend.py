@@ -108,7 +108,7 @@ def _detect(choice: str, cuda: bool, check: Callable[[], None]) -> BackendStatus
                                forced=False, fallback=False)
             log.info("rasterizer: gsplat (%s)", st.reason)
             return st
-    log.warning("rasterizer: PyTorch reference on the GPU, not gsplat (%s)", st.reason)
+    log.warning("rasterizer: vectorised PyTorch rasterizer on the GPU, not gsplat (%s)", st.reason)
     return st
 
 

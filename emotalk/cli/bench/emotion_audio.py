@@ -95,8 +95,10 @@ def run_drives(args: argparse.Namespace) -> int:
 # --- render ---------------------------------------------------------------------------------------------
 
 
-SWITCHES = "emotion_parts"  # a variant key that is not a request field: "off" renders with the emotion's
-# lip-code offset and the field's mouth mask switched off (the model's `EmotionSwitches`): the old behaviour
+SWITCHES = "emotion_parts"  # a variant key that is not a request field, the model's `EmotionSwitches`:
+# "on" (default), "off" (the emotion's lip-code offset and the field's mouth mask both off: the behaviour
+# before issue 17), "mask" (mask only), "offset" (lip-code offset only)
+PARTS = {"on": (True, True), "off": (False, False), "mask": (False, True), "offset": (True, False)}
 
 
 def _set_switches(identity: str, device: str, value: str) -> None:
@@ -104,9 +106,9 @@ def _set_switches(identity: str, device: str, value: str) -> None:
     from emotalk.gaussians.emotion import EmotionSwitches
     from emotalk.identity.store import load_cached, resolve_identity
 
-    on = value != "off"
+    offset, mask = PARTS[value]
     model = load_cached(resolve_identity(identity), device).model
-    model.switches = EmotionSwitches(lip_offset=on, mouth_mask=on)
+    model.switches = EmotionSwitches(lip_offset=offset, mouth_mask=mask)
 
 
 def _value(text: str):
@@ -129,8 +131,8 @@ def parse_fields(pairs: list[str]) -> dict:
         if not eq or not key:
             raise InputError(f"--request/--variant takes KEY=VALUE, got {p!r}.")
         if key == SWITCHES:
-            if val.strip() not in ("on", "off"):
-                raise InputError(f"{SWITCHES} takes on or off, got {val.strip()!r}.")
+            if val.strip() not in PARTS:
+                raise InputError(f"{SWITCHES} takes one of {', '.join(PARTS)}, got {val.strip()!r}.")
             out[key] = val.strip()
             continue
         if key not in names:
