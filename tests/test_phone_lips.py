@@ -65,8 +65,11 @@ def test_long_pause_reaches_rest_within_0p2_s_and_stays():
     drv = np.random.default_rng(2).normal(0, 1.5, (T, M)).astype(np.float32)  # a restless driver
     out = pl.phone_lips(drv, FPS, phones, None, table)
     a, b = int(np.ceil((0.6 + 0.2) * FPS)), int(np.floor((1.4 - pl.DEFAULT.pause_lead_s) * FPS))
-    np.testing.assert_allclose(out[a:b + 1], np.broadcast_to(table.rest, (b + 1 - a, M)), atol=1e-5)
-    assert np.abs(out[16] - table.rest).max() > 0.05  # still easing 0.04 s into the pause
+    np.testing.assert_allclose(out[a:b + 1], np.broadcast_to(table.pause_pose(), (b + 1 - a, M)), atol=1e-5)
+    assert np.abs(out[16] - table.pause_pose()).max() > 0.05  # still easing 0.04 s into the pause
+    assert out[a, 0] == table.closed_gap  # the lips close in the pause (gap at the closure's level)
+    open_rest = pl.phone_lips(drv, FPS, phones, None, table, pl.PhoneLipSettings(pause_closed=False))
+    np.testing.assert_allclose(open_rest[a:b + 1], np.broadcast_to(table.rest, (b + 1 - a, M)), atol=1e-5)
     short = [("AA", 0.0, 0.3), ("SIL", 0.3, 0.6), ("AE", 0.6, 1.0)]  # 0.3 s: no rest
     w = pl.rest_weight(pl.pauses_from_phones(short, 25, FPS, 0.4), 25, FPS)
     assert w.max() == 0
@@ -84,7 +87,7 @@ def test_energy_pauses_rest_without_phones():
     table = _table()
     out = pl.phone_lips(drv, FPS, None, speech, table)
     a, b = int(np.ceil((0.8 + 0.2 + 0.04) * FPS)), int(np.floor((1.6 - 0.12 - 0.04) * FPS))
-    np.testing.assert_allclose(out[a:b + 1], np.broadcast_to(table.rest, (b + 1 - a, M)), atol=1e-5)
+    np.testing.assert_allclose(out[a:b + 1], np.broadcast_to(table.pause_pose(), (b + 1 - a, M)), atol=1e-5)
     np.testing.assert_allclose(out[:15], drv[:15], atol=1e-6)  # speech without phones: the driver as is
     assert not np.allclose(pl.phone_lips(drv, FPS, None, speech, table, replace(pl.DEFAULT, pauses=False)),
                            out)

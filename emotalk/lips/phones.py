@@ -53,6 +53,9 @@ class PhoneLipSettings:
     pause_min_s: float = 0.4  # a pause at least this long rests
     pause_ease_s: float = 0.2  # the rest pose is reached this long after the pause starts
     pause_lead_s: float = 0.12  # the lips leave the rest pose this long before speech resumes
+    pause_closed: bool = True  # in those pauses the lips close (the held closure's gap and press on the
+    # rest pose): the cross-speaker rest pose alone (gap -0.31 z) left rendered mouths half open in
+    # pauses (0 of 10 pauses at rest on audio-driven obama renders, BENCHMARKS.md issue 16)
     silence_level: float = 0.2  # energy pauses: frames below lo + level * (hi - lo) of the log speech-band
     # energy (lo, hi: its 5th and 95th percentiles) are silent
     coverage_pad_s: float = 0.1  # phone timings are trusted this far outside the first/last phone
@@ -77,6 +80,15 @@ class PhoneTable:
     closed_gap: float  # z-gap of a held bilabial closure
     closed_press: float  # z-press of a held bilabial closure
     min_count: int = 10  # phones seen fewer times fall back to their class mean
+
+    def pause_pose(self, closed: bool = True) -> np.ndarray:
+        """Lip code [M] of a long pause: the rest pose, with the lips closed (closure gap and press) if
+        `closed`."""
+        pose = np.array(self.rest, np.float64)
+        if closed:
+            pose[LIP_NAMES.index("gap")] = self.closed_gap
+            pose[LIP_NAMES.index("press")] = self.closed_press
+        return pose
 
     def target(self, phone: str) -> np.ndarray:
         """Lip target [M] of a phone; rare or unknown phones get their class's count-weighted mean."""
@@ -252,7 +264,7 @@ def phone_lips(driver: np.ndarray, fps: float, phones: Sequence | None = None, w
             pauses += [(s, e) for s, e in pauses_from_energy(level, fps, settings)
                        if cov[int(s * fps):max(int(e * fps), int(s * fps) + 1)].max(initial=0) < 0.5]
         r = rest_weight(pauses, T, fps, settings)[:, None]
-        out = r * rest + (1 - r) * out
+        out = r * table.pause_pose(settings.pause_closed) + (1 - r) * out
     return out.astype(np.float32)
 
 
