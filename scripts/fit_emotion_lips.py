@@ -17,37 +17,17 @@ also narrower and less pressed. Averaged over actors. Writes only the small tabl
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from fit_expression_model import CLIP_RE, track_clip  # the sibling script (run from this folder)
 
 from emotalk.lips import LIP_NAMES, lip_params
 from emotalk.lips.emotion import DEFAULT_TABLE, LEFT_OUT, EmotionLipTable, applied_offsets
 
-CLIP_RE = re.compile(r"^(M030|W009|W011)_front_([a-z]+)_level(\d)_001\.mp4$")
 SPEECH = ("gap", "jaw")  # parameters measured as median differences; the rest at the same opening
-
-
-def track_clip(path: Path, cache: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """MediaPipe landmarks [T,478,3] px and blendshapes [T,52] of every tracked frame of a clip."""
-    hit = cache / f"{path.stem}.npz" if cache else None
-    if hit is not None and hit.is_file():
-        z = np.load(hit)
-        found = z["found"]
-        return z["lmk"][found], z["bs"][found], [str(s) for s in z["names"]]
-    from emotalk.face.tracking import track_video
-    from emotalk.media import read_frames
-
-    frames = read_frames(path, fps=25.0)
-    tr = track_video(frames, len(frames))
-    if hit is not None:
-        hit.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(hit, lmk=tr.lmk, found=tr.found, bs=tr.blendshapes,
-                            names=np.array(tr.blendshape_names))
-    return tr.lmk[tr.found], tr.blendshapes[tr.found], tr.blendshape_names
 
 
 def actor_changes(clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
