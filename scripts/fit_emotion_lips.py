@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fit_expression_model import CLIP_RE, track_clip  # the sibling script (run from this folder)
+from fit_expression_model import CLIP_RE, mead_clips, track_clip  # the sibling script (run from this folder)
 
 from emotalk.lips import LIP_NAMES, lip_params
 from emotalk.lips.emotion import DEFAULT_TABLE, LEFT_OUT, EmotionLipTable, applied_offsets
@@ -58,11 +58,7 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None, help="folder for per-clip tracks")
     ap.add_argument("--out", type=Path, default=DEFAULT_TABLE)
     args = ap.parse_args()
-    folder = args.data / "emotion" / "mead_video"
-    paths = sorted(p for p in folder.glob("*.mp4") if CLIP_RE.match(p.name))
-    if not paths:
-        print(f"no MEAD clips found in {folder}", file=sys.stderr)
-        return 1
+    paths = mead_clips(args.data)
     t0 = time.time()
     per_actor: dict[str, dict[str, np.ndarray]] = {}
     for p in paths:

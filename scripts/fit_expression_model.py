@@ -26,6 +26,15 @@ from emotalk.face.expression import DEFAULT_MODEL_PATH, ClipTrack, ExpressionMod
 CLIP_RE = re.compile(r"^(M030|W009|W011)_front_([a-z]+)_level(\d)_001\.mp4$")
 
 
+def mead_clips(data: Path) -> list[Path]:
+    """The labelled MEAD clips (CLIP_RE) under DATA/emotion/mead_video; exits, saying so, if none."""
+    folder = data / "emotion" / "mead_video"
+    paths = sorted(p for p in folder.glob("*.mp4") if CLIP_RE.match(p.name))
+    if not paths:
+        raise SystemExit(f"no MEAD clips found in {folder}")
+    return paths
+
+
 def track_clip(path: Path, cache: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """MediaPipe landmarks [T,478,3] px and blendshapes [T,52] of every tracked frame of a clip."""
     hit = cache / f"{path.stem}.npz" if cache else None
@@ -84,11 +93,7 @@ def main() -> int:
     ap.add_argument("--plot", type=Path, default=None, help="also draw the map (landmark dots, no images)")
     args = ap.parse_args()
 
-    folder = args.data / "emotion" / "mead_video"
-    paths = sorted(p for p in folder.glob("*.mp4") if CLIP_RE.match(p.name))
-    if not paths:
-        print(f"no MEAD clips found in {folder}", file=sys.stderr)
-        return 1
+    paths = mead_clips(args.data)
     clips, names = [], None
     t0 = time.time()
     for p in paths:

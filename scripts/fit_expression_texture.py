@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fit_expression_model import CLIP_RE, track_clip  # the sibling script (run from this folder)
+from fit_expression_model import CLIP_RE, mead_clips, track_clip  # the sibling script (run from this folder)
 
 from emotalk.face.expression import ExpressionModel, jaw_drop, lip_gap, normalise_faces
 from emotalk.face.expression_texture import (
@@ -88,11 +88,7 @@ def main() -> int:
     ap.add_argument("--preview", type=Path, default=None, help="also draw the log ratios (PNG)")
     args = ap.parse_args()
 
-    folder = args.data / "emotion" / "mead_video"
-    paths = sorted(p for p in folder.glob("*.mp4") if CLIP_RE.match(p.name))
-    if not paths:
-        print(f"no MEAD clips found in {folder}", file=sys.stderr)
-        return 1
+    paths = mead_clips(args.data)
     model = ExpressionModel.load()
     canon = canonical_points(model.neutral_shape, args.size)
     warp = CanonicalWarp.build(canon, args.size)

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     emo.add_argument("--emotion-track", default=None, help="JSON/CSV keyframes (time, valence, arousal)")
     p.add_argument("--valence", type=float, default=0.0, help="valence in [-1, 1]")
     p.add_argument("--arousal", type=float, default=0.0, help="arousal in [-1, 1]")
-    p.add_argument("--intensity", type=float, default=1.0, help="strength of the emotion: 0 neutral, 1 full, up to 1.5 exaggerated")
+    p.add_argument("--intensity", type=float, default=1.0,
+                   help="strength of the emotion: 0 neutral, 1 full, up to 1.5 exaggerated")
     p.add_argument("-o", "--out", required=True, help="mp4 to write")
     p.add_argument("--size", type=int, default=None,
                    help="output side in px (default: the identity's; at most 256 on a CPU)")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emotalk.face.landmarks import MOUTH_LANDMARKS, mouth_opening
+from emotalk.face.landmarks import MOUTH_LANDMARKS
 
 CROP_SIZE = (64, 32)  # (width, height) the lip box is resampled to before the Laplacian
 LIP_MARGIN = 0.25  # lip box margin on each side, in lip widths
@@ -223,7 +223,3 @@ def open_vowel_opening(
     vals = vals[np.isfinite(vals)]
     return float(np.percentile(vals, q)) if len(vals) else float("nan")
 
-
-def openings(lmk: np.ndarray) -> np.ndarray:
-    """Mouth opening [T] of landmarks [T,478,2+] (NaN where the face was lost)."""
-    return mouth_opening(np.asarray(lmk))

@@ -30,7 +30,6 @@ ROUNDED = frozenset({"UW", "UH", "OW", "OY", "AO", "W"})
 OPEN = frozenset({"AA", "AE", "AH", "AW", "AY", "EH", "EY"})
 VOWEL = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
 POSTALVEOLAR = frozenset({"SH", "ZH", "CH", "JH", "R"})  # slightly rounded, protruded lips
-PAUSE = "SIL"
 
 
 def _strength(**kw: float) -> np.ndarray:

@@ -267,9 +267,3 @@ def phone_lips(driver: np.ndarray, fps: float, phones: Sequence | None = None, w
         out = r * table.pause_pose(settings.pause_closed) + (1 - r) * out
     return out.astype(np.float32)
 
-
-def replace_settings(base: PhoneLipSettings = DEFAULT, **kw) -> PhoneLipSettings:
-    """A copy of `base` with some fields changed (settings are frozen)."""
-    from dataclasses import replace
-
-    return replace(base, **kw)

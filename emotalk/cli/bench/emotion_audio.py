@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from emotalk.errors import InputError
+from emotalk.evaluation.audio_driven import RENDER_INDEX
 from emotalk.folders import atomic_path, atomic_write_text
 from emotalk.identity.store import REPO_ROOT as REPO
 
@@ -210,8 +211,8 @@ def render_all(
         "renders": [],
     }
     jobs = [(v, i, d, c) for v in variants for i in identities for d in drives for c in categories]
-    if skip_existing and (out / "render.json").is_file():  # a resumed run keeps the earlier renders' rows
-        doc["renders"] = json.loads((out / "render.json").read_text()).get("renders", [])
+    if skip_existing and (out / RENDER_INDEX).is_file():  # a resumed run keeps the earlier renders' rows
+        doc["renders"] = json.loads((out / RENDER_INDEX).read_text()).get("renders", [])
     t_all = time.time()
     for k, ((vname, fields), ident, d, cat) in enumerate(jobs):
         dst = out / vname / Path(ident).name / d.name / f"{cat}.mp4"
@@ -253,7 +254,7 @@ def render_all(
                 "notice": res.notice,
             }
         )
-        atomic_write_text(out / "render.json", json.dumps(doc, indent=1))  # so far, if the run is cut off
+        atomic_write_text(out / RENDER_INDEX, json.dumps(doc, indent=1))  # so far, if the run is cut off
         log(
             f"{vname}/{Path(ident).name}/{d.name}/{cat}: {res.n_frames} frames, {res.seconds:.1f} s, "
             f"{dst.stat().st_size / 1e3:.0f} kB",
@@ -261,7 +262,7 @@ def render_all(
         )
     total = sum(p.stat().st_size for p in out.rglob("*.mp4"))
     doc["total_bytes"], doc["wall_s"] = total, round(time.time() - t_all, 1)
-    atomic_write_text(out / "render.json", json.dumps(doc, indent=1))
+    atomic_write_text(out / RENDER_INDEX, json.dumps(doc, indent=1))
     return doc
 
 
@@ -314,7 +315,7 @@ def run_measure(args: argparse.Namespace) -> int:
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
     images = write_images(res, out)
-    rj = root / "render.json"
+    rj = root / RENDER_INDEX
     meta = json.loads(rj.read_text()) if rj.is_file() else {}
     header = (
         f"_Renders: commit {meta.get('commit', '?')}, {meta.get('device', '?')}, {meta.get('size', '?')}² "

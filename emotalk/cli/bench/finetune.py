@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 STAGES = ("check", "prepare", "parse", "finish", "train", "render")
-PHASES = ("train", "emotion", "save")  # parts of the train stage, told apart by the progress messages
 
 
 def _phase(msg: str) -> str | None:
