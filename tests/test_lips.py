@@ -22,8 +22,9 @@ from emotalk.lips import (
     load_driver,
     save_driver,
 )
+from tests.conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA  # ../shared/data, or $EMOTALK_SHARED_DATA
 
 
 def _face(T: int, gap: np.ndarray, eyes: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
