@@ -180,6 +180,30 @@ REGISTRY: dict[str, Asset] = {
                 ),
             ),
         ),
+        Asset(
+            name="dlib-face-recognition",
+            use="identity similarity (evaluation): dlib ResNet 128-D face descriptor, 5-point face alignment",
+            licence="CC0-1.0 (models); dlib itself Boost Software License",
+            upstream="Davis King, dlib-models (packaged by ageitgey/face_recognition_models)",
+            carrier="face_recognition_models==0.3.0",
+            is_folder=True,
+            files=(
+                AssetFile(
+                    "face_recognition_models-0.3.0/face_recognition_models/models/"
+                    "dlib_face_recognition_resnet_model_v1.dat",
+                    "dlib_face_recognition_resnet_model_v1.dat",
+                    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+                    22466066,
+                ),
+                AssetFile(
+                    "face_recognition_models-0.3.0/face_recognition_models/models/"
+                    "shape_predictor_5_face_landmarks.dat",
+                    "shape_predictor_5_face_landmarks.dat",
+                    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+                    9150489,
+                ),
+            ),
+        ),
     ]
 }
 

@@ -16,7 +16,10 @@ Aggregation over drives, per identity x category:
   neutral, then the geometric mean over drives;
 - opening MAE: mean |emotional - neutral| opening over speech frames, mean over drives;
 - sync offset: median |offset| over drives, and how many drives are within +-1 frame;
-- peak-corr ratio: mean peak correlation of the category's renders / the neutral renders' (same drives).
+- peak-corr ratio: mean peak correlation of the category's renders / the neutral renders' (same drives);
+- identity similarity (when dlib is installed): cosine of dlib face descriptors of ID_FRAMES frames of
+  the render against the same frames of the drive's neutral render ("same frames") and against all of
+  its sampled frames ("all pairs", comparable with the MEAD actors' bar); mean over drives.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ Progress = Callable[[str, float], None]
 FPS = 25.0
 RENDER_INDEX = "render.json"  # what the render stage wrote
 CATEGORY_ORDER = ("neutral", "happy", "surprised", "fear", "angry", "disgusted", "sad", "contempt", "calm")
+ID_FRAMES = 8  # frames per render embedded for the identity similarity (same indices in every category)
 
 
 def find_renders(root: str | Path) -> dict[str, dict[str, dict[str, dict[str, Path]]]]:
@@ -54,8 +58,9 @@ def find_renders(root: str | Path) -> dict[str, dict[str, dict[str, dict[str, Pa
     return out
 
 
-def track_render(path: Path, keep_frames: bool = False, recognizer=None) -> dict:
-    """Track one render and measure what needs no reference: landmarks, opening, sharpness, recogniser."""
+def track_render(path: Path, keep_frames: bool = False, recognizer=None, embedder=None) -> dict:
+    """Track one render and measure what needs no reference: landmarks, opening, sharpness, recogniser,
+    and (embedder given) identity descriptors "id_emb" [ID_FRAMES,128] of frames "id_idx"."""
     from emotalk.evaluation.render_tracking import track_frames
     from emotalk.media import read_frames
 
@@ -75,6 +80,11 @@ def track_render(path: Path, keep_frames: bool = False, recognizer=None) -> dict
         for i in np.flatnonzero(found):
             probs[i] = recognizer.probs(frames[i], lmk[i])
         res["probs"] = probs
+    if embedder is not None:
+        from emotalk.face.identity_embedding import sample_indices
+
+        res["id_idx"] = sample_indices(len(frames), ID_FRAMES)
+        res["id_emb"] = embedder.embed(frames[res["id_idx"]], landmarks=lmk[res["id_idx"]])
     if keep_frames:
         res["images"] = frames
     return res
@@ -105,11 +115,12 @@ def _sync(tr: dict, wav: np.ndarray, drive: Drive) -> dict:
     }
 
 
-def measure_drive(renders: dict[str, Path], drive: Drive, recognizer=None, keep_frames: bool = False) -> dict:
+def measure_drive(renders: dict[str, Path], drive: Drive, recognizer=None, keep_frames: bool = False,
+                  embedder=None) -> dict:
     """Every category's render of one drive: per-render numbers, and ratios against its neutral render."""
     from emotalk.evaluation.emotion import clip_result
 
-    tracks = {c: track_render(p, keep_frames, recognizer) for c, p in renders.items()}
+    tracks = {c: track_render(p, keep_frames, recognizer, embedder) for c, p in renders.items()}
     n = min(t["frames"] for t in tracks.values())
     wav, iv = _speech(drive, n)
     mask = mm.speech_mask(iv, n, FPS)
@@ -138,10 +149,34 @@ def measure_drive(renders: dict[str, Path], drive: Drive, recognizer=None, keep_
             r["sharpness_ratio"] = round(tr["sharpness"] / max(neutral["sharpness"], 1e-9), 4)
             r["detail_ratio"] = round(tr["detail"] / max(neutral["detail"], 1e-9), 4)
             r["opening_ratio"], r["opening_mae"] = round(ratio, 4), round(mae, 4)
+            if "id_emb" in tr and "id_emb" in neutral:
+                r["identity"] = identity_vs_neutral(tr, neutral, same=cat == "neutral")
         out["renders"][cat] = r
     if neutral is not None:
         out["neutral"] = neutral_drive_row(neutral, wav, iv, drive, out["renders"]["neutral"]["sync"])
     return out
+
+
+def identity_vs_neutral(tr: dict, neutral: dict, same: bool = False) -> dict:
+    """Identity similarity of a render's sampled frames to its drive's neutral render: "same_frames"
+    (frame i with frame i) and "all_pairs" (every pair; the neutral render against itself leaves out
+    identical frames, so it shows what talking alone costs)."""
+    from emotalk.face.identity_embedding import mean_similarity
+
+    _, ia, ib = np.intersect1d(tr["id_idx"], neutral["id_idx"], return_indices=True)
+    a, b = tr["id_emb"][ia], neutral["id_emb"][ib]
+    paired = mean_similarity(a, b, paired=True)
+    pairs = mean_similarity(tr["id_emb"], neutral["id_emb"], skip_same=same)
+    return {
+        "same_frames": None if not np.isfinite(paired) else round(paired, 4),
+        "all_pairs": None if not np.isfinite(pairs) else round(pairs, 4),
+        "frames": int(np.isfinite(a).all(1).sum()),
+    }
+
+
+def _mean_identity(rs: list[dict], key: str) -> float | None:
+    v = [r["identity"][key] for r in rs if r.get("identity") and r["identity"][key] is not None]
+    return float(np.mean(v)) if v else None
 
 
 def neutral_drive_row(
@@ -207,6 +242,9 @@ def aggregate(per_drive: list[dict]) -> dict:
                 else float("nan")
             ),
         }
+        if any("identity" in r for r in rs):
+            rows[c]["identity_same_frames"] = _mean_identity(rs, "same_frames")
+            rows[c]["identity_all_pairs"] = _mean_identity(rs, "all_pairs")
     clips = [
         d["renders"][c]["_clip"]
         for d in per_drive
@@ -245,10 +283,12 @@ def measure_renders(
     recognise: bool = True,
     strip_drive: str | None = None,
     progress: Progress | None = None,
+    identity: bool | None = None,
 ) -> dict:
     """Measure every render under root: {variant: {identity: {"per_drive": [...], **aggregate}}}.
 
-    The strip drive's tracks (frames + landmarks) are kept under "_strip" for the images."""
+    The strip drive's tracks (frames + landmarks) are kept under "_strip" for the images. identity:
+    measure identity similarity (None: when dlib is installed)."""
     found = find_renders(root)
     by_name = {d.name: d for d in drives}
     rec = None
@@ -256,6 +296,7 @@ def measure_renders(
         from emotalk.face.recognizer import EmotionRecognizer
 
         rec = EmotionRecognizer()
+    emb = _identity_embedder(identity)
     jobs = [(v, i, d) for v in found for i in found[v] for d in found[v][i]]
     missing = sorted({d for _, _, d in jobs if d not in by_name})
     if missing:
@@ -266,7 +307,7 @@ def measure_renders(
     out: dict = {}
     for k, (var, ident, dname) in enumerate(jobs):
         keep = dname == strip_drive
-        res = measure_drive(found[var][ident][dname], by_name[dname], rec, keep_frames=keep)
+        res = measure_drive(found[var][ident][dname], by_name[dname], rec, keep_frames=keep, embedder=emb)
         tracks = res.pop("tracks")
         slot = out.setdefault(var, {}).setdefault(ident, {"per_drive": []})
         slot["per_drive"].append(res)
@@ -278,6 +319,20 @@ def measure_renders(
         for ident in out[var]:
             out[var][ident].update(aggregate(out[var][ident]["per_drive"]))
     return out
+
+
+def _identity_embedder(identity: bool | None):
+    """The face-descriptor model when identity similarity is measured (None: only when dlib imports)."""
+    if identity is False:
+        return None
+    if identity is None:
+        import importlib.util
+
+        if importlib.util.find_spec("dlib") is None:
+            return None
+    from emotalk.face.identity_embedding import IdentityEmbedder
+
+    return IdentityEmbedder()
 
 
 def to_json(results: dict) -> str:

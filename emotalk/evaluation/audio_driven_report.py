@@ -3,6 +3,7 @@ issue 16's per-drive table, a strip of consecutive mouth crops per category and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from emotalk.evaluation import mouth_metrics as mm
 
 # the recogniser's ceiling on real MEAD actors (BENCHMARKS.md, `python -m emotalk eval --ceiling`)
 MEAD_CEILING = {"accuracy": 0.71, "v_sa_strict": 0.83, "a_sa_strict": 0.94, "source": "BENCHMARKS.md"}
+# real MEAD actors' identity similarity, emotional vs own neutral (scripts/fit_identity_bar.py)
+MEAD_IDENTITY_BAR = Path(__file__).resolve().parents[1] / "models" / "identity_similarity_mead.json"
 STRIP_FRAMES = 8  # consecutive frames per category in the strip
 STRIP_CROP = (128, 64)  # (w, h) of one mouth crop in the strip
 
@@ -51,6 +54,46 @@ def identity_markdown(var: str, ident: str, res: dict, ceiling: dict = MEAD_CEIL
             f"{_f(ceiling['v_sa_strict'])} | {_f(ceiling['a_sa_strict'])} |",
         ]
     return "\n".join(lines)
+
+
+def load_identity_bar(path: Path = MEAD_IDENTITY_BAR) -> dict[str, float]:
+    """{category: mean identity similarity of real MEAD actors} ({} when the table is missing)."""
+    if not path.is_file():
+        return {}
+    return {c: v["mean"] for c, v in json.loads(path.read_text())["categories"].items()}
+
+
+def identity_table(var: str, ident: str, res: dict, bar: dict[str, float] | None = None) -> str:
+    """Identity similarity per category beside the real-actor bar ("" when it was not measured)."""
+    rows = {c: r for c, r in res["categories"].items() if "identity_same_frames" in r}
+    if not rows:
+        return ""
+    bar = load_identity_bar() if bar is None else bar
+    lines = [
+        f"#### {ident} — variant `{var}`: identity similarity to the neutral render (dlib face descriptor)",
+        "",
+        "| category | drives | same frames | all pairs | real MEAD actors (all pairs) | all pairs − MEAD |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c, r in rows.items():
+        ours, real = r["identity_all_pairs"], bar.get(c)
+        gap = None if ours is None or real is None else round(ours - real, 3) + 0.0  # no '-0.000'
+        lines.append(
+            f"| {c} | {r['drives']} | {_f(r['identity_same_frames'], '.3f')} | {_f(ours, '.3f')} | "
+            f"{_f(real, '.3f')} | {_f(gap, '+.3f')} |"
+        )
+    return "\n".join(lines)
+
+
+IDENTITY_DEFINITIONS = """**Identity similarity**: cosine similarity of dlib's 128-D face-recognition
+descriptors (`face.identity_embedding`; face box from the MediaPipe track, 5-point alignment) of 8 frames
+spread over each render. *Same frames*: frame i against frame i of the same drive's neutral render (same
+head pose and speech: only the emotion differs). *All pairs*: every sampled frame against every sampled
+neutral frame (the neutral row: distinct frames only), the measure of the real-actor bar: MEAD actors'
+emotional frames against their own neutral clip (`scripts/fit_identity_bar.py`,
+`emotalk/models/identity_similarity_mead.json`).
+Mean over drives. On this scale two frames of one real clip score about 0.97–0.99, one person in two
+sessions about 0.96, different people about 0.78–0.88 (dlib's same-person distance 0.6 ≈ cosine 0.91)."""
 
 
 def drives_markdown(var: str, ident: str, res: dict) -> str:
@@ -100,9 +143,14 @@ def report_markdown(results: dict, header: str = "") -> str:
     for var, per_id in results.items():
         for ident, res in per_id.items():
             parts += [identity_markdown(var, ident, res), drives_markdown(var, ident, res)]
+            idt = identity_table(var, ident, res)
+            if idt:
+                parts.append(idt)
             if res.get("images"):
                 parts.append("Images: " + ", ".join(res["images"]))
     parts.append(DEFINITIONS)
+    if any(identity_table(v, i, r, {}) for v, per in results.items() for i, r in per.items()):
+        parts.append(IDENTITY_DEFINITIONS)
     return "\n\n".join(parts) + "\n"
 
 
