@@ -54,7 +54,7 @@ def test_bench_subcommands_are_modules_of_the_package(capsys):
     from emotalk.cli import bench
 
     assert set(bench.SCRIPTS) == {"model", "speech", "preprocess", "sync", "e2e", "latency", "finetune"}
-    assert bench.NAMED == {"emotion-audio": "emotion_audio"}
+    assert bench.NAMED == {"emotion-audio": "emotion_audio", "single-stream": "single_stream"}
     for name in bench.SCRIPTS + tuple(bench.NAMED):
         assert callable(importlib.import_module(f"emotalk.cli.bench.{bench.NAMED.get(name, name)}").main)
         assert main(["bench", name, "--help"]) == 0

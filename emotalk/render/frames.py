@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from emotalk.errors import InputError
+from emotalk.gaussians.fast_render import fast_renderer, path_settings
 from emotalk.gaussians.model import BRANCHES, Frames
 from emotalk.identity.checkpoint import Identity
 from emotalk.media import resize_frames
@@ -110,17 +111,22 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
                   size: int | None = None, device: str = "cpu", backend: str = "auto",
                   blinks: bool = True, body: np.ndarray | None = None,
                   progress: Progress | None = None, blink_rate: float = 1.0,
-                  seed: int = 0, lips: np.ndarray | None = None) -> Iterator[np.ndarray]:
+                  seed: int = 0, lips: np.ndarray | None = None,
+                  render_path: str | None = None) -> Iterator[np.ndarray]:
     """Yield rendered frames in batches ([b,S,S,3] uint8) for an audio code [T,W,C] and emotion: (v, a)
     or (v, a, gain), or per frame [T,2] / [T,3]; the gain (intensity, 0..MAX_GAIN, default 1) scales
     the emotion's effect while (v, a) stays on the disc. `lips` [T,M]: the lip code of each frame
-    (emotalk.render.speech_lips.lip_track) instead of the driver's prediction (lip-code identities only)."""
+    (emotalk.render.speech_lips.lip_track) instead of the driver's prediction (lip-code identities only).
+    `render_path`: 'plain' (`TalkingGaussians.render`), 'fast', 'graphs' (the default; eager on a CPU),
+    'compile' or 'graphs+compile' (emotalk.gaussians.fast_render); None: $EMOTALK_RENDER_PATH, else
+    'graphs'."""
     model = identity.model
     code = np.asarray(audio_code, np.float32)
     if code.ndim != 3 or tuple(code.shape[1:]) != tuple(model.audio_shape):
         raise InputError(f"The audio code has shape {code.shape}; this identity needs [T, "
                          f"{model.audio_shape[0]}, {model.audio_shape[1]}] "
                          f"({identity.meta['model'].get('audio_kind')} features).")
+    fast_settings = path_settings(render_path)
     T = len(code)
     emo = np.array(_as_emotion(emotion, T), np.float32)
     lips = _as_lips(lips, model, T)
@@ -143,15 +149,41 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
     w2c_t = torch.as_tensor(identity.track_w2c[:L]).to(dev)
     Kt = torch.as_tensor(K).to(dev)
     with torch.no_grad():
-        caches = {b: model.precompute(b) for b in BRANCHES}
+        if fast_settings is None:
+            caches = {b: model.precompute(b) for b in BRANCHES}
+        else:
+            fast = fast_renderer(model, fast_settings)
+        up = _Uploads(dev, max(batch, UPLOAD_FRAMES), sched=sched, code=code, upper=upper, emo=emo, lips=lips)
         for i in range(0, T, batch):
             j = min(T, i + batch)
-            si = torch.as_tensor(sched[i:j], device=dev)
-            fr = Frames(w2c_t[si], Kt[None].expand(j - i, 3, 3), torch.as_tensor(code[i:j]).to(dev),
-                        torch.as_tensor(upper[i:j]).to(dev), torch.as_tensor(emo[i:j, :2]).to(dev),
-                        gain=torch.as_tensor(emo[i:j, 2]).to(dev),
-                        lips=None if lips is None else torch.as_tensor(lips[i:j]).to(dev))
-            out = model.render(fr, S, S, body_t[si].float() / 255, caches=caches, backend=backend)
+            x = up.get(i, j)
+            fr = Frames(w2c_t[x["sched"]], Kt[None].expand(j - i, 3, 3), x["code"], x["upper"],
+                        x["emo"][:, :2], gain=x["emo"][:, 2], lips=x["lips"])
+            frame_body = body_t[x["sched"]].float() / 255
+            if fast_settings is None:
+                out = model.render(fr, S, S, frame_body, caches=caches, backend=backend)
+            else:
+                out = fast.render(fr, S, S, frame_body, backend=backend, emotion=emo[i:j])
             yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             if progress:
                 progress("render", j / T)
+
+
+UPLOAD_FRAMES = 64  # per-frame inputs go to the device this many frames at a time (not 5 copies a batch)
+
+
+class _Uploads:
+    """Per-frame arrays ([T,...] numpy, or None) copied to the device a chunk at a time; `get` slices them."""
+
+    def __init__(self, dev: torch.device, chunk: int, **arrays: np.ndarray | None):
+        self.dev, self.chunk, self.arrays = dev, chunk, arrays
+        self.start, self.stop, self.on_dev = 0, 0, {}
+
+    def get(self, i: int, j: int) -> dict:
+        """Device tensors of frames [i, j) (views into the chunk holding them)."""
+        if i < self.start or j > self.stop:
+            self.start, self.stop = i, max(j, i + self.chunk)
+            self.on_dev = {k: None if v is None else torch.as_tensor(v[self.start:self.stop]).to(self.dev)
+                           for k, v in self.arrays.items()}
+        a, b = i - self.start, j - self.start
+        return {k: None if v is None else v[a:b] for k, v in self.on_dev.items()}

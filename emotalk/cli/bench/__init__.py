@@ -18,10 +18,11 @@ import importlib
 from pathlib import Path
 
 HELP = ("run the GPU benchmark (render FPS, latency, training, preprocessing), or one benchmark: "
-        "model | speech | preprocess | sync | e2e | emotion-audio | latency | finetune")
+        "model | speech | preprocess | sync | e2e | emotion-audio | latency | finetune | single-stream")
 SCRIPTS = ("model", "speech", "preprocess", "sync", "e2e", "latency",
            "finetune")  # modules of cli.bench with main(argv)
-NAMED = {"emotion-audio": "emotion_audio"}  # sub-commands whose module name differs (also with main(argv))
+# sub-commands whose module name differs (also with main(argv))
+NAMED = {"emotion-audio": "emotion_audio", "single-stream": "single_stream"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
