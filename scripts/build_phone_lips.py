@@ -4,6 +4,8 @@
         [--cache out/phone_lips_cache] [--out emotalk/models/phone_lips.json]
         [--report out/phone_lips/report.json]
         [--stage cache|all]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/build_phone_lips.py --identity checkpoints/obama --dataset DS
+        (one identity's own table, IDENTITY/phone_lips.json, from its dataset: emotalk.lips.own_phones)
 
 1. Every clip of DATA/clips (mp4 + grid) and DATA/clips_more is tracked at 25 fps (FaceLandmarker landmarks +
    blendshapes; cached), its lip parameters (`emotalk.lips.lip_params`) z-scored by the clip's own mean/std
@@ -302,7 +304,16 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "emotalk" / "models" / "phone_lips.json")
     ap.add_argument("--report", type=Path, default=REPO / "out" / "phone_lips" / "report.json")
     ap.add_argument("--stage", choices=("cache", "all"), default="all")
+    ap.add_argument("--identity", type=Path, help="write this identity folder's own table instead")
+    ap.add_argument("--dataset", type=Path, help="the identity's dataset (with --identity)")
     args = ap.parse_args()
+    if args.identity is not None:
+        from emotalk.dataset.format import load_dataset
+        from emotalk.lips.own_phones import write_identity_phone_lips
+
+        out = write_identity_phone_lips(args.identity, load_dataset(args.dataset))
+        print(f"wrote {out}" if out else "no table written (see the log: not English, too short, ...)")
+        return 0 if out else 1
     if not (args.data / "clips_more").is_dir():
         print(f"no clips under {args.data}: pass --data", file=sys.stderr)
         return 1

@@ -179,3 +179,21 @@ def test_speech_phones_never_fails_a_render(monkeypatch):
     t0 = time.time()
     assert speech_lips.speech_phones(wav, text="hello", timeout_s=0.2, notes=notes) is None
     assert time.time() - t0 < 1.5 and "longer than" in notes[-1]
+
+
+def test_aligned_silence_rests_even_where_the_room_echoes():
+    """A pause the aligner marked SIL rests although its energy stays over the silence level (echo); a gap
+    between phones with speech going on (an unaligned chunk) does not."""
+    table = _table()
+    T, sr = 75, 16000
+    rng = np.random.default_rng(5)
+    t = np.arange(int(T / FPS * sr)) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 800 * t) * (1 + rng.normal(0, 0.05, len(t)))).astype(np.float32)
+    wav[int(1.6 * sr):int(2.0 * sr)] *= 0.01  # the echo dies away only late in the pause
+    drv = np.full((T, M), 1.0, np.float32)  # an open driver
+    sil = [("AA", 0.0, 0.8), ("SIL", 0.8, 2.0), ("AE", 2.0, 3.0)]
+    out = pl.phone_lips(drv, FPS, sil, wav, table)
+    np.testing.assert_allclose(out[int(1.1 * FPS), 0], table.closed_level, atol=1e-5)
+    gap = [("AA", 0.0, 0.8), ("AE", 2.0, 3.0)]  # no SIL: loud, so no pause
+    assert pl.phone_lips(drv, FPS, gap, wav, table)[int(1.1 * FPS), 0] > 0
+    assert pl.sil_cover(sil, 0.8, 2.0) == pytest.approx(1.0) and pl.sil_cover(gap, 0.8, 2.0) == 0.0

@@ -5,6 +5,7 @@
                        head poses ("track.world_to_cam" [L,4,4]) and upper-face codes ("track.upper" [L,U])
     body.mp4           the body track: L head-removed body frames, looped when rendering
     thumbnail.png      a render, for pickers
+    phone_lips.json    optional: this person's phone targets, rest pose and range (emotalk.lips.own_phones)
 
 Never pickle: tensors go through safetensors, the rest is JSON. Loading checks the version and shapes.
 """
@@ -119,6 +120,18 @@ def _state_tensors(model: TalkingGaussians) -> dict[str, torch.Tensor]:
     return out
 
 
+def source_record(source_clip: str | os.PathLike | None, src_meta: dict) -> tuple[str | None, str | None]:
+    """(clip file name, sha256) for identity.json: never a folder of the machine that trained it (the
+    identity may be shared). `source_clip` (a path or a name) wins; else the dataset's source record."""
+    path = Path(source_clip) if source_clip else None
+    sha = sha256_file(path) if path is not None and path.is_file() else None
+    raw = source_clip or src_meta.get("name") or src_meta.get("path") or src_meta.get("clip")
+    name = Path(str(raw).replace("\\", "/")).name if raw else None
+    if sha is None and (not source_clip or name == src_meta.get("name")):
+        sha = src_meta.get("sha256")  # the dataset's own record of the same clip
+    return name or None, sha
+
+
 def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings, summary: dict,
                   name: str | None = None, source_clip: str | None = None, size: int | None = None,
                   thumbnail: np.ndarray | None = None) -> Path:
@@ -142,14 +155,13 @@ def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings
     K = ds.K.astype(np.float64).copy()
     K[:2] *= S / ds.size
     src_meta = ds.meta.get("source") if isinstance(ds.meta.get("source"), dict) else {}
-    src = source_clip or src_meta.get("path")
-    sha = sha256_file(src) if source_clip and Path(source_clip).is_file() else src_meta.get("sha256")
+    clip, sha = source_record(source_clip, src_meta)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": name or root.name,
-        "source": {"clip": str(src) if src else None, "name": src_meta.get("name"), "sha256": sha,
-                   "dataset": str(ds.root)},
+        "source": {"clip": clip, "name": src_meta.get("name") or clip, "sha256": sha,
+                   "dataset": Path(ds.root).name},
         # the model's own shape settings: it may have grown an emotion field after training
         "settings": {**asdict(settings), "model": asdict(model.settings)},
         "metrics": summary,

@@ -114,6 +114,8 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
     thumb, _ = evaluate(model, data, thumb_idx)
     path = save_identity(out, model, ds, settings, summary, name=name, source_clip=source_clip,
                          size=data.size, thumbnail=thumb[0])
+    from emotalk.lips.own_phones import write_identity_phone_lips  # this person's phone targets (English)
+    write_identity_phone_lips(path, ds)  # optional phone_lips.json; never raises
     return path, summary, thumb[0]
 
 
@@ -330,7 +332,7 @@ def _fit(src: Path, out: Path, recipe: Recipe, work: Path, device: str, name: st
     every = min(recipe.sample_every, max(1, s.steps // 4))
     path, summary, thumb = train_identity(
         ds, s, out, work / "train", device=device, on_status=status, audio_code=code, name=name,
-        source_clip=None if is_dataset else src.name, emotion=recipe.emotion,
+        source_clip=None if is_dataset else str(src), emotion=recipe.emotion,
         samples=SampleHook(every, sample), emotion_progress=emotion_progress,
         notes={"recipe": recipe.summary(), **({"clip_check": notice} if notice else {})})
     if on_sample:

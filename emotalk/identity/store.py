@@ -116,7 +116,8 @@ def load_hub_identity(repo_id: str, token: str | None = None) -> IdentityInfo:
         from huggingface_hub import snapshot_download
 
         snapshot_download(rid, local_dir=str(dest), token=token or None, etag_timeout=10,
-                          allow_patterns=["identity.json", "model.safetensors", "body.mp4", "thumbnail.png"])
+                          allow_patterns=["identity.json", "model.safetensors", "body.mp4", "thumbnail.png",
+                                          "phone_lips.json"])
     except Exception as e:  # the Hub library raises many types; the user needs one message
         raise AssetError(f"Could not download {rid} from the Hub ({type(e).__name__}: {e}). Check the repo "
                          "id, your token for private repos, and the connection.") from e
@@ -141,7 +142,8 @@ def push_identity(name: str, repo_id: str, token: str) -> str:
         api = HfApi(token=token)
         api.create_repo(rid, exist_ok=True, private=True)
         api.upload_folder(folder_path=str(path), repo_id=rid,
-                          allow_patterns=["identity.json", "model.safetensors", "body.mp4", "thumbnail.png"])
+                          allow_patterns=["identity.json", "model.safetensors", "body.mp4", "thumbnail.png",
+                                          "phone_lips.json"])
     except Exception as e:
         raise AssetError(f"Could not push {name} to {rid} ({type(e).__name__}: {e}).") from e
     return f"https://huggingface.co/{rid}"

@@ -80,13 +80,22 @@ class PhoneTable:
     closed_gap: float  # z-gap of a held bilabial closure
     closed_press: float  # z-press of a held bilabial closure
     min_count: int = 10  # phones seen fewer times fall back to their class mean
+    shut_gap: float | None = None  # z-gap of fully shut lips (an identity's own table: its tracked 1st-
+    # percentile gap): held p/b/m closures and long pauses go down to it; None: `closed_gap`. Renders span
+    # only ~0.45-0.8x of the code's gap (+0.02-0.03 raw) and close less than the code says, so the lips are
+    # sent to the most closed level this person shows (measured in out/, issue 16 notes)
+
+    @property
+    def closed_level(self) -> float:
+        """z-gap that held closures and long pauses go to."""
+        return self.closed_gap if self.shut_gap is None else min(self.closed_gap, self.shut_gap)
 
     def pause_pose(self, closed: bool = True) -> np.ndarray:
         """Lip code [M] of a long pause: the rest pose, with the lips closed (closure gap and press) if
         `closed`."""
         pose = np.array(self.rest, np.float64)
         if closed:
-            pose[LIP_NAMES.index("gap")] = self.closed_gap
+            pose[LIP_NAMES.index("gap")] = self.closed_level
             pose[LIP_NAMES.index("press")] = self.closed_press
         return pose
 
@@ -117,7 +126,9 @@ def table_from_json(d: dict) -> PhoneTable:
     ph = d["phones"]
     return PhoneTable({k: np.asarray(v["mean"], np.float64) for k, v in ph.items()},
                       {k: int(v["count"]) for k, v in ph.items()}, np.asarray(d["rest"], np.float64),
-                      float(d["closed"]["gap"]), float(d["closed"]["press"]))
+                      float(d["closed"]["gap"]), float(d["closed"]["press"]),
+                      shut_gap=None if d["closed"].get("shut_gap") is None
+                      else float(d["closed"]["shut_gap"]))
 
 
 @lru_cache(maxsize=2)
@@ -153,7 +164,7 @@ def phone_track(phones: Sequence, T: int, fps: float, table: PhoneTable,
     targets = np.stack([table.rest + gain * (table.target(n) - table.rest) if phone_class(n) != "pause"
                         else table.rest for n, _, _ in ph]) if ph else np.zeros((0, M))
     tr = dominance_track(ph, targets, T, fps, table.rest, settings.coartic)
-    return hold_closures(tr, ph, fps, table.closed_gap, table.closed_press, settings.coartic)
+    return hold_closures(tr, ph, fps, table.closed_level, table.closed_press, settings.coartic)
 
 
 def pauses_from_phones(phones: Sequence, T: int, fps: float, min_s: float) -> list[tuple[float, float]]:
@@ -168,6 +179,13 @@ def pauses_from_phones(phones: Sequence, T: int, fps: float, min_s: float) -> li
     if T / fps - t >= min_s:
         out.append((t, T / fps))
     return out
+
+
+def sil_cover(phones: Sequence, s: float, e: float) -> float:
+    """Fraction of [s, e) s covered by phones marked as pauses (SIL)."""
+    cov = sum(max(0.0, min(e, pe) - max(s, ps)) for n, ps, pe in as_phone_tuples(phones)
+              if phone_class(n) == "pause")
+    return cov / max(e - s, 1e-9)
 
 
 def speech_level(wav: np.ndarray, T: int, fps: float) -> np.ndarray:
@@ -251,15 +269,17 @@ def phone_lips(driver: np.ndarray, fps: float, phones: Sequence | None = None, w
         out = w * tr + (1 - w) * drv
         if settings.hold_closures:
             full = with_pauses(ph)
-            out = hold_closures(out, full, fps, table.closed_gap, table.closed_press, settings.coartic)
+            out = hold_closures(out, full, fps, table.closed_level, table.closed_press, settings.coartic)
     if settings.pauses:
         pauses = pauses_from_phones(ph, T, fps, settings.pause_min_s) if ph else []
-        if level is not None:  # a gap in the phones where the speech goes on (an unaligned chunk) is no pause
+        if level is not None:  # a gap in the phones where speech goes on (an unaligned chunk) is no pause;
+            # a pause the aligner marked silent (SIL) is one even where the room's echo keeps the energy up
+            # (a 0.85 s SIL of the macron drive had only 8 of 21 frames under silence_level: it never rested)
             def quiet(s: float, e: float) -> float:
                 a = int(s * fps)
                 return float(np.mean(level[a:max(int(e * fps), a + 1)] < settings.silence_level))
 
-            pauses = [(s, e) for s, e in pauses if quiet(s, e) >= 0.5]
+            pauses = [(s, e) for s, e in pauses if sil_cover(ph, s, e) >= 0.8 or quiet(s, e) >= 0.5]
         if level is not None:  # where phones do not reach: pauses from the speech energy
             pauses += [(s, e) for s, e in pauses_from_energy(level, fps, settings)
                        if cov[int(s * fps):max(int(e * fps), int(s * fps) + 1)].max(initial=0) < 0.5]

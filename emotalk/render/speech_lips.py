@@ -13,15 +13,15 @@ recording transcribed and aligned; other languages get None. It never raises.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import torch
 
 from emotalk.errors import InputError
 from emotalk.identity.checkpoint import Identity
+from emotalk.lips.own_phones import load_own
 from emotalk.lips.phones import DEFAULT, PhoneLipSettings, PhoneTable, phone_lips
 
 _LOG = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ def lip_track(identity: Identity, wav16k: np.ndarray | None, audio_code: np.ndar
               table: PhoneTable | None = None) -> np.ndarray | None:
     """Lip code [T,M] for each frame of audio code [T,W,C] (16 kHz speech wav16k [N] of the same audio, for
     pauses), phone timings (objects with .phone/.start/.end or (phone, start s, end s), audio seconds) or
-    None. None for identities without a lip code (older, audio-code-driven ones)."""
+    None. None for identities without a lip code (older, audio-code-driven ones). `table` None: the
+    identity's own phone table and gain (`emotalk.lips.own_phones`, phone_lips.json in its folder) if it
+    has one, else the cross-speaker table."""
     if source not in SOURCES:
         raise InputError(f"Unknown lip source {source!r}; choose one of {', '.join(SOURCES)}.")
     model = identity.model
@@ -70,24 +72,45 @@ def lip_track(identity: Identity, wav16k: np.ndarray | None, audio_code: np.ndar
     if source == "audio":
         return clamp_lips(identity, drv)
     wav = None if wav16k is None else np.asarray(wav16k, np.float32)
+    if table is None:  # the identity's own phone targets and range where it has them (phone_lips.json)
+        own = load_own(identity.root)
+        if own is not None:
+            table, settings = own.table, own.settings(settings)
     lips = phone_lips(drv, float(identity.fps), phones, wav, table, settings)
     return clamp_lips(identity, lips)
 
 
-def _find_phones(wav: np.ndarray, text: str | None) -> tuple[list, str]:
+class _Cancelled(Exception):
+    """The caller stopped waiting for the phone timings (speech_phones' time limit)."""
+
+
+def _find_phones(wav: np.ndarray, text: str | None,
+                 cancel: threading.Event | None = None) -> tuple[list, str]:
+    """(phones, note) for speech_phones; raises _Cancelled at its next check once `cancel` is set (before
+    and after each Whisper segment, before the alignment)."""
     from emotalk.avsync.lipsync import align_robust
     from emotalk.speech.align import Word, transcribe
 
+    def check(*_args) -> None:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
+
+    check()
     if text is None:
-        tr = transcribe(wav, greedy=True)
+        tr = transcribe(wav, greedy=True, progress=check)
+        check()
         if tr.repetition > MAX_REPETITION or np.median([w.score for w in tr.words]) < MIN_WORD_PROB:
             return [], ("no phone timings: the speech does not sound like English to the recogniser; "
                         "the lips follow the audio")
         words = tr.words
     else:
         words = [Word(t, 0.0, len(wav) / 16000) for t in text.split()]
+    check()
     _, phones, notes = align_robust(wav, words)
     return phones, "; ".join(notes) if phones else "no phone timings: alignment failed"
+
+
+CANCEL_WAIT_S = 0.5  # after its time limit, how long speech_phones waits for the worker to stop
 
 
 def speech_phones(wav: np.ndarray, text: str | None = None, language: str = "en",
@@ -98,8 +121,10 @@ def speech_phones(wav: np.ndarray, text: str | None = None, language: str = "en"
     Known text (TTS, or a transcript given with a recording): that text is aligned. An English recording:
     Whisper transcript, then alignment (speech the recogniser is unsure of, e.g. another language: None).
     Other languages, speech over `max_seconds`, a run over `timeout_s` (None: 20 s + 1.5 x the speech's
-    length; the work is left to finish in a background thread) or any failure (faster-whisper or
-    pocketsphinx missing, e.g. on a GPU host): None, with the reason appended to `notes`.
+    length) or any failure (faster-whisper or pocketsphinx missing, e.g. on a GPU host): None, with the
+    reason appended to `notes`. At the time limit the worker thread is told to stop and stops at its next
+    check (between Whisper segments, before the alignment; a pocketsphinx call under way ends first); it
+    is a daemon thread, so it never holds up the program's exit.
     Measured on this 2-core CPU: 4-20 s of speech took 3-9 s when idle, up to 21 s under load 9."""
     notes = notes if notes is not None else []
     if str(language).split("-")[0].lower() != "en":
@@ -111,18 +136,30 @@ def speech_phones(wav: np.ndarray, text: str | None = None, language: str = "en"
         return None
     if timeout_s is None:
         timeout_s = 20.0 + 1.5 * len(wav) / 16000
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotalk-phones")
-    try:
-        phones, note = pool.submit(_find_phones, wav, text).result(timeout=timeout_s)
-    except FutureTimeout:
+    cancel = threading.Event()
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["result"] = _find_phones(wav, text, cancel)
+        except _Cancelled:
+            pass
+        except Exception as e:  # noqa: BLE001  (phones are an improvement: nothing here may fail a render)
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="emotalk-phones", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        cancel.set()
+        worker.join(CANCEL_WAIT_S)
         notes.append(f"no phone timings: alignment took longer than {timeout_s:.0f} s")
         return None
-    except Exception as e:  # noqa: BLE001  (phones are an improvement: nothing here may fail a render)
-        _LOG.warning("phone timings failed: %s", e)
-        notes.append(f"no phone timings: {e}")
+    if "error" in box:
+        _LOG.warning("phone timings failed: %s", box["error"])
+        notes.append(f"no phone timings: {box['error']}")
         return None
-    finally:
-        pool.shutdown(wait=False)
+    phones, note = box["result"]
     if note:
         notes.append(note)
     return phones or None
