@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.dataset.bodyframes import body_frames
 from emotalk.dataset.crops import iter_crops, read_crops
 from emotalk.dataset.format import DATASET_VERSION, IdentityDataset, load_dataset
+from emotalk.dataset.pool import cpu_workers
 from emotalk.dataset.progress import Progress, StageClock
 from emotalk.dataset.settings import PreprocessSettings
 from emotalk.folders import swap_folder
@@ -55,33 +57,18 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
     rep = st.begin("plate", "building the background plate")
     video = work / "frames.mp4"
     labels_path = work / "parsing.npz"
+    workers = cpu_workers(s.cpu_workers)
     plate_idx = np.linspace(0, T - 1, min(T, s.plate.max_frames)).round().astype(int)
     bg, inpainted = plate.background_plate(read_crops(video, S, fps, T, plate_idx),
-                                           read_labels(labels_path, plate_idx), s.plate)
+                                           read_labels(labels_path, plate_idx), s.plate, workers)
 
     rep = st.begin("body", "making head-removed body frames")
     sheet_idx = [int(i) for i in np.linspace(0, T - 1, 8).round()]
-    body_sheet: dict[int, np.ndarray] = {}
-    crop_sheet: dict[int, np.ndarray] = {}
-    flicker: list[float] = []  # per frame pair: changed labels / person pixels (temporal stability)
-    prev_lab: np.ndarray | None = None
     crops = iter_crops(video, S, fps, T)
     with media.VideoWriter(work / "body.mp4", fps=fps, crf=s.body_crf) as bw:
-        for i0 in range(0, T, 25):
-            labs = read_labels(labels_path, np.arange(i0, min(T, i0 + 25)))
-            for lab in labs:
-                if prev_lab is not None:
-                    person = (lab != 0) | (prev_lab != 0)
-                    flicker.append(float((lab != prev_lab)[person].mean()) if person.any() else 0.0)
-                prev_lab = lab
-            rep(f"body frame {i0}/{T}", i0 / T)
-            for k, lab in enumerate(labs):
-                frame = next(crops)
-                b = plate.body_frame(frame, lab, bg, s.plate)
-                bw.write(b)
-                if i0 + k in sheet_idx:
-                    body_sheet[i0 + k], crop_sheet[i0 + k] = b, frame
+        made = body_frames(crops, labels_path, T, bg, s.plate, bw.write, workers, set(sheet_idx), rep)
     crops.close()
+    flicker, body_sheet, crop_sheet = made.flicker, made.body, made.crop
 
     rep = st.begin("write", "writing the dataset")
     cv2.imwrite(str(work / "background.png"), np.ascontiguousarray(bg[..., ::-1]))
@@ -120,6 +107,7 @@ def finish(work: str | os.PathLike, out_dir: str | os.PathLike,
     times.update(st.end())
     times["total"] = round(sum(v for v in times.values() if isinstance(v, (int, float))), 2)
     meta["timings_s"] = times
+    meta["finish"] = {"cpu_workers": workers}
     if s.debug_dir:
         sheet_labels = dict(zip(sheet_idx, read_labels(labels_path, sheet_idx)))
         _write_sheet(Path(s.debug_dir) / f"{out_dir.name}_parsing.png", sheet_idx,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSett
           device: str | None = None, workers: int = 0) -> None:
     """Face parsing of the work folder's frames.mp4 (streamed; OpenCV decodes where there is no ffmpeg)
     -> parsing.npz. `frames` [T,S,S,3] may be given instead. BiSeNet runs in batches on `device` (CUDA
-    when available); labels are cleaned in `workers` spawned processes (0: one per core but one)."""
+    when available); labels are cleaned in `workers` spawned processes (0: one per core but one; 1: a
+    thread), beside the network."""
     import multiprocessing as mp
 
     import torch
@@ -57,27 +59,27 @@ def parse(work: str | os.PathLike, settings: PreprocessSettings = PreprocessSett
     parser = fparse.FaceParser(ps, device=dev)
     clean = partial(fparse.clean_labels, settings=settings.parsing)
     workers = workers or clean_workers()
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
-    pending: list[np.ndarray] = []
+    # cleaning (OpenCV, which releases the GIL) in spawned processes, or with one worker in a thread: in
+    # both cases beside the network, which goes on with the next frames meanwhile
+    pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else
+            ThreadPoolExecutor(1, thread_name_prefix="emotalk-clean"))
+    pending: deque = deque()  # futures of cleaned labels, in frame order, not yet written
+    limit = 8 * workers
     with atomic_path(work / "parsing.npz") as tmp:
         lw = LabelWriter(tmp)
-
-        def drain(n_done: int) -> None:
-            done = pool.map(clean, pending, chunksize=4) if pool else map(clean, pending)
-            for lab in done:
-                lw.write(lab)
-            pending.clear()
-            rep(f"parsing frame {n_done}/{T}", n_done / T)
-
         try:
+            # labels are written in frame order as soon as the oldest is cleaned (at most `limit` waiting)
             for i, lab in enumerate(parser.stream(source)):
-                pending.append(lab)
-                if len(pending) >= (8 * workers if pool else 10):
-                    drain(i + 1)
-            drain(T)
+                pending.append(pool.submit(clean, lab))
+                while pending and (len(pending) >= limit or pending[0].done()):
+                    lw.write(pending.popleft().result())
+                if i % 25 == 24:
+                    rep(f"parsing frame {i + 1}/{T}", (i + 1) / T)
+            while pending:
+                lw.write(pending.popleft().result())
+            rep(f"parsing frame {T}/{T}", 1.0)
         finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
+            pool.shutdown(cancel_futures=True)
         lw.close()
     state["timings_s"].update(st.end() | {"parse_device": dev})
     state["parse"] = {"device": dev, "batch": ps.batch, "frame_step": ps.frame_step, "clean_workers": workers}

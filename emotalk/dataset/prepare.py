@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.dataset.framestore import DecodedClip, decode_clip
+from emotalk.dataset.pool import cpu_workers, ordered_map
 from emotalk.dataset.progress import Progress, StageClock
 from emotalk.dataset.settings import PreprocessSettings
 from emotalk.errors import InputError, MediaError
@@ -131,8 +132,10 @@ def _track(clip: Path, dec: DecodedClip, tracker, s: PreprocessSettings, width: 
     return raw, lost, longest
 
 
-def _write_frames(dec: DecodedClip, crop, S: int, fps: float, dst: Path, crf: int, report: Progress) -> None:
-    """The square crop of every stored frame, resized to S, into the H.264 video `dst` (frames.mp4)."""
+def _write_frames(dec: DecodedClip, crop, S: int, fps: float, dst: Path, crf: int, report: Progress,
+                  workers: int = 1) -> None:
+    """The square crop of every stored frame, resized to S, into the H.264 video `dst` (frames.mp4);
+    cut and resized by `workers` threads, written in order."""
     from emotalk import media
     from emotalk.dataset.stages.crop import Crop
 
@@ -141,8 +144,8 @@ def _write_frames(dec: DecodedClip, crop, S: int, fps: float, dst: Path, crf: in
     frames = dec.frames()
     T = len(frames)
     with media.VideoWriter(dst, fps=fps, crf=crf) as writer:
-        for i in range(T):
-            writer.write(c.apply(frames[i], S))
+        for i, f in enumerate(ordered_map(lambda j: c.apply(frames[j], S), range(T), workers)):
+            writer.write(f)
             if i % 25 == 0:
                 report(f"cropping frame {i}/{T}", i / T)
 
@@ -193,7 +196,8 @@ def prepare(clip: str | os.PathLike, work: str | os.PathLike,
             rep = st.begin("frames", "cropping frames")
             media.write_wav(work / "audio.wav",
                             avsync.shift_audio(wav, shift, int(round(T * SR / fps)), SR, fps), SR)
-            _write_frames(dec, crop, S, fps, work / "frames.mp4", s.frames_crf, rep)
+            _write_frames(dec, crop, S, fps, work / "frames.mp4", s.frames_crf, rep,
+                          cpu_workers(s.cpu_workers))
         finally:
             dec.remove()
     np.savez(work / "state.npz", lmk_crop=lmk_crop, found=raw.found, blendshapes=bs,

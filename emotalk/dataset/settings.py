@@ -29,6 +29,7 @@ class PreprocessSettings:
     av_min_confidence: float = 0.15  # estimate_sync: a clear peak this far above the median is applied
     av_min_confidence_plain: float = 3.5  # the same for the plain estimator (used where librosa is missing)
     track_workers: int = 0  # MediaPipe tracking processes (0: one per core but one; 1: in this process)
+    cpu_workers: int = 0  # threads for per-frame work (crops, plate, body frames); 0: os.cpu_count()
     frame_store_mb: float = 8000.0  # the decoded clip kept for tracking and cropping; larger clips are scaled
     av_warn_frames: int = 2  # |offset| above this is warned about
     debug_dir: str | None = None  # where to write the parsing contact sheet (None: no sheet)

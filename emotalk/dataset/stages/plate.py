@@ -34,25 +34,38 @@ def _disk(r: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def background_plate(frames: np.ndarray, labels: np.ndarray,
-                     s: PlateSettings = PlateSettings()) -> tuple[np.ndarray, float]:
-    """frames [N,S,S,3] uint8, labels [N,S,S] -> (plate [S,S,3] uint8, fraction of pixels inpainted)."""
+def background_plate(frames: np.ndarray, labels: np.ndarray, s: PlateSettings = PlateSettings(),
+                     workers: int = 1) -> tuple[np.ndarray, float]:
+    """frames [N,S,S,3] uint8, labels [N,S,S] -> (plate [S,S,3] uint8, fraction of pixels inpainted).
+    `workers` threads: the person masks frame by frame, the median in bands of rows (the same result)."""
     import cv2
+
+    from emotalk.dataset.pool import ordered_map
 
     N, S = frames.shape[:2]
     k = _disk(s.person_grow * S)
-    # per-pixel median over the frames where the pixel is background: person pixels get a sentinel
-    # that sorts last, so the median of the n valid values sits at index (n - 1) // 2
-    vals = frames.astype(np.uint16)
-    for i in range(N):
-        person = cv2.dilate((labels[i] != BG).astype(np.uint8), k) > 0
-        vals[i][person] = 1000
-    vals.sort(axis=0)
-    n_valid = (vals[..., 0] < 1000).sum(0)  # [S,S]
-    seen = n_valid > 0
-    pick = np.maximum(n_valid - 1, 0) // 2
-    plate = np.take_along_axis(vals, pick[None, :, :, None].repeat(3, -1), 0)[0]
-    plate = np.where(seen[..., None], plate, 0).astype(np.uint8)
+    person = np.stack(list(ordered_map(lambda i: cv2.dilate((labels[i] != BG).astype(np.uint8), k) > 0,
+                                       range(N), workers)))  # [N,S,S]
+    plate = np.zeros((S, S, 3), np.uint8)
+    seen = np.zeros((S, S), bool)
+
+    def rows(ab: tuple[int, int]) -> None:
+        # per-pixel median over the frames where the pixel is background: person pixels get a sentinel
+        # that sorts last, so the median of the n valid values sits at index (n - 1) // 2
+        a, b = ab
+        vals = frames[:, a:b].transpose(1, 2, 3, 0).astype(np.uint16, order="C")  # [b-a,S,3,N]
+        vals[np.broadcast_to(person[:, a:b].transpose(1, 2, 0)[:, :, None], vals.shape)] = 1000
+        vals.sort(axis=-1)  # contiguous: ~3x faster than sorting along the first axis
+        n_valid = (vals[:, :, 0] < 1000).sum(-1)  # [b-a,S]
+        pick = np.maximum(n_valid - 1, 0) // 2
+        med = np.take_along_axis(vals, pick[:, :, None, None].repeat(3, 2), -1)[..., 0]  # [b-a,S,3]
+        seen[a:b] = n_valid > 0
+        plate[a:b] = np.where(seen[a:b, :, None], med, 0)
+
+    bands = min(S, max(8, 2 * workers))  # bands of rows: a smaller working set, and work for each thread
+    edges = np.linspace(0, S, bands + 1).round().astype(int)
+    for _ in ordered_map(rows, list(zip(edges[:-1].tolist(), edges[1:].tolist())), workers):
+        pass
     hole = ~seen
     frac = float(hole.mean())
     if hole.any():
