@@ -2,6 +2,7 @@
 
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
+                                    [--texture S] [--gain G] [--highpass H] [--mask INNER OUTER]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
 folder (e.g. checkpoints/obama). The speech fields and Gaussians are kept; the emotion field is dropped
@@ -53,6 +54,11 @@ def main() -> int:
     ap.add_argument("--no-mouth-mask", action="store_true")
     ap.add_argument("--colour", type=float, default=None, help="colour_weight")
     ap.add_argument("--colour-smooth", type=float, default=None, help="colour_smooth_weight")
+    ap.add_argument("--texture", type=float, default=None, help="generator texture strength")
+    ap.add_argument("--gain", type=float, default=None, help="generator warp gain")
+    ap.add_argument("--highpass", type=float, default=None, help="generator texture_highpass")
+    ap.add_argument("--mask", type=float, nargs=2, default=None, metavar=("INNER", "OUTER"),
+                    help="mouth_mask_inner / mouth_mask_outer (mouth widths)")
     args = ap.parse_args()
 
     s = EMOTION_PRESETS[args.preset]
@@ -64,6 +70,11 @@ def main() -> int:
                  ("colour_smooth_weight", args.colour_smooth)):
         if v is not None:
             s = replace(s, **{k: v})
+    if args.mask:
+        s = replace(s, mouth_mask_inner=args.mask[0], mouth_mask_outer=args.mask[1])
+    for k, v in (("texture", args.texture), ("gain", args.gain), ("texture_highpass", args.highpass)):
+        if v is not None:
+            s = replace(s, generator=replace(s.generator, **{k: v}))
     ident = load_identity(args.identity, args.device)
     ds = load_dataset(args.dataset)
     model = ident.model

@@ -149,3 +149,19 @@ def test_real_mead_frame_canonical_warp():
     assert c.shape == (64, 64, 3)
     inside = CanonicalWarp.build(canon, 64).inside()
     assert c[inside].mean() > 40  # a lit face, not the border
+
+
+def test_highpass_drops_broad_shading_and_keeps_folds():
+    """A constant log ratio over the face (a MEAD actor's light) is removed; a narrow fold stays, and the map
+    stays zero where it was undefined."""
+    tex = _texture()
+    w = (np.abs(tex.log_ratio[0]).sum(-1) > 0).astype(np.float32)  # [S,S] where the map is defined
+    broad = 0.2 * w[..., None] * np.ones(3, np.float32)
+    fold = np.zeros_like(broad)
+    fold[S // 2, S // 4: 3 * S // 4] = 0.3 * w[S // 2, S // 4: 3 * S // 4, None]
+    out = tex.highpass(broad + fold, 0.1)
+    inner = w * (np.abs(np.arange(S) - S // 2)[:, None] > 3)  # away from the fold's own row
+    assert np.abs(out[inner > 0]).mean() < 0.02 * 0.2 + 0.01  # the broad part is (nearly) gone
+    assert out[S // 2, S // 2].mean() > 0.2  # the fold is kept
+    assert not np.any(out[w == 0])
+    np.testing.assert_array_equal(tex.highpass(broad, 0.0), broad)  # 0: off

@@ -282,16 +282,31 @@ class ExpressionTexture:
         out[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = patch.reshape(patch.shape[0], patch.shape[1], C)
         return out
 
+    def highpass(self, log_ratio: np.ndarray, sigma: float) -> np.ndarray:
+        """log_ratio [S,S,C] minus its broad part: a blur of width sigma × S, normalised by where the map is
+        non-zero (so the face's edge is not pulled to 0). Keeps folds, furrows and wrinkles; drops the broad
+        shading that a MEAD actor's light and skin put into a ratio (on a new face it reads as patches)."""
+        import cv2
+
+        if sigma <= 0:
+            return log_ratio
+        s = sigma * self.size
+        w = (np.abs(log_ratio).sum(-1) > 0).astype(np.float32)  # [S,S] where the map is defined
+        den = cv2.GaussianBlur(w, (0, 0), s)[..., None]
+        num = cv2.GaussianBlur(log_ratio * w[..., None], (0, 0), s).reshape(log_ratio.shape)
+        broad = num / np.maximum(den, 1e-3)
+        return ((log_ratio - broad) * w[..., None]).astype(np.float32)
+
     def apply(self, image: np.ndarray, lmk: np.ndarray, weight: np.ndarray, valence: float,
               arousal: float, strength: float = 1.0, colour: float = 1.0, mouth_feather: float = 0.03,
-              grid_step: int = 4) -> np.ndarray:
+              grid_step: int = 4, highpass: float = 0.0) -> np.ndarray:
         """Multiply the emotion's ratio image into a face: image [H,W,3] uint8 -> [H,W,3] uint8.
 
         lmk [478,2+] px: the face's landmarks in `image` (after any warp); weight [H,W] float32 in [0,1]:
         where the texture may act (e.g. the generator's soft face mask; 0 = pixel kept exactly).
         strength scales the log ratio; colour scales its chroma part (per-channel deviation from the
         channel mean: 0 = luminance only). The inner mouth (inner-lip polygon) is kept exactly, and the
-        weight rises from 0 at its edge over mouth_feather × face height.
+        weight rises from 0 at its edge over mouth_feather × face height. highpass: see `highpass` (0: off).
         """
         import cv2
 
@@ -299,6 +314,7 @@ class ExpressionTexture:
         lr = self.at(valence, arousal)
         if strength == 0.0 or not np.any(lr):
             return image.copy()
+        lr = self.highpass(lr, highpass)
         lum = lr.mean(-1, keepdims=True)
         lr = strength * (lum + colour * (lr - lum))
         field_ = self.to_image(lr, lmk, (H, W), grid_step)  # [H,W,3]

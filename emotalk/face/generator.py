@@ -56,9 +56,14 @@ class GeneratorSettings:
     # it is kept in full, linear in between
     lid_gap_range: tuple[float, float] = (0.75, 1.5)  # an eye's opening stays within these multiples of
     # the frame's own (squinting further squashes the iris and smears the lashes)
-    texture: float = 3.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
-    # into the warped face: scales its log (0 = warp only, 1 = as measured on MEAD, averaged over actors)
+    texture: float = 2.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
+    # into the warped face: scales its log (0 = warp only, 1 = as measured on MEAD, averaged over actors).
+    # 3 (before 2026-11-28) put bright and dark patches on new faces: audio-driven reagan renders fell to
+    # 0.90-0.93 identity similarity to his neutral render (real actors 0.95-0.98; BENCHMARKS.md, issue 17)
     texture_colour: float = 0.0  # share of the ratio image's colour (per-channel) part: 0 = luminance only
+    texture_highpass: float = 0.05  # remove the ratio image's broad shading (a blur this wide, fraction of
+    # the canonical face) before applying it, keeping folds and furrows: a MEAD actor's light and skin put
+    # broad shading into the ratios, which reads as patches on another face; 0 = off
     texture_mouth_feather: float = 0.03  # the texture fades in from the inner-lip edge over this fraction
     # of the face height (the inner mouth itself is never changed)
 
@@ -230,7 +235,8 @@ class EmotionalFaceGenerator:
         moved = src + off * mask[yi, xi][:, None]
         if self.texture is not None and s.texture != 0:
             out = self.texture.apply(out, moved, mask, v, a, strength=s.texture, colour=s.texture_colour,
-                                     mouth_feather=s.texture_mouth_feather, grid_step=s.grid_step)
+                                     mouth_feather=s.texture_mouth_feather, grid_step=s.grid_step,
+                                     highpass=s.texture_highpass)
         return GeneratedFace(out, moved.astype(np.float32), (moved - src).astype(np.float32),
                              (change.blendshapes * s.gain).astype(np.float32), change.blendshape_names,
                              v, a, mask)

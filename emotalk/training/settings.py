@@ -79,9 +79,10 @@ class EmotionStageSettings:
     lip_lock_radius: float = 0.25  # reach of the lip lock around the inner lips, times the mouth width
     mouth_mask: bool = True  # the emotion field fades to 0 at the lips (TalkingGaussians.set_mouth_mask) and
     # the lips are left out of the loss: speech draws them, emotion reaches them through the lip code
-    mouth_mask_inner: float = 0.1  # distance to the nearest lip landmark (mouth widths) up to which the
-    # emotion field is off
-    mouth_mask_outer: float = 0.45  # distance from which it acts fully (smoothstep in between)
+    mouth_mask_inner: float = 0.25  # distance to the nearest lip landmark (mouth widths) up to which the
+    # emotion field is off (0.1 before 2026-11-28: obama retrained that way blurred surprised's mouth to 0.53
+    # of neutral sharpness; 0.25-0.7 kept it at 1.19, audio-driven renders, BENCHMARKS.md issue 17)
+    mouth_mask_outer: float = 0.7  # distance from which it acts fully (smoothstep in between)
     colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
