@@ -1,6 +1,7 @@
 """Offline voices, each run as a separate process (both are GPL-3; we never import them):
-Piper `en_US-joe-medium` (neural, `python -m piper` from piper-tts) and espeak-ng (formant synthesis,
-Debian package). Both write a WAV that is read back and resampled to 16 kHz."""
+Piper `en_US-joe-medium` (neural, `python -m piper` from piper-tts; one long-lived process per rate
+that loads the voice once, see piper_process.py) and espeak-ng (formant synthesis, Debian package, a
+process per text). Both write a WAV that is read back and resampled to 16 kHz."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.speech.piper_process import EngineUnavailable, process_for
 
-class EngineUnavailable(Exception):
-    """An offline engine could not speak; the message is the reason shown to the user."""
+__all__ = ["EngineUnavailable", "espeak_available", "piper_available", "piper_command", "prestart_piper",
+           "speak_espeak", "speak_piper"]
 
 
 def _timeout_s(text: str) -> float:
-    return 60.0 + 0.3 * len(text)  # model load + generous synthesis time on a slow CPU
+    return 60.0 + 0.3 * len(text)  # process start + generous synthesis time on a slow CPU
 
 
 def _run(cmd: list[str], text: str, out: Path, engine: str) -> np.ndarray:
@@ -44,11 +46,8 @@ def piper_available() -> str | None:
     return None
 
 
-def speak_piper(text: str, rate: float = 0.0, sentence_pause_s: float = 0.25) -> np.ndarray:
-    """English speech from Piper's en_US-joe-medium voice: [N] float32 16 kHz. `rate` in percent."""
-    why = piper_available()
-    if why:
-        raise EngineUnavailable(why)
+def piper_command(rate: float = 0.0, sentence_pause_s: float = 0.25) -> list[str]:
+    """The Piper command line (without its output folder) for the en_US-joe-medium voice at `rate` %."""
     from emotalk import assets
     from emotalk.errors import AssetError
 
@@ -56,13 +55,32 @@ def speak_piper(text: str, rate: float = 0.0, sentence_pause_s: float = 0.25) ->
         voice = assets.fetch("piper-en_US-joe-medium")
     except AssetError as e:
         raise EngineUnavailable(f"the Piper voice is missing ({e})") from e
-    with tempfile.TemporaryDirectory(prefix="emotalk-piper-") as tmp:
-        out = Path(tmp) / "speech.wav"
-        cmd = [sys.executable, "-m", "piper", "-m", str(voice / "en_US-joe-medium.onnx"),
-               "-c", str(voice / "en_US-joe-medium.onnx.json"), "-f", str(out),
-               "--length-scale", f"{1.0 / max(0.3, 1.0 + rate / 100.0):.3f}",
-               "--sentence-silence", f"{sentence_pause_s:.2f}"]
-        return _run(cmd, text.replace("\n", " ") + "\n", out, "Piper")
+    return [sys.executable, "-m", "piper", "-m", str(voice / "en_US-joe-medium.onnx"),
+            "-c", str(voice / "en_US-joe-medium.onnx.json"),
+            "--length-scale", f"{1.0 / max(0.3, 1.0 + rate / 100.0):.3f}",
+            "--sentence-silence", f"{sentence_pause_s:.2f}"]
+
+
+def speak_piper(text: str, rate: float = 0.0, sentence_pause_s: float = 0.25) -> np.ndarray:
+    """English speech from Piper's en_US-joe-medium voice: [N] float32 16 kHz. `rate` in percent.
+    The text is spoken as one line by the kept Piper process for this rate (started on first use)."""
+    why = piper_available()
+    if why:
+        raise EngineUnavailable(why)
+    return process_for(piper_command(rate, sentence_pause_s)).speak(text)
+
+
+def prestart_piper(rate: float = 0.0) -> str | None:
+    """Start the kept Piper process for `rate` now (it loads the voice in the background), so the first
+    request's first sentence does not wait for the load; returns why not when Piper cannot run here."""
+    why = piper_available()
+    if why:
+        return why
+    try:
+        process_for(piper_command(rate)).start()
+    except EngineUnavailable as e:
+        return str(e)
+    return None
 
 
 def espeak_available() -> str | None:

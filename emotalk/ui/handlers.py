@@ -226,7 +226,10 @@ def preview(identity: str | None, valence: float, arousal: float, intensity: flo
 
 def warm_up() -> None:
     """Loads the first identity and renders one still (at launch, in the background), so the first
-    visitor's preview comes in a second rather than after the model loads."""
+    visitor's preview comes in a second rather than after the model loads; the offline voice loads too."""
+    from emotalk.speech.tts_offline import prestart_piper
+
+    prestart_piper()  # returns at once (the voice loads in the background); a reason where Piper cannot run
     infos = pipeline.list_identities()
     try:
         if infos:
