@@ -61,3 +61,16 @@ def test_bench_subcommands_are_modules_of_the_package(capsys):
         assert f"usage: python -m emotalk bench {name}" in capsys.readouterr().out
     assert main(["bench", "preprocess", "no-such-step"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_latency_playback_stalls_follow_a_real_player():
+    """A stream stalls when a segment is ready after the previous one has finished playing; the player then
+    waits, so later deadlines move with it."""
+    from emotalk.cli.bench.latency import playback_stalls
+
+    # ready faster than real time: no stall, each next segment 0.5 s early at worst
+    assert playback_stalls([0.5, 0.9, 1.4], [1.0, 1.0, 1.0]) == dict(stalls=0, stalled_s=0.0, min_lead_s=0.6)
+    # the second segment comes 0.3 s after the first has played out, the third is then in time again
+    r = playback_stalls([1.0, 2.3, 2.8], [1.0, 1.0, 1.0])
+    assert r["stalls"] == 1 and abs(r["stalled_s"] - 0.3) < 1e-9 and abs(r["min_lead_s"] + 0.3) < 1e-9
+    assert playback_stalls([0.7], [0.4]) == dict(stalls=0, stalled_s=0.0, min_lead_s=None)

@@ -200,7 +200,7 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
 
     Per-frame Gaussians ([B,N,...]) are rendered as B batches of one camera each.
     """
-    import gsplat
+    gsplat = import_gsplat()
 
     B = viewmats.shape[0]
     if means.dim() == 2:
@@ -221,9 +221,20 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
     return RasterOut(rgb, alpha, m2, radii)
 
 
+def import_gsplat():
+    """gsplat, imported after pointing CUDA_HOME at a pip CUDA toolkit where the machine has no other
+    (a Space: `cuda_toolkit.use_pip_toolkit`), so its first-use kernel build finds nvcc."""
+    from emotalk.gaussians import cuda_toolkit
+
+    cuda_toolkit.ensure_once()
+    import gsplat
+
+    return gsplat
+
+
 def _check_gsplat(device: str = "cuda") -> None:
     """Raise unless gsplat imports, builds/loads its kernels and draws a tiny scene like the reference."""
-    import gsplat  # noqa: F401  (first, so a missing gsplat is reported as such)
+    import_gsplat()  # first, so a missing gsplat is reported as such
 
     dev = torch.device(device)
     n = 16
@@ -246,10 +257,14 @@ def _check_gsplat(device: str = "cuda") -> None:
 def backend_status() -> dict:
     """The rasterizer that draws CUDA tensors under 'auto', why, and a notice for users (or None).
 
-    Keys: backend ('gsplat'/'torch'), device ('cuda'/'cpu'), reason, forced, fallback, notice.
+    Keys: backend ('gsplat'/'torch'), device ('cuda'/'cpu'), reason, forced, fallback, notice, and
+    cuda_toolkit (the pip CUDA toolkit put on CUDA_HOME for gsplat's build, or None).
     The first call on a GPU imports gsplat and may build its kernels; the answer is cached.
     """
-    return raster_backend.decide(_check_gsplat, torch.cuda.is_available()).as_dict()
+    from emotalk.gaussians.cuda_toolkit import chosen
+
+    return {**raster_backend.decide(_check_gsplat, torch.cuda.is_available()).as_dict(),
+            "cuda_toolkit": chosen()}
 
 
 BACKENDS = ("auto", "gsplat", "torch", "fast", "reference")

@@ -81,6 +81,22 @@ def use_wav_for_text(wav_path: Path) -> None:
     render._tts = cut
 
 
+def playback_stalls(ready: list[float], durations: list[float]) -> dict:
+    """A player that starts at the first segment and plays each as soon as it is ready and the previous one
+    has ended: its stalls (count, seconds in all) and the smallest lead a segment had over its play time."""
+    clock, stalls, stalled, lead = None, 0, 0.0, float("inf")
+    for t, d in zip(ready, durations):
+        if clock is None:
+            clock = t
+        else:
+            lead = min(lead, clock - t)
+            if t > clock:
+                stalls, stalled, clock = stalls + 1, stalled + t - clock, t
+        clock += d
+    return dict(stalls=stalls, stalled_s=round(stalled, 3),
+                min_lead_s=round(lead, 3) if lead != float("inf") else None)
+
+
 def one(args: argparse.Namespace) -> list[dict]:
     """The runs of one (source, seconds, size) in this process: cold first, then warm."""
     import tempfile
@@ -102,11 +118,13 @@ def one(args: argparse.Namespace) -> list[dict]:
                                      device=args.device)
     rows = []
     for k in range(1 + args.warm):
-        t, first, segs, done = time.perf_counter(), None, 0, {}
+        t, first, segs, done, ready, durs = time.perf_counter(), None, 0, {}, [], []
         for part in pipeline.synthesize_stream(req, tmp / f"run{k}", chunk_s=args.chunk):
             if isinstance(part, Segment):
                 first = first or time.perf_counter() - t
                 segs += 1
+                ready.append(time.perf_counter() - t)
+                durs.append(part.duration)
                 if args.first_only:
                     break
             else:
@@ -115,7 +133,8 @@ def one(args: argparse.Namespace) -> list[dict]:
                             tts_s=round(part.timings.get("speech", 0.0), 3))
         rows.append(dict(source=args.source, seconds=args.secs, size=args.size, device=args.device,
                          run="cold" if k == 0 else "warm", first_s=round(first, 3), segments=segs,
-                         import_s=round(import_s, 2) if k == 0 else 0.0, **done))
+                         import_s=round(import_s, 2) if k == 0 else 0.0, **done,
+                         **playback_stalls(ready, durs)))
     return rows
 
 
@@ -123,13 +142,16 @@ def table(rows: list[dict], meta: dict) -> str:
     lines = [f"# Streaming latency ({meta['device']}, {meta['when']})", "",
              f"identity {meta['identity']}, chunk {meta['chunk']} s, load average {meta['load']}, "
              f"OMP_NUM_THREADS={meta['threads']}; text: {meta['text']}", "",
-             "| source | speech | size | run | first segment | complete mp4 | x real time | segments |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| source | speech | size | run | first segment | complete mp4 | x real time | segments "
+             "| stalls (s) | smallest lead |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         done = f"{r['complete_s']:.2f} s" if "complete_s" in r else "–"
         rt = f"{r['speech_s'] / r['complete_s']:.2f}" if "complete_s" in r else "–"
+        lead = "–" if r.get("min_lead_s") is None else f"{r['min_lead_s']:.2f} s"
         lines.append(f"| {r['source']} | {r['seconds']:g} s | {r['size']} | {r['run']} "
-                     f"| {r['first_s']:.2f} s | {done} | {rt} | {r['segments']} |")
+                     f"| {r['first_s']:.2f} s | {done} | {rt} | {r['segments']} "
+                     f"| {r.get('stalls', '–')} ({r.get('stalled_s', 0):.2f}) | {lead} |")
     return "\n".join(lines + meta.get("skipped", [])) + "\n"
 
 
