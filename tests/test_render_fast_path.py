@@ -76,15 +76,21 @@ def _max_diff(a: dict, b: dict) -> float:
 def test_fast_path_matches_plain_deform_and_images(ds, lip_code, emotion_field, lip_offset):
     m = _model(ds, lip_code, emotion_field, lip_offset)
     fast = FastRenderer(m)
+    fused = FastRenderer(m, FastSettings(fused=True))  # on a CPU: references, both layers in one call
     body = torch.full((3, S, S, 3), 0.3)
+    body_u8 = torch.full((3, S, S, 3), 77, dtype=torch.uint8)
     imgs = {}
     for name, (emo, gain) in EMOTIONS.items():
         fr = _frames(ds, emo, gain)
         assert _max_diff(fast.deform(fr), _plain_deform(m, fr)) <= 1e-6, name
+        assert _max_diff(fused.deform(fr), _plain_deform(m, fr)) <= 1e-6, name
         with torch.no_grad():
             want = m.render(fr, S, S, body).rgb
             got = fast.render(fr, S, S, body).rgb
+            want_u8 = (m.render(fr, S, S, body_u8.float() / 255).rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+            got_u8 = fused.render_u8(fr, S, S, body_u8, one_call=True)  # the CUDA layout, on a CPU
         assert float((got - want).abs().max()) <= 1e-6, name
+        assert int((got_u8.int() - want_u8.int()).abs().max()) <= 1, name
         imgs[name] = got
     # the emotion really is drawn (the comparison above is not between two neutral faces)
     if emotion_field or not lip_code:
@@ -150,6 +156,8 @@ def test_compiled_core_matches_plain(ds):
 def test_render_paths_and_graph_buckets(monkeypatch):
     assert path_settings("plain") is None
     assert path_settings("graphs") == FastSettings(graphs=True)
+    monkeypatch.delenv("EMOTALK_RENDER_PATH", raising=False)
+    assert path_settings(None) == FastSettings(graphs=True, fused=True)  # the measured default
     monkeypatch.setenv("EMOTALK_RENDER_PATH", "compile")
     assert path_settings(None).compile == "inductor"
     monkeypatch.setenv("EMOTALK_RENDER_PATH", "warp")
@@ -180,9 +188,10 @@ def test_render_frames_fast_equals_plain(ds, tmp_path, lip_code):
     lips = rng.normal(0, 1, (T, m.lip_lo.numel())).astype(np.float32) if lip_code else None
     for e in ((0.4, 0.2), emo):
         plain = np.concatenate(list(render_frames(ident, code, e, render_path="plain", lips=lips, **kw)))
-        fast = np.concatenate(list(render_frames(ident, code, e, render_path="fast", lips=lips, **kw)))
-        assert plain.shape == (T, S, S, 3)
-        assert np.abs(plain.astype(int) - fast.astype(int)).max() <= 1
+        for path in ("fast", "graphs+fused"):
+            fast = np.concatenate(list(render_frames(ident, code, e, render_path=path, lips=lips, **kw)))
+            assert plain.shape == (T, S, S, 3)
+            assert np.abs(plain.astype(int) - fast.astype(int)).max() <= 1, path
     with pytest.raises(InputError, match="render path"):
         next(render_frames(ident, code, render_path="nope", **kw))
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from emotalk.errors import InputError
+from emotalk.gaussians import fused_kernels
 from emotalk.gaussians.fields import SpatialCache
 from emotalk.gaussians.model import BRANCHES, Frames, RenderOut, TalkingGaussians
 from emotalk.gaussians.raster import eval_sh, rasterize
@@ -41,6 +42,9 @@ class FastSettings:
     # smaller than the captured one is padded); batches whose frames have different emotions run eagerly
     compile: str | None = None  # torch.compile backend of the deformation ("inductor" on a GPU host,
     # "eager" in tests); None: plain eager PyTorch
+    fused: bool = False  # each field's per-frame MLP and the final composite + uint8 as one Triton kernel
+    # each (emotalk.gaussians.fused_kernels; CUDA with Triton, else their PyTorch references), and both
+    # layers drawn by one rasterizer call (`render_u8`; padding Gaussians at opacity 0 are culled)
 
 
 PATHS: dict[str, FastSettings | None] = {  # render paths by name; None: the plain `TalkingGaussians.render`
@@ -49,10 +53,13 @@ PATHS: dict[str, FastSettings | None] = {  # render paths by name; None: the pla
     "graphs": FastSettings(graphs=True),
     "compile": FastSettings(compile="inductor"),
     "graphs+compile": FastSettings(graphs=True, compile="inductor"),
+    "fused": FastSettings(fused=True),
+    "graphs+fused": FastSettings(graphs=True, fused=True),
 }
 ENV = "EMOTALK_RENDER_PATH"  # chooses the render path of `render_frames` when the caller names none
-DEFAULT_PATH = "graphs"  # measured on the H200 (BENCHMARKS.md, issue 18): batch 1 at 512² 266-347 ->
-# 895-905 FPS, identical pixels; on a CPU the graph path runs eagerly (the same as "fast")
+DEFAULT_PATH = "graphs+fused"  # measured on an H200 (BENCHMARKS.md, issue 18): batch 1 at 512² 312 (plain)
+# -> 914 (graphs) -> 1,312 FPS, batch 64 6,362 -> 8,555 -> 11,860, frames within 1 grey level of plain;
+# on a CPU it runs eagerly with the PyTorch forms (the same frames as "fast")
 MEMO = 64  # emotions remembered per renderer (a ramp between two emotions makes one per frame)
 
 
@@ -107,7 +114,8 @@ class FastRenderer:
             self.opac = {b: torch.sigmoid(p[b]["opacities"]) for b in BRANCHES}  # [N]
             self.sh = {b: torch.cat([p[b]["sh0"], p[b]["shN"]], 1) for b in BRANCHES}  # [N,K,3]
             self.mouth_scales = torch.exp(p["mouth"]["scales"])  # [N,3] linear
-        core = self._core
+        self.n_layer = {b: int(self.opac[b].shape[0]) for b in BRANCHES}  # Gaussians per branch
+        core = self._core_stacked if self.settings.fused else self._core
         if self.settings.compile:
             core = torch.compile(core, backend=self.settings.compile, dynamic=False)
         self.core = core
@@ -183,12 +191,40 @@ class FastRenderer:
                  self.opac["mouth"][None].expand(B, -1), self._colors("mouth", mm, campos, None))
         return face + mouth
 
+    def _core_stacked(self, *args) -> tuple[Tensor, ...]:
+        """`_core`, with both branches stacked as 2B images of max(N_face, N_mouth) Gaussians (the shorter
+        padded with copies of its first Gaussian at opacity 0, which the rasterizer culls), so one gsplat
+        call draws both layers: (means [2B,N,3], quats, scales, opacities [2B,N], colors [2B,N,3])."""
+        out = self._core(*args)
+        n = max(self.n_layer.values())
+        stacked = []
+        for k, (f, m) in enumerate(zip(out[:5], out[5:])):
+            parts = []
+            for x in (f, m):
+                if x.shape[1] < n:
+                    fill = (x.new_zeros(x.shape[0], n - x.shape[1]) if k == 3
+                            else x[:, :1].expand(-1, n - x.shape[1], *x.shape[2:]))
+                    x = torch.cat([x, fill], 1)
+                parts.append(x)
+            stacked.append(torch.cat(parts, 0))
+        return tuple(stacked)
+
+    def _split(self, out: tuple[Tensor, ...], B: int) -> dict[str, tuple[Tensor, ...]]:
+        """Per-branch Gaussians (views) from the core's output, stacked or not."""
+        if not self.settings.fused:
+            return {"face": out[:5], "mouth": out[5:]}
+        nf, nm = self.n_layer["face"], self.n_layer["mouth"]
+        return {"face": tuple(x[:B, :nf] for x in out), "mouth": tuple(x[B:, :nm] for x in out)}
+
     def _field(self, b: str, conds: list[Tensor], rows: Tensor, B: int) -> Tensor:
         """`DeformField.forward` of branch b; the emotion embedding's rows [R,De,H] (its last condition)
         are given."""
         f, c = self.model.fields[b], self.caches[b]
         M = torch.cat([x[:, :, None] * lin.weight.t()[None] for x, lin in zip(conds, f.cond)]
                       + [rows.expand(B, -1, -1)], 1)  # [B,D,H]
+        if self.settings.fused and fused_kernels.available(M):
+            l1, l2 = f.mlp[1], f.mlp[3]  # mlp = ReLU, Linear, ReLU, Linear
+            return fused_kernels.field_mlp(c.att_all, c.base, M, l1.weight, l1.bias, l2.weight, l2.bias)
         return f.mlp(torch.matmul(c.att_all[None], M) + c.base[None])
 
     def _colors(self, b: str, means: Tensor, campos: Tensor, dcol: Tensor | None) -> Tensor:
@@ -201,6 +237,10 @@ class FastRenderer:
         """Deformed Gaussians per branch for B frames, as `TalkingGaussians.deform` gives them. emotion:
         the frames' (valence, arousal, gain) [B,3] on the host (None: read from fr, one device->host copy).
         With graphs the tensors are the graph's buffers: use them before the next call."""
+        return self._split(self._deformed(fr, emotion), fr.viewmats.shape[0])
+
+    def _deformed(self, fr: Frames, emotion: np.ndarray | None = None) -> tuple[Tensor, ...]:
+        """The core's output for B frames (see `_core`, `_core_stacked`)."""
         emo = _host_emotion(fr) if emotion is None else np.asarray(emotion, np.float32).reshape(-1, 3)
         if emo.shape[0] != fr.viewmats.shape[0]:
             raise ValueError(f"{emo.shape[0]} emotion rows for {fr.viewmats.shape[0]} frames")
@@ -214,7 +254,7 @@ class FastRenderer:
                 out = self._graph_call(args, from_lips)
             else:
                 out = self.core(*args, from_lips)
-        return {"face": out[:5], "mouth": out[5:]}
+        return out
 
     def _graph_call(self, args: tuple, from_lips: bool) -> tuple[Tensor, ...]:
         """Replay (capturing first) the graph of the next batch size up; absent request terms become zeros
@@ -231,7 +271,8 @@ class FastRenderer:
         g = self._graphs.get(key)
         if g is None:
             pad = [torch.cat([x, x[-1:].expand(key[0] - B, *x.shape[1:])]) for x in per_frame]
-            g = self._graphs[key] = DeformGraph(lambda *xs: self.core(*xs, from_lips), pad, req)
+            g = self._graphs[key] = DeformGraph(lambda *xs: self.core(*xs, from_lips), pad, req,
+                                                blocks=2 if self.settings.fused else 1)
         return g(per_frame, req)
 
     def _zeros(self, shape: tuple[int, ...]) -> Tensor:
@@ -253,6 +294,30 @@ class FastRenderer:
         f, mo = layers["face"], layers["mouth"]
         rgb = f.rgb + (1 - f.alpha) * (mo.rgb + (1 - mo.alpha) * body)
         return RenderOut(rgb, f, mo)
+
+    def render_u8(self, fr: Frames, width: int, height: int, body_u8: Tensor, backend: str = "auto",
+                  emotion: np.ndarray | None = None, one_call: bool | None = None) -> Tensor:
+        """The frames as `render` composites them, rounded to uint8 [B,H,W,3] (what a video gets), from
+        body frames [B,H,W,3] uint8; with `fused` the composite and rounding are one kernel, and both
+        layers one rasterizer call (one_call; None: on CUDA, where a call's fixed cost dominates at
+        batch 1; the CPU rasterizer would draw the padding's zero-opacity Gaussians too)."""
+        B = fr.viewmats.shape[0]
+        one_call = self.settings.fused and (fr.viewmats.is_cuda if one_call is None else one_call)
+        with self._lock if self.settings.graphs else _NoLock():
+            out = self._deformed(fr, emotion)
+            with torch.no_grad():
+                if one_call:  # both layers in one rasterizer call: 2B images
+                    two = rasterize(*out, torch.cat([fr.viewmats, fr.viewmats]), torch.cat([fr.Ks, fr.Ks]),
+                                    width, height, backend=backend)
+                    layers = (two.rgb[:B], two.alpha[:B], two.rgb[B:], two.alpha[B:], body_u8)
+                    if fused_kernels.available(*layers):
+                        return fused_kernels.composite_u8(*layers)
+                else:
+                    g = self._split(out, B)
+                    f, mo = (rasterize(*g[b], fr.viewmats, fr.Ks, width, height, backend=backend)
+                             for b in BRANCHES)
+                    layers = (f.rgb, f.alpha, mo.rgb, mo.alpha, body_u8)
+                return fused_kernels.composite_u8_reference(*layers)
 
 
 def _bucket(B: int) -> int:

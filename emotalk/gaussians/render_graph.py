@@ -19,7 +19,9 @@ class DeformGraph:
     """fn(*per_frame, *per_request) -> tuple of tensors [B,...], captured for per_frame inputs of batch B."""
 
     def __init__(self, fn: Callable[..., tuple[Tensor, ...]], per_frame: list[Tensor],
-                 per_request: list[Tensor | None], warmup: int = 2):
+                 per_request: list[Tensor | None], warmup: int = 2, blocks: int = 1):
+        """blocks: how many batch-sized blocks each output stacks along dim 0 (2: face then mouth)."""
+        self.blocks = blocks
         self.frame_in = [x.detach().clone() for x in per_frame]  # static buffers [B,...]
         self.req_in = [None if x is None else x.detach().clone() for x in per_request]
         self._req_src: list[Tensor | None] = list(per_request)  # the tensors the buffers were copied from
@@ -50,4 +52,9 @@ class DeformGraph:
                     self.req_in[i].copy_(x)
                 self._req_src[i] = x
         self.graph.replay()
-        return self.out if B == self.batch else tuple(o[:B] for o in self.out)
+        if B == self.batch:
+            return self.out
+        n = self.batch
+        if self.blocks == 1:
+            return tuple(o[:B] for o in self.out)
+        return tuple(torch.cat([o[k * n:k * n + B] for k in range(self.blocks)]) for o in self.out)

@@ -159,12 +159,11 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
             x = up.get(i, j)
             fr = Frames(w2c_t[x["sched"]], Kt[None].expand(j - i, 3, 3), x["code"], x["upper"],
                         x["emo"][:, :2], gain=x["emo"][:, 2], lips=x["lips"])
-            frame_body = body_t[x["sched"]].float() / 255
             if fast_settings is None:
-                out = model.render(fr, S, S, frame_body, caches=caches, backend=backend)
+                out = model.render(fr, S, S, body_t[x["sched"]].float() / 255, caches=caches, backend=backend)
+                yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             else:
-                out = fast.render(fr, S, S, frame_body, backend=backend, emotion=emo[i:j])
-            yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+                yield fast.render_u8(fr, S, S, body_t[x["sched"]], backend=backend, emotion=emo[i:j]).cpu().numpy()
             if progress:
                 progress("render", j / T)
 

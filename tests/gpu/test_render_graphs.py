@@ -96,7 +96,8 @@ def test_graph_path_matches_plain_on_a_synthetic_model(synthetic):
     m, ds = synthetic
     m.switches.lip_offset = True  # the lip-code offset goes through the graph too
     try:
-        paths = {"fast": FastRenderer(m), "graphs": FastRenderer(m, FastSettings(graphs=True))}
+        paths = {"fast": FastRenderer(m), "graphs": FastRenderer(m, FastSettings(graphs=True)),
+                 "graphs+fused": FastRenderer(m, FastSettings(graphs=True, fused=True))}
         K, code, upper = (torch.as_tensor(x) for x in (ds.K, ds.audio_code, ds.upper_face))
         w2c = torch.as_tensor(ds.world_to_cam)
         for B in (1, 3, 12):  # 12 runs padded in the graph of 16
@@ -111,7 +112,9 @@ def test_graph_path_matches_plain_on_a_synthetic_model(synthetic):
 
 def test_graph_path_matches_plain_on_obama(obama):
     m = obama.model
-    paths = {"fast": FastRenderer(m), "graphs": FastRenderer(m, FastSettings(graphs=True))}
+    paths = {"fast": FastRenderer(m), "graphs": FastRenderer(m, FastSettings(graphs=True)),
+             "fused": FastRenderer(m, FastSettings(fused=True)),
+             "graphs+fused": FastRenderer(m, FastSettings(graphs=True, fused=True))}
     for B in (1, 5):
         for k, (emo, g) in enumerate(EMOS):
             _check(m, _identity_frames(obama, 7 * k, B, [emo] * B, [g] * B, 256), 256, paths)
@@ -165,3 +168,34 @@ def test_graph_path_is_faster_at_batch_1(obama):
     plain = fps(lambda fr: m.render(fr, S, S, body, caches=caches))
     fast = fps(lambda fr: graphs.render(fr, S, S, body))
     assert fast > 1.3 * plain, f"graphs {fast:.0f} FPS vs plain {plain:.0f} FPS at batch 1, 512²"
+
+
+def test_fused_kernels_match_their_references_on_the_gpu():
+    from emotalk.gaussians import fused_kernels as fk
+
+    assert fk.available(torch.zeros(1, device=DEV)), "Triton should come with CUDA torch"
+    g = torch.Generator(device=DEV).manual_seed(0)
+    for N, D, H, O, B in [(16241, 48, 64, 10, 64), (6863, 40, 64, 3, 1), (300, 20, 16, 10, 12)]:
+        r = lambda *s: torch.randn(*s, device=DEV, generator=g)  # noqa: E731
+        att, base, M = torch.rand(N, D, device=DEV, generator=g) * 2, r(N, H), r(B, D, H) * 0.3
+        w1, b1, w2, b2 = r(H, H) * 0.2, r(H) * 0.1, r(O, H) * 0.2, r(O)
+        ref = fk.field_mlp_reference(att, base, M, w1, b1, w2, b2)
+        err = float((fk.field_mlp(att, base, M, w1, b1, w2, b2) - ref).abs().max() / ref.abs().max())
+        assert err < 1e-5, (N, B, err)
+    layers = [torch.rand(3, 64, 48, c, device=DEV, generator=g) for c in (3, 1, 3, 1)]
+    body = torch.randint(0, 256, (3, 64, 48, 3), device=DEV, dtype=torch.uint8, generator=g)
+    d = (fk.composite_u8(*layers, body).int() - fk.composite_u8_reference(*layers, body).int()).abs()
+    assert int(d.max()) <= 1 and float(d.float().mean()) < 1e-3  # FMA contraction may round one value
+
+
+def test_fused_uint8_frames_match_the_plain_path(obama):
+    m, S = obama.model, 256
+    fused = FastRenderer(m, FastSettings(graphs=True, fused=True))
+    for k, (emo, gn) in enumerate(EMOS):
+        fr = _identity_frames(obama, 5 * k, 4, [emo] * 4, [gn] * 4, S)
+        body = torch.randint(0, 256, (4, S, S, 3), device=DEV, dtype=torch.uint8)
+        with torch.no_grad():
+            want = m.render(fr, S, S, body.float() / 255).rgb
+            got = fused.render_u8(fr, S, S, body)
+        d = (got.int() - (want.clamp(0, 1) * 255 + 0.5).to(torch.uint8).int()).abs()
+        assert int(d.max()) <= 1 and float(d.float().mean()) < 0.01, (emo, int(d.max()))
