@@ -149,3 +149,22 @@ def test_blink_rate_setting_asks_for_more_blinks() -> None:
     more = add_blinks(sparse, names, 25.0, min_rate_hz=3 / 8)  # the app's blink rate 3
     closed = more[:, 0] > 0.5
     assert int(np.sum(closed[1:] & ~closed[:-1])) > 2
+
+
+def test_body_loop_is_decoded_once_per_file_and_size(ident_dir, tmp_path) -> None:
+    """Requests reuse the decoded body loop (read-only); another size or a replaced file is read anew."""
+    import os
+
+    from emotalk.identity.checkpoint import load_identity, write_video_file
+
+    root = _copy(ident_dir[0], tmp_path)
+    ident = load_identity(root)
+    a, b = ident.body_frames(), ident.body_frames()
+    assert a is b and not a.flags.writeable
+    small = ident.body_frames(16)
+    assert small.shape[1:] == (16, 16, 3) and ident.body_frames(16) is small
+    write_video_file(root / "body.mp4", 255 - np.asarray(a), 25.0)
+    st = os.stat(root / "body.mp4")
+    os.utime(root / "body.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    c = ident.body_frames()
+    assert c is not a and abs(float(c.mean()) - (255 - float(a.mean()))) < 10

@@ -8,6 +8,8 @@ rarely, natural blinks (every 2-6 s, ~0.25 s long) are added to the eye-blink ch
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -135,8 +137,7 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
         raise InputError(f"The render size must be an even number of pixels >= 16, got {S}.")
     K = identity.K.astype(np.float32).copy()
     K[:2] *= S / identity.size
-    frames_body = body if body is not None else identity.body_frames()
-    frames_body = resize_frames(frames_body, S)
+    frames_body = resize_frames(body, S) if body is not None else identity.body_frames(S)
     L = min(len(frames_body), len(identity.track_w2c))
     sched = pingpong_schedule(T, L)
     upper = np.array(identity.track_upper[sched], np.float32)
@@ -145,7 +146,9 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
                            min_rate_hz=blink_rate / 8)  # blink_rate 1 = one blink per 8 s at least
     dev = torch.device(device)
     model.to(dev)
-    body_t = torch.as_tensor(frames_body[:L]).to(dev)
+    with warnings.catch_warnings():  # the cached loop is read-only; its tensor is only read (indexed)
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        body_t = torch.as_tensor(frames_body[:L]).to(dev)
     w2c_t = torch.as_tensor(identity.track_w2c[:L]).to(dev)
     Kt = torch.as_tensor(K).to(dev)
     with torch.no_grad():

@@ -19,7 +19,6 @@ import numpy as np
 
 from emotalk.emotion import clamp_to_disc
 from emotalk.identity.checkpoint import Identity
-from emotalk.media import resize_frames
 from emotalk.render.frames import add_blinks, pingpong_schedule
 
 LiveEmotion = Callable[[], "tuple[float, float] | None"]  # the (valence, arousal) wanted now, or None
@@ -32,7 +31,7 @@ class Timeline:
     def __init__(self, identity: Identity, size: int, capacity: int, blinks: bool = True,
                  blink_rate: float = 1.0, seed: int = 0):
         self.identity, self.blinks, self.blink_rate, self.seed = identity, blinks, blink_rate, seed
-        self.body = resize_frames(identity.body_frames(), size)  # [L,S,S,3] uint8, read once
+        self.body = identity.body_frames(size)  # [L,S,S,3] uint8, read-only, cached per identity and size
         self.length = min(len(self.body), len(identity.track_w2c))  # L
         self._lay(max(1, capacity))
 
