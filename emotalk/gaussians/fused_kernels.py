@@ -72,7 +72,9 @@ def composite_u8_reference(face_rgb: Tensor, face_alpha: Tensor, mouth_rgb: Tens
 def _kernels():
     triton, tl = _triton()
 
-    @triton.jit
+    # sizes are not specialised on (divisible by 16, equal to 1), so one compiled kernel serves both
+    # branches and every batch size: a stream never waits for a compile after its first frame
+    @triton.jit(do_not_specialize=["N", "D", "O", "B"])
     def field_kernel(att_ptr, base_ptr, m_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr, N, D, O, B,
                      B_PER: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr, H: tl.constexpr, OP: tl.constexpr,
                      PREC: tl.constexpr):
@@ -98,7 +100,7 @@ def _kernels():
             tl.store(out_ptr + b * N * O + rn[:, None] * O + ro[None, :], o,
                      mask=nm[:, None] & (ro[None, :] < O) & (b < B))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n"])
     def composite_kernel(frgb_ptr, fa_ptr, mrgb_ptr, ma_ptr, body_ptr, out_ptr, n, BLOCK: tl.constexpr):
         e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # element of [B,H,W,3]
         m = e < n

@@ -3,6 +3,8 @@
 
 Each (source, seconds, size) runs in a fresh process: the first request there is "cold" (identity load,
 Whisper weights, CUDA kernels included; the import of the package is timed apart), the next ones "warm".
+With --app-launch the process first renders one still, as the app does at launch (`ui.handlers.warm_up`),
+so "cold" is a first visitor's request.
 Text: sentence by sentence, as the app does. Where no offline TTS engine exists (the GPU host: no Piper,
 no espeak), or with --tts-wav, the sentences are cut from a wav spoken beforehand and TTS costs nothing
 here ("tts time measured separately": `bench speech`, or the tts_s column of a CPU run).
@@ -116,6 +118,11 @@ def one(args: argparse.Namespace) -> list[dict]:
             use_wav_for_text(args.tts_wav)
         req = pipeline.RenderRequest(identity=args.identity, text=text_for(args.secs), size=args.size,
                                      device=args.device)
+    launch_s = 0.0
+    if args.app_launch:  # as the app's launch warm-up (ui.handlers.warm_up): one still before any request
+        t = time.perf_counter()
+        pipeline.preview(pipeline.RenderRequest(identity=args.identity, size=args.size, device=args.device))
+        launch_s = time.perf_counter() - t
     rows = []
     for k in range(1 + args.warm):
         t, first, segs, done, ready, durs = time.perf_counter(), None, 0, {}, [], []
@@ -133,7 +140,7 @@ def one(args: argparse.Namespace) -> list[dict]:
                             tts_s=round(part.timings.get("speech", 0.0), 3))
         rows.append(dict(source=args.source, seconds=args.secs, size=args.size, device=args.device,
                          run="cold" if k == 0 else "warm", first_s=round(first, 3), segments=segs,
-                         import_s=round(import_s, 2) if k == 0 else 0.0, **done,
+                         import_s=round(import_s, 2) if k == 0 else 0.0, launch_s=round(launch_s, 2), **done,
                          **playback_stalls(ready, durs)))
     return rows
 
@@ -169,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=float, default=1.0, help="seconds per segment")
     p.add_argument("--warm", type=int, default=1, help="warm runs after the cold one")
     p.add_argument("--first-only", action="store_true", help="stop each run at its first segment")
+    p.add_argument("--app-launch", action="store_true",
+                   help="render one still first, as the app does at launch (its time is launch_s, not counted)")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "latency")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: one case, JSON out
     p.add_argument("--source", default=None, help=argparse.SUPPRESS)
@@ -204,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                        *map(str, args.speech)]
                 cmd += ["--tts-wav", str(args.tts_wav)] if args.tts_wav else []
                 cmd += ["--first-only"] if args.first_only else []
+                cmd += ["--app-launch"] if args.app_launch else []
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
                 line = [x for x in r.stdout.splitlines() if x.startswith("LATENCY ")]
                 if r.returncode != 0 or not line:
