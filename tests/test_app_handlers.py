@@ -90,7 +90,7 @@ class FakePipeline:
         for name in ("list_identities", "device_info", "tts_engines", "validate_request", "synthesize",
                      "speak", "preview", "load_hub_identity", "fine_tune", "push_identity",
                      "estimate_gpu_seconds", "estimate_seconds", "estimate_fine_tune_seconds",
-                     "fine_tune_recipe", "cleanup_old_outputs"):
+                     "fine_tune_recipe", "cleanup_old_outputs", "warm_up"):
             mp.setattr(pipeline, name, getattr(self, name), raising=False)
 
     def list_identities(self):
@@ -127,6 +127,9 @@ class FakePipeline:
         wav = Path(workdir) / "tts.wav"
         wav.write_bytes(b"wav")
         return Speech(wav, "espeak", "the online voice is unreachable; espeak-ng spoke", 1.5)
+
+    def warm_up(self, identity, size=None, device=None):
+        self.preview(Req(identity=identity, size=size))
 
     def preview(self, req):
         self.calls.append(("preview", req))
@@ -341,9 +344,9 @@ def test_warm_up_renders_a_still_of_the_first_identity_and_never_fails(fake, mon
     handlers.warm_up()
     assert [(c[1].identity, c[1].size) for c in fake.calls if c[0] == "preview"] == [("alice", 128)]
 
-    def broken(req):
+    def broken(identity, size=None, device=None):
         raise RuntimeError("no model")
-    monkeypatch.setattr(pipeline, "preview", broken)
+    monkeypatch.setattr(pipeline, "warm_up", broken)
     handlers.warm_up()  # only a speed-up: logged, not raised
     assert "warm-up of alice failed: no model" in caplog.text
 

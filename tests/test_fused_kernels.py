@@ -98,3 +98,29 @@ def test_fused_path_on_cpu_gives_the_plain_frames():
         got = FastRenderer(m, FastSettings(fused=True)).render_u8(fr, 32, 32, body)
     assert got.dtype == torch.uint8
     assert torch.equal(got, (want.clamp(0, 1) * 255 + 0.5).to(torch.uint8))
+
+
+def test_a_kernel_that_cannot_build_falls_back_once_and_says_why(monkeypatch):
+    """An old GPU (no TF32) or a broken Triton: the kernel's error is recorded, its PyTorch form answers,
+    and from then on the fused path is off for the process."""
+
+    class Broken:
+        def __getitem__(self, grid):
+            def launch(*a, **k):
+                raise RuntimeError("tf32x3 is not supported on this GPU")
+            return launch
+
+    monkeypatch.setattr(fk, "_triton", lambda: ("triton", "tl"))
+    monkeypatch.setattr(fk, "_kernels", lambda: (Broken(), Broken()))
+    monkeypatch.setattr(fk, "_failed", {})
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.manual_seed(0)
+    att, base, M = torch.rand(20, 8), torch.randn(20, 16), torch.randn(2, 8, 16)
+    w1, b1, w2, b2 = torch.randn(16, 16), torch.randn(16), torch.randn(4, 16), torch.randn(4)
+    assert fk.available(att)
+    got = fk.field_mlp(att, base, M, w1, b1, w2, b2)
+    assert torch.equal(got, fk.field_mlp_reference(att, base, M, w1, b1, w2, b2))
+    assert "not supported" in fk.failures()["field_mlp"] and not fk.available(att)
+    layers = [torch.rand(1, 4, 4, c) for c in (3, 1, 3, 1)]
+    body = torch.zeros(1, 4, 4, 3, dtype=torch.uint8)
+    assert torch.equal(fk.composite_u8(*layers, body), fk.composite_u8_reference(*layers, body))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 from torch import Tensor
@@ -41,8 +42,6 @@ def _triton():
 
 def available(*tensors: Tensor) -> bool:
     """Whether the fused kernels can run on these tensors (CUDA, or Triton's interpreter, and Triton)."""
-    import os
-
     if _triton() is None or _failed:
         return False
     return all(t.is_cuda for t in tensors) or os.environ.get("TRITON_INTERPRET") == "1"

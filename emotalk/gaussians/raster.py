@@ -257,14 +257,16 @@ def _check_gsplat(device: str = "cuda") -> None:
 def backend_status() -> dict:
     """The rasterizer that draws CUDA tensors under 'auto', why, and a notice for users (or None).
 
-    Keys: backend ('gsplat'/'torch'), device ('cuda'/'cpu'), reason, forced, fallback, notice, and
-    cuda_toolkit (the pip CUDA toolkit put on CUDA_HOME for gsplat's build, or None).
+    Keys: backend ('gsplat'/'torch'), device ('cuda'/'cpu'), reason, forced, fallback, notice,
+    cuda_toolkit (the pip CUDA toolkit put on CUDA_HOME for gsplat's build, or None) and
+    fused_kernel_failures (Triton kernels that could not run here, and why; their PyTorch forms run).
     The first call on a GPU imports gsplat and may build its kernels; the answer is cached.
     """
     from emotalk.gaussians.cuda_toolkit import chosen
+    from emotalk.gaussians.fused_kernels import failures
 
     return {**raster_backend.decide(_check_gsplat, torch.cuda.is_available()).as_dict(),
-            "cuda_toolkit": chosen()}
+            "cuda_toolkit": chosen(), "fused_kernel_failures": failures()}
 
 
 BACKENDS = ("auto", "gsplat", "torch", "fast", "reference")

@@ -174,6 +174,16 @@ def preview(req: RenderRequest):
 _SILENT_CODE: dict = {}
 
 
+def warm_up(identity: str, size: int | None = None, device: str | None = None) -> None:
+    """What the app does at launch, in the background, so that its first visitor does not wait for loading:
+    the offline voice starts, and one still of `identity` loads the model, the audio encoder, the body loop
+    and the render kernels (compiled on a GPU's first use)."""
+    from emotalk.speech.tts_offline import prestart_piper
+
+    prestart_piper()  # returns at once (the voice loads in the background); a reason where Piper cannot run
+    preview(RenderRequest(identity=identity, size=size, device=device))
+
+
 # ---- fine-tuning a new identity -----------------------------------------------------------------
 
 FINE_TUNE_PRESETS = ("fast", "quality", "cpu", "test")  # the recipes of emotalk.training.settings.RECIPES

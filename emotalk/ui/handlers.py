@@ -227,13 +227,10 @@ def preview(identity: str | None, valence: float, arousal: float, intensity: flo
 def warm_up() -> None:
     """Loads the first identity and renders one still (at launch, in the background), so the first
     visitor's preview comes in a second rather than after the model loads; the offline voice loads too."""
-    from emotalk.speech.tts_offline import prestart_piper
-
-    prestart_piper()  # returns at once (the voice loads in the background); a reason where Piper cannot run
     infos = pipeline.list_identities()
     try:
         if infos:
-            pipeline.preview(pipeline.RenderRequest(identity=infos[0].name, size=preview_size()))
+            pipeline.warm_up(infos[0].name, size=preview_size())
     except Exception as e:  # noqa: BLE001 - only a speed-up: the visitor's own preview reports any error
         log.warning("warm-up of %s failed: %s", infos[0].name, e)
 

@@ -3,8 +3,8 @@
 
 Each (source, seconds, size) runs in a fresh process: the first request there is "cold" (identity load,
 Whisper weights, CUDA kernels included; the import of the package is timed apart), the next ones "warm".
-With --app-launch the process first renders one still, as the app does at launch (`ui.handlers.warm_up`),
-so "cold" is a first visitor's request.
+With --app-launch the process first runs the app's launch warm-up (`pipeline.warm_up`: the offline voice
+started, one still rendered), so "cold" is a first visitor's request.
 Text: sentence by sentence, as the app does. Where no offline TTS engine exists (the GPU host: no Piper,
 no espeak), or with --tts-wav, the sentences are cut from a wav spoken beforehand and TTS costs nothing
 here ("tts time measured separately": `bench speech`, or the tts_s column of a CPU run).
@@ -119,9 +119,9 @@ def one(args: argparse.Namespace) -> list[dict]:
         req = pipeline.RenderRequest(identity=args.identity, text=text_for(args.secs), size=args.size,
                                      device=args.device)
     launch_s = 0.0
-    if args.app_launch:  # as the app's launch warm-up (ui.handlers.warm_up): one still before any request
+    if args.app_launch:  # the app's launch warm-up (voice started, one still) before any request
         t = time.perf_counter()
-        pipeline.preview(pipeline.RenderRequest(identity=args.identity, size=args.size, device=args.device))
+        pipeline.warm_up(args.identity, size=args.size, device=args.device)
         launch_s = time.perf_counter() - t
     rows = []
     for k in range(1 + args.warm):
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm", type=int, default=1, help="warm runs after the cold one")
     p.add_argument("--first-only", action="store_true", help="stop each run at its first segment")
     p.add_argument("--app-launch", action="store_true",
-                   help="render one still first, as the app does at launch (its time is launch_s, not counted)")
+                   help="run the app's launch warm-up first (its time is launch_s, not counted)")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "latency")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: one case, JSON out
     p.add_argument("--source", default=None, help=argparse.SUPPRESS)
