@@ -30,7 +30,7 @@ from emotalk.errors import InputError
 from emotalk.gaussians import fused_kernels
 from emotalk.gaussians.fields import SpatialCache
 from emotalk.gaussians.model import BRANCHES, Frames, RenderOut, TalkingGaussians
-from emotalk.gaussians.raster import eval_sh, rasterize
+from emotalk.gaussians.raster import eval_sh, rasterize, resolve_backend
 from emotalk.gaussians.render_graph import DeformGraph
 
 
@@ -299,10 +299,12 @@ class FastRenderer:
                   emotion: np.ndarray | None = None, one_call: bool | None = None) -> Tensor:
         """The frames as `render` composites them, rounded to uint8 [B,H,W,3] (what a video gets), from
         body frames [B,H,W,3] uint8; with `fused` the composite and rounding are one kernel, and both
-        layers one rasterizer call (one_call; None: on CUDA, where a call's fixed cost dominates at
-        batch 1; the CPU rasterizer would draw the padding's zero-opacity Gaussians too)."""
+        layers one rasterizer call (one_call; None: where gsplat draws, whose fixed cost per call dominates
+        at batch 1 and which culls the padding; the PyTorch rasterizers would draw it)."""
         B = fr.viewmats.shape[0]
-        one_call = self.settings.fused and (fr.viewmats.is_cuda if one_call is None else one_call)
+        if one_call is None:
+            one_call = resolve_backend(backend, fr.viewmats.is_cuda) == "gsplat"
+        one_call = self.settings.fused and one_call
         with self._lock if self.settings.graphs else _NoLock():
             out = self._deformed(fr, emotion)
             with torch.no_grad():

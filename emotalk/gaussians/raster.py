@@ -272,6 +272,16 @@ def backend_status() -> dict:
 BACKENDS = ("auto", "gsplat", "torch", "fast", "reference")
 
 
+def resolve_backend(backend: str, cuda: bool) -> str:
+    """The rasterizer `rasterize` would use for tensors on CUDA (cuda) or the CPU: 'gsplat', 'fast' or
+    'reference'."""
+    if backend == "auto":
+        backend = raster_backend.decide(_check_gsplat, cuda=True).backend if cuda else "torch"
+    if backend == "torch":
+        backend = raster_backend.torch_path(cuda)
+    return backend
+
+
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None = None,
               backend: str = "auto") -> RasterOut:
@@ -282,10 +292,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     (early termination makes it faster there). 'auto' is 'torch' for CPU tensors; for CUDA tensors gsplat
     when it works here (or as EMOTALK_RASTER says), else 'torch'. 'gsplat' uses gsplat without a check.
     """
-    if backend == "auto":
-        backend = raster_backend.decide(_check_gsplat, cuda=True).backend if means.is_cuda else "torch"
-    if backend == "torch":
-        backend = raster_backend.torch_path(means.is_cuda)
+    backend = resolve_backend(backend, means.is_cuda)
     fns = {"gsplat": rasterize_gsplat, "fast": raster_fast.rasterize_fast, "reference": rasterize_torch}
     if backend not in fns:
         raise ValueError(f"unknown rasterizer backend {backend!r}; use one of {', '.join(BACKENDS)}")
