@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -45,7 +44,8 @@ def test_pip_toolkit_becomes_a_cuda_home(cu13_site, tmp_path):
     assert ct.nvcc_release(home / "bin" / "nvcc") == "13.0"
     assert (home / "nvvm" / "bin" / "cicc").exists() and (home / "include" / "crt" / "host_config.h").exists()
     # torch links with -L$CUDA_HOME/lib64 -lcudart: the unversioned name must exist there
-    assert (home / "lib64" / "libcudart.so").resolve() == (cu13_site / "nvidia/cu13/lib/libcudart.so.13").resolve()
+    want = (cu13_site / "nvidia/cu13/lib/libcudart.so.13").resolve()
+    assert (home / "lib64" / "libcudart.so").resolve() == want
     # a second process finds the tree made
     env2 = {"PATH": env["PATH"]}
     ct.use_pip_toolkit(env2, cache=tmp_path / "cache", torch_cuda="13.0", paths=[str(cu13_site)])
@@ -83,7 +83,8 @@ def test_cuda12_wheels_one_folder_per_part_are_merged(tmp_path):
     env = {"PATH": str(tmp_path / "empty")}
     ct.use_pip_toolkit(env, cache=tmp_path / "cache", torch_cuda="12.8", paths=[str(tmp_path / "site")])
     home = Path(env["CUDA_HOME"])
-    for f in ("bin/nvcc", "nvvm/bin/cicc", "include/cuda_runtime.h", "include/cub/cub.cuh", "lib64/libcudart.so"):
+    for f in ("bin/nvcc", "nvvm/bin/cicc", "include/cuda_runtime.h", "include/cub/cub.cuh",
+              "lib64/libcudart.so"):
         assert (home / f).exists(), f
 
 

@@ -30,7 +30,8 @@ INTERPRETED = textwrap.dedent("""
     out = {}
     for N, D, H, O, B, per in [(100, 48, 64, 10, 3, 2), (37, 40, 16, 3, 5, 8)]:
         att, base, M = torch.rand(N, D) * 2, torch.randn(N, H), torch.randn(B, D, H) * 0.3
-        w1, b1, w2, b2 = torch.randn(H, H) * 0.2, torch.randn(H) * 0.1, torch.randn(O, H) * 0.2, torch.randn(O)
+        w1, b1 = torch.randn(H, H) * 0.2, torch.randn(H) * 0.1
+        w2, b2 = torch.randn(O, H) * 0.2, torch.randn(O)
         ref = fk.field_mlp_reference(att, base, M, w1, b1, w2, b2)
         got = fk.field_mlp(att, base, M, w1, b1, w2, b2, frames_per_program=per)
         out[f"field{N}"] = float((got - ref).abs().max() / ref.abs().max())
@@ -46,7 +47,8 @@ INTERPRETED = textwrap.dedent("""
                     "checked on the GPU by tests/gpu/test_render_graphs.py")
 def test_kernels_match_references_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    r = subprocess.run([sys.executable, "-c", INTERPRETED], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, "-c", INTERPRETED], capture_output=True, text=True, env=env,
+                       timeout=600)
     line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
     assert r.returncode == 0 and line, r.stderr[-2000:]
     res = json.loads(line[0][7:])

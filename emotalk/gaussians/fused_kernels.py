@@ -75,14 +75,15 @@ def _kernels():
     # branches and every batch size: a stream never waits for a compile after its first frame
     @triton.jit(do_not_specialize=["N", "D", "O", "B"])
     def field_kernel(att_ptr, base_ptr, m_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr, N, D, O, B,
-                     B_PER: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr, H: tl.constexpr, OP: tl.constexpr,
-                     PREC: tl.constexpr):
+                     B_PER: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr, H: tl.constexpr,
+                     OP: tl.constexpr, PREC: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rd = tl.arange(0, DP)
         rh = tl.arange(0, H)
         ro = tl.arange(0, OP)
         nm = rn < N
-        att = tl.load(att_ptr + rn[:, None] * D + rd[None, :], mask=nm[:, None] & (rd[None, :] < D), other=0.0)
+        att = tl.load(att_ptr + rn[:, None] * D + rd[None, :], mask=nm[:, None] & (rd[None, :] < D),
+                      other=0.0)
         base = tl.load(base_ptr + rn[:, None] * H + rh[None, :], mask=nm[:, None], other=0.0)
         w1t = tl.load(w1_ptr + rh[None, :] * H + rh[:, None])  # [H_in, H_out] = w1ᵀ
         b1 = tl.load(b1_ptr + rh)
@@ -166,7 +167,8 @@ def composite_u8(face_rgb: Tensor, face_alpha: Tensor, mouth_rgb: Tensor, mouth_
 
 def _fail(name: str, e: BaseException) -> None:
     _failed[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-    log.warning("fused kernel %s cannot run here (%s): using the PyTorch form from now on", name, _failed[name])
+    log.warning("fused kernel %s cannot run here (%s): using the PyTorch form from now on", name,
+                _failed[name])
 
 
 def failures() -> dict[str, str]:

@@ -9,7 +9,6 @@ rarely, natural blinks (every 2-6 s, ~0.25 s long) are added to the eye-blink ch
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -166,7 +165,8 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
                 out = model.render(fr, S, S, body_t[x["sched"]].float() / 255, caches=caches, backend=backend)
                 yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
             else:
-                yield fast.render_u8(fr, S, S, body_t[x["sched"]], backend=backend, emotion=emo[i:j]).cpu().numpy()
+                u8 = fast.render_u8(fr, S, S, body_t[x["sched"]], backend=backend, emotion=emo[i:j])
+                yield u8.cpu().numpy()
             if progress:
                 progress("render", j / T)
 

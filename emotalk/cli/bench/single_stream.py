@@ -5,9 +5,10 @@
         [--emotions "0,0;0.3,0.2"] [--paths plain,fast,graphs,compile,graphs+compile] [--dataset DIR]
     (or python bench/bench_single_stream.py ...)
 
-For each size, emotion, batch and path (timed REPEATS times, the fastest pass reported): render FPS (deform + raster + composite + uint8 from uint8 body
-frames, as `render_frames` does; frames left on the device; warm, timed with torch.cuda.synchronize), deform-only FPS, and the largest pixel difference
-to the plain path on the same frames; per size, the bare rasterizer FPS of the same Gaussians at batch 1
+For each size, emotion, batch and path (timed REPEATS times, the fastest pass reported): render FPS
+(deform + raster + composite + uint8 from uint8 body frames, as `render_frames` does; frames left on the
+device; warm, timed with torch.cuda.synchronize), deform-only FPS, and the largest pixel difference to the
+plain path on the same frames; per size, the bare rasterizer FPS of the same Gaussians at batch 1
 and 64 and each path's overhead ratio (bare FPS / render FPS); at batch 1, `render_frames` to the host
 (what a stream gets). Every path renders the same audio code (the dataset's, else seeded random numbers
 of the identity's shape), poses and body frames. Imports nothing that needs ffmpeg, Gradio or MediaPipe.
@@ -150,8 +151,9 @@ def time_path(scene: Scene, path: str, batch: int, emotion: tuple[float, float],
         _sync(dev)
         deform_s = time.time() - t0
         del img, g
-        imgs = [render_float(fr, body, S, rows)[:8].float().cpu() for fr, body in batches[:max(1, 8 // batch)]]
-        u8 = [render(fr, body, S, rows)[:8].cpu() for fr, body in batches[:max(1, 8 // batch)]]
+        check = batches[:max(1, 8 // batch)]
+        imgs = [render_float(fr, body, S, rows)[:8].float().cpu() for fr, body in check]
+        u8 = [render(fr, body, S, rows)[:8].cpu() for fr, body in check]
     entry = {"render_fps": n / render_s, "render_fps_median": n / float(np.median(times)),
              "deform_fps": n / deform_s, "frames": n, "warmup_s": warm_s}
     if reference is not None:
