@@ -218,3 +218,31 @@ def test_the_app_streams_segments_then_the_mp4_and_the_sliders_steer_the_running
     assert seen == [(0.2, 0.1), (-0.5, 0.4)]
     streaming.steer(0.9, 0.0, SimpleNamespace(session_hash="s1"))  # no stream running: nothing kept
     assert streaming._LIVE == {}
+
+
+@pytest.mark.slow
+def test_a_long_upload_finds_its_phones_piece_by_piece_and_streams_the_same_frames(home, tmp_path,
+                                                                                  monkeypatch):
+    """An upload longer than a first piece: phones are asked for each piece (the first at most 4 s, so a
+    stream starts early), cuts fall in its pauses, and the stream's frames still equal `synthesize`."""
+    from emotalk.render import speech_lips
+
+    real = media.read_audio(shared("audio/speech_obama_5s.wav"))
+    wav = np.concatenate([real[: int(3.0 * media.SR)], np.zeros(int(0.4 * media.SR), np.float32),
+                          real[: int(3.5 * media.SR)]])
+    path = media.write_wav(tmp_path / "long.wav", wav)
+    asked = []
+
+    def fake_phones(piece, text=None, **kw):
+        asked.append(len(piece) / media.SR)
+        return None
+
+    monkeypatch.setattr(speech_lips, "speech_phones", fake_phones)
+    req = RenderRequest(identity="may-tiny", audio=str(path), size=32, watermark=False)
+    segs, res = _stream(req, tmp_path / "s", chunk_s=1.0)
+    assert len(asked) == 2 and asked[0] <= 4.0 and 3.0 <= asked[0] <= 3.4  # cut inside the pause
+    assert abs(sum(asked) - len(wav) / media.SR) < 0.05
+    whole = pipeline.synthesize(req, tmp_path / "w")
+    assert res.n_frames == whole.n_frames == sum(s.n_frames for s in segs) == round(len(wav) / media.SR * 25)
+    final = media.read_frames(res.video).astype(int)
+    assert np.array_equal(final, media.read_frames(whole.video).astype(int))

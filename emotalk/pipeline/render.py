@@ -161,8 +161,11 @@ def _speech(job: _Job, by_sentence: bool):
         if len(wav) / SR > MAX_SPEECH_S:  # a file whose header did not tell its length
             raise speech_too_long(Path(r.audio).name, len(wav) / SR)
         job.timings["speech"] += time.time() - t
-        job.phones.append(_phones(job, wav))
-        yield wav
+        bounds = _upload_pieces(job, wav)
+        job.whole = len(bounds) == 1
+        for a, b in bounds:
+            job.phones.append(_phones(job, wav[a:b]))
+            yield wav[a:b]
         return
     texts = split_sentences(r.text) if by_sentence else [r.text]
     job.whole = len(texts) == 1
@@ -177,6 +180,19 @@ def _speech(job: _Job, by_sentence: bool):
         pause = np.zeros(int(SENTENCE_PAUSE_S * SR) if i < len(texts) - 1 else 0, np.float32)
         job.phones.append(_phones(job, res.wav, res))  # in the piece's own time: the pause comes after
         yield np.concatenate([res.wav, pause])
+
+
+def _upload_pieces(job: _Job, wav) -> list[tuple[int, int]]:
+    """Sample ranges an upload is rendered in: pieces cut at pauses (`speech.pieces`) when its phones are
+    to be found (lips "auto", no transcript or phones given), so they are found piece by piece and a
+    stream starts after the first piece's; else the whole recording."""
+    from emotalk.media import SR
+    from emotalk.speech.pieces import piece_bounds
+
+    r = job.r
+    if r.lips != "auto" or r.transcript or r.phones is not None:
+        return [(0, len(wav))]
+    return piece_bounds(wav, SR, job.ident.fps)
 
 
 def _clip(job: _Job, pieces, chunk_frames, live=None):
@@ -272,7 +288,8 @@ def synthesize_stream(req: RenderRequest, workdir: Path | None = None, progress:
     """`synthesize`, played while it is made: yields `media.segments.Segment`s (MPEG-TS, H.264 + AAC,
     about `chunk_s` long, the first shorter) as soon as each is encoded, and last the `RenderResult` of
     the complete mp4 (the same frames). Typed text is spoken sentence by sentence (the next sentence is
-    spoken while this one renders). `emotion`: a callable giving the (valence, arousal) wanted now (or
+    spoken while this one renders); an upload whose phones are to be found goes piece by piece
+    (`_upload_pieces`: the first at most 4 s, the next piece's phones found while this one renders). `emotion`: a callable giving the (valence, arousal) wanted now (or
     None), read before each chunk: a change steers the rest of the stream."""
     import numpy as np
 
@@ -285,7 +302,7 @@ def synthesize_stream(req: RenderRequest, workdir: Path | None = None, progress:
     fps = job.ident.fps
     first_n, chunk_n = max(1, round(min(chunk_s, FIRST_SEGMENT_S) * fps)), max(1, round(chunk_s * fps))
     pieces = _speech(job, by_sentence=True)
-    clip = _clip(job, prefetch(pieces) if job.r.text else pieces,
+    clip = _clip(job, prefetch(pieces),  # the next sentence spoken, or the next piece's phones found, ahead
                  lambda first: first_n if first == 0 else chunk_n, emotion)
     writer, held, n, k = _writer(job), [], 0, 0
     try:
