@@ -289,8 +289,9 @@ def synthesize_stream(req: RenderRequest, workdir: Path | None = None, progress:
     about `chunk_s` long, the first shorter) as soon as each is encoded, and last the `RenderResult` of
     the complete mp4 (the same frames). Typed text is spoken sentence by sentence (the next sentence is
     spoken while this one renders); an upload whose phones are to be found goes piece by piece
-    (`_upload_pieces`: the first at most 4 s, the next piece's phones found while this one renders). `emotion`: a callable giving the (valence, arousal) wanted now (or
-    None), read before each chunk: a change steers the rest of the stream."""
+    (`_upload_pieces`: the first at most 4 s, the next piece's phones found while this one renders).
+    `emotion`: a callable giving the (valence, arousal) wanted now (or None), read before each chunk: a
+    change steers the rest of the stream."""
     import numpy as np
 
     from emotalk.media.segments import Segment, encode_segment
