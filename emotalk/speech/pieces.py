@@ -1,8 +1,9 @@
 """A long recording cut into pieces at its quietest moments, on video-frame boundaries.
 
 Why: an English upload's phone timings come from a transcript and an alignment. Found for the whole
-recording, they held back a stream's first frame by about 0.5 s per second of speech on a 2-core CPU. Piece
-by piece, the first piece's phones are found in a few seconds, and the next piece's while this one plays.
+recording, they held back a stream's first frame for all of its length: 1.8–2.5 s for 30 s on a 2-core CPU,
+and more for longer recordings. Piece by piece, the first piece's phones are found in about 0.5 s, and the
+next piece's while this one plays.
 Cuts fall on the quietest frame of a search window, where the speech is most likely paused. Each piece is
 a whole number of video frames long, so no timing drifts.
 """
