@@ -246,3 +246,16 @@ def test_a_long_upload_finds_its_phones_piece_by_piece_and_streams_the_same_fram
     assert res.n_frames == whole.n_frames == sum(s.n_frames for s in segs) == round(len(wav) / media.SR * 25)
     final = media.read_frames(res.video).astype(int)
     assert np.array_equal(final, media.read_frames(whole.video).astype(int))
+
+
+def test_a_long_uploads_keyframes_are_checked_against_the_whole_recording(home, tmp_path, monkeypatch):
+    from emotalk.errors import InputError
+    from emotalk.render import speech_lips
+
+    real = media.read_audio(shared("audio/speech_obama_5s.wav"))
+    path = media.write_wav(tmp_path / "long.wav", np.concatenate([real, real[: int(2 * media.SR)]]))
+    monkeypatch.setattr(speech_lips, "speech_phones", lambda *a, **k: None)
+    req = RenderRequest(identity="may-tiny", audio=str(path), size=32, watermark=False,
+                        emotion_track=[(0.0, 0.0, 0.0), (30.0, 0.5, 0.5)])
+    with pytest.raises(InputError, match="after the end of the speech"):
+        pipeline.synthesize(req, tmp_path / "w")

@@ -163,6 +163,10 @@ def _speech(job: _Job, by_sentence: bool):
         job.timings["speech"] += time.time() - t
         bounds = _upload_pieces(job, wav)
         job.whole = len(bounds) == 1
+        if r.emotion_track and not job.whole:  # keyframes inside the whole recording (pieces are not checked)
+            from emotalk.emotion import EmotionTrack
+
+            EmotionTrack.from_keyframes(list(r.emotion_track), duration=len(wav) / SR)
         for a, b in bounds:
             job.phones.append(_phones(job, wav[a:b]))
             yield wav[a:b]
