@@ -28,6 +28,7 @@ def render_emotions(model, data, picks: np.ndarray, cats: Sequence[str] = EMOTIO
     import torch
 
     from emotalk.emotion import CATEGORIES
+    from emotalk.gaussians.fused_kernels import to_uint8
     from emotalk.training.data import frames_at
 
     dev = data.frames.device
@@ -38,7 +39,7 @@ def render_emotions(model, data, picks: np.ndarray, cats: Sequence[str] = EMOTIO
             va = torch.tensor(CATEGORIES[name], device=dev, dtype=torch.float32).expand(len(picks), 2)
             fr = frames_at(data, idx, emotion=va)
             img = model.render(fr, data.size, data.size, data.body[idx].float() / 255, backend=backend).rgb
-            imgs.append((img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
+            imgs.append(to_uint8(img).cpu().numpy())
             vas += [CATEGORIES[name]] * len(picks)
             names += [name] * len(picks)
             fidx += [int(i) for i in picks]

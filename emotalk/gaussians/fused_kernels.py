@@ -48,6 +48,12 @@ def available(*tensors: Tensor) -> bool:
 
 
 # -- references ---------------------------------------------------------------------------------------
+def to_uint8(rgb: Tensor) -> Tensor:
+    """Frames in [0,1] (float) -> uint8, rounded: the one rounding every render goes through (plain
+    renders, evaluation and benchmarks call it too)."""
+    return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
 def field_mlp_reference(att: Tensor, base: Tensor, M: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
                         b2: Tensor) -> Tensor:
     """att [N,D], base [N,H], M [B,D,H], w1 [H,H], b1 [H], w2 [O,H], b2 [O] -> [B,N,O]: as
@@ -63,7 +69,7 @@ def composite_u8_reference(face_rgb: Tensor, face_alpha: Tensor, mouth_rgb: Tens
     `FastRenderer.render` composites and `render_frames` rounds."""
     body = body_u8.float() / 255
     rgb = face_rgb + (1 - face_alpha) * (mouth_rgb + (1 - mouth_alpha) * body)
-    return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    return to_uint8(rgb)
 
 
 # -- kernels ------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 
 from emotalk.errors import InputError
 from emotalk.gaussians.fast_render import fast_renderer, path_settings
+from emotalk.gaussians.fused_kernels import to_uint8
 from emotalk.gaussians.model import BRANCHES, Frames
 from emotalk.identity.checkpoint import Identity
 from emotalk.media import resize_frames
@@ -163,7 +164,7 @@ def render_frames(identity: Identity, audio_code: np.ndarray, emotion=None, batc
                         x["emo"][:, :2], gain=x["emo"][:, 2], lips=x["lips"])
             if fast_settings is None:
                 out = model.render(fr, S, S, body_t[x["sched"]].float() / 255, caches=caches, backend=backend)
-                yield (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+                yield to_uint8(out.rgb).cpu().numpy()
             else:
                 u8 = fast.render_u8(fr, S, S, body_t[x["sched"]], backend=backend, emotion=emo[i:j])
                 yield u8.cpu().numpy()

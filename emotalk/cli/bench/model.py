@@ -43,6 +43,7 @@ def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int)
     """FPS of batched rendering (deform + raster + composite, frames left on the GPU) and bare raster."""
     import torch
 
+    from emotalk.gaussians.fused_kernels import to_uint8
     from emotalk.gaussians.model import BRANCHES, Frames
     from emotalk.gaussians.raster import rasterize
 
@@ -76,7 +77,7 @@ def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int)
         for i in range(0, n_frames, batch):
             j = min(n_frames, i + batch)
             out = model.render(frames(i, j), S, S, body[sched[i:j]].float() / 255, caches=caches)
-            img = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+            img = to_uint8(out.rgb)
         sync()
         full = time.time() - t
         # the same, including the copy of each batch to host memory (what the video encoder gets)
@@ -84,7 +85,7 @@ def time_render(ident, code: np.ndarray, device: str, batch: int, n_frames: int)
         for i in range(0, n_frames, batch):
             j = min(n_frames, i + batch)
             out = model.render(frames(i, j), S, S, body[sched[i:j]].float() / 255, caches=caches)
-            img = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+            img = to_uint8(out.rgb).cpu().numpy()
         host = time.time() - t
         # bare rasterization of the same (already deformed) Gaussians
         gs = {b: model.deform(b, frames(0, batch), caches[b]) for b in BRANCHES}

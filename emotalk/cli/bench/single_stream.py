@@ -115,7 +115,9 @@ def _renderer(model, path: str):
 
 
 def _to_u8(rgb):
-    return (rgb.clamp(0, 1) * 255 + 0.5).to(__import__("torch").uint8)
+    from emotalk.gaussians.fused_kernels import to_uint8
+
+    return to_uint8(rgb)
 
 
 def time_path(scene: Scene, path: str, batch: int, emotion: tuple[float, float], n: int,
