@@ -3,13 +3,15 @@
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--highpass H] [--mask INNER OUTER]
+                                    [--no-mouth-warp] [--warp-only]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
 folder (e.g. checkpoints/obama). The speech fields and Gaussians are kept; the emotion field is dropped
 and trained from scratch with the preset's EmotionStageSettings (training/settings.py EMOTION_PRESETS),
 as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour penalties), so
-old and new can be compared on the same identity. OUT gets IDENTITY's files with the new model weights
-and settings (body track and thumbnail copied).
+old and new can be compared on the same identity. --warp-only keeps the trained emotion field and only
+gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a CPU). OUT gets
+IDENTITY's files with the new model weights and settings (body track and thumbnail copied).
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ import torch
 
 
 def drop_emotion_field(model) -> None:
-    """Remove a model's emotion field, its encoder and its buffers (lip lock, mouth mask)."""
+    """Remove a model's emotion field, its encoder and its buffers (lip lock, mouth mask, mouth warp)."""
     model.emotion_field = None
     model.emotion_enc = None
-    for name in ("emotion_lip", "emotion_gap_dir", "emotion_keep"):
+    for name in ("emotion_lip", "emotion_gap_dir", "emotion_keep", "emotion_face", "emotion_warp_gain"):
         if name in model._buffers:
             del model._buffers[name]
-    model.settings = replace(model.settings, emotion_field=False, emotion_mouth_mask=False)
+    model.settings = replace(model.settings, emotion_field=False, emotion_mouth_mask=False,
+                             emotion_mouth_warp=False)
 
 
 def main() -> int:
     from emotalk.dataset.format import load_dataset
     from emotalk.identity.checkpoint import _state_tensors, load_identity
     from emotalk.training.data import dataset_audio_code
-    from emotalk.training.emotion_stage import run_emotion_stage
+    from emotalk.training.emotion_stage import head_face, run_emotion_stage
     from emotalk.training.settings import EMOTION_PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +55,9 @@ def main() -> int:
     ap.add_argument("--old", action="store_true",
                     help="as before issue 17: no mouth mask, no colour penalties")
     ap.add_argument("--no-mouth-mask", action="store_true")
+    ap.add_argument("--no-mouth-warp", action="store_true", help="no mouth warp (as before 2026-11-28)")
+    ap.add_argument("--warp-only", action="store_true",
+                    help="keep the trained emotion field; only add the mouth warp (no training)")
     ap.add_argument("--colour", type=float, default=None, help="colour_weight")
     ap.add_argument("--colour-smooth", type=float, default=None, help="colour_smooth_weight")
     ap.add_argument("--texture", type=float, default=None, help="generator texture strength")
@@ -66,6 +72,8 @@ def main() -> int:
         s = replace(s, mouth_mask=False, colour_weight=0.0, colour_smooth_weight=0.0)
     if args.no_mouth_mask:
         s = replace(s, mouth_mask=False)
+    if args.no_mouth_warp:
+        s = replace(s, mouth_warp=False)
     for k, v in (("steps", args.steps), ("colour_weight", args.colour),
                  ("colour_smooth_weight", args.colour_smooth)):
         if v is not None:
@@ -78,14 +86,25 @@ def main() -> int:
     ident = load_identity(args.identity, args.device)
     ds = load_dataset(args.dataset)
     model = ident.model
-    drop_emotion_field(model)
-    code = dataset_audio_code(ds, ident.meta["model"].get("audio_kind", "whisper"))
-    t0 = time.time()
-    res = run_emotion_stage(model, ds, s, device=args.device, size=ident.size, audio_code=code,
-                            progress=lambda m, f: print(m, flush=True) if f >= 1 or "targets" in m else None)
-    print(f"emotion stage: {res['steps']} steps, {res['n_targets']} targets, "
-          f"{(time.time() - t0) / 60:.1f} min; "
-          f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
+    if args.warp_only:
+        if getattr(model, "emotion_keep", None) is None:
+            print(f"{args.identity} has no mouth mask: run the emotion stage instead of --warp-only",
+                  file=sys.stderr)
+            return 2
+        lmk3d = ds.lmk3d[ds.train_idx]
+        model.set_mouth_warp(torch.as_tensor(head_face(lmk3d)), s.generator.gain)
+        res = None
+        print(f"mouth warp set from {len(lmk3d)} training frames at gain {s.generator.gain}")
+    else:
+        drop_emotion_field(model)
+        code = dataset_audio_code(ds, ident.meta["model"].get("audio_kind", "whisper"))
+        t0 = time.time()
+        res = run_emotion_stage(model, ds, s, device=args.device, size=ident.size, audio_code=code,
+                                progress=lambda m, f: print(m, flush=True) if f >= 1 or "targets" in m
+                                else None)
+        print(f"emotion stage: {res['steps']} steps, {res['n_targets']} targets, "
+              f"{(time.time() - t0) / 60:.1f} min; "
+              f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
 
     from safetensors.torch import load_file, save_file
 
@@ -97,8 +116,12 @@ def main() -> int:
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "emotalk-identity"})
     meta = json.loads((args.identity / "identity.json").read_text())
     meta["settings"]["model"] = asdict(model.settings)
-    meta["metrics"]["emotion_stage"] = {"steps": s.steps, "minutes": round(res["minutes"], 2),
-                                        "targets": res["n_targets"], "settings": asdict(s)}
+    if res is not None:
+        meta["metrics"]["emotion_stage"] = {"steps": s.steps, "minutes": round(res["minutes"], 2),
+                                            "targets": res["n_targets"], "settings": asdict(s)}
+    else:
+        meta["metrics"].setdefault("emotion_stage", {})["mouth_warp"] = {
+            "gain": s.generator.gain, "face_from": f"{args.dataset.name} (median of its training frames)"}
     (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(args.out, ignore_errors=True)
     tmp.rename(args.out)

@@ -211,7 +211,8 @@ def test_render_frames_takes_a_gain_column():
 @pytest.mark.slow
 def test_emotion_stage_script_retrains_an_identity(tiny_identity, may_dataset_64, tmp_path):
     """scripts/emotion_stage.py (the lead's GPU command, here at test size on the CPU): a fresh masked
-    emotion field, the identity loads and renders; --old trains without the mask."""
+    emotion field with the mouth warp, the identity loads and renders; --old trains without the mask;
+    --warp-only adds the warp to a trained identity."""
     import subprocess
     import sys
     from pathlib import Path
@@ -229,3 +230,13 @@ def test_emotion_stage_script_retrains_an_identity(tiny_identity, may_dataset_64
         assert ident.model.emotion_field is not None
         assert ident.model.settings.emotion_mouth_mask == masked
         assert hasattr(ident.model, "emotion_keep") == masked
+        assert ident.model.settings.emotion_mouth_warp == masked  # the warp comes with the mask
+    # --warp-only gives a trained identity the mouth warp without training; one without a mask is refused
+    for src, rc in ((tmp_path / "id0", 0), (tmp_path / "id1", 2)):
+        out = tmp_path / f"warp_{src.name}"
+        r = subprocess.run([sys.executable, str(script), str(may_dataset_64.root), str(src), str(out),
+                            "--warp-only", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == rc, r.stderr[-2000:]
+    ident = load_identity(tmp_path / "warp_id0")
+    assert ident.model.settings.emotion_mouth_warp and float(ident.model.emotion_face.abs().sum()) > 0
+    assert "no mouth mask" in r.stderr

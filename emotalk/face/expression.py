@@ -123,12 +123,15 @@ class ExpressionModel:
         return cls(theta[order].astype(np.float32), (meas / r).astype(np.float32), list(blendshape_names),
                    [cats[i] for i in order], meas, neutral_shape.astype(np.float32), dict(info or {}))
 
-    def vector(self, valence: float, arousal: float) -> np.ndarray:
-        """Raw output [D] at (v, a) (clamped onto the disc)."""
+    def weights(self, valence: float, arousal: float) -> np.ndarray:
+        """Weights [K] of the rows of `per_radius` that make the change at (v, a) (clamped onto the disc):
+        at most two non-zero, all zero at neutral. The map is linear in `per_radius`, so anything linear
+        made from its rows (a warp of each category's change) blends with the same weights."""
+        w = np.zeros(len(self.angles), np.float64)
         v, a, _ = clamp_to_disc(valence, arousal)
         r = math.hypot(v, a)
         if r == 0.0:
-            return np.zeros(self.per_radius.shape[1], np.float32)
+            return w
         th = math.atan2(a, v)
         ang = self.angles.astype(np.float64)
         j = int(np.searchsorted(ang, th, side="right"))  # next category counter-clockwise
@@ -137,7 +140,13 @@ class ExpressionModel:
         span = (ang[j] - ang[i]) % (2 * math.pi) or 2 * math.pi
         u = ((th - ang[i]) % (2 * math.pi)) / span
         s = u * u * (3.0 - 2.0 * u)
-        return (r * ((1.0 - s) * self.per_radius[i] + s * self.per_radius[j])).astype(np.float32)
+        w[i] += r * (1.0 - s)
+        w[j] += r * s
+        return w
+
+    def vector(self, valence: float, arousal: float) -> np.ndarray:
+        """Raw output [D] at (v, a) (clamped onto the disc)."""
+        return (self.weights(valence, arousal) @ self.per_radius.astype(np.float64)).astype(np.float32)
 
     def change(self, valence: float, arousal: float) -> ExpressionChange:
         """Expression change at (v, a): landmark offsets (lip opening kept) and blendshape deltas."""

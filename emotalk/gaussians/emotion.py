@@ -26,6 +26,10 @@ class EmotionSwitches:
     # making any emotion read better (BENCHMARKS.md, issue 17). The emotion stage keeps it off while training.
     mouth_mask: bool = True  # fade the emotion field's deltas to 0 at the lips: the model's mouth mask
     # (`TalkingGaussians.set_mouth_mask`, set by the emotion stage), else one read from its lip-lock weights
+    mouth_warp: bool = True  # where the mask fades the field out, warp the face Gaussians by the
+    # expression model's lower-face change (smile, frown, press; `emotalk.gaussians.emotion_warp`), if set
+    warp_stretch: bool = True  # the warp also scales each Gaussian's axes by how much it stretches them:
+    # without it a smile's stretched lips thinned into a faint line (audio-driven renders, BENCHMARKS.md)
 
 
 def lip_lock(d: Tensor, w: Tensor, u: Tensor) -> Tensor:

@@ -146,7 +146,7 @@ class FastRenderer:
         """The request of a batch's emotion rows [B,3] -> (request, whether it has one row for all)."""
         if len(emo) and bool(np.all(emo == emo[:1])):
             sw = self.model.switches
-            key = (*(float(x) for x in emo[0]), sw.lip_offset, sw.mouth_mask)
+            key = (*(float(x) for x in emo[0]), sw.lip_offset, sw.mouth_mask, sw.mouth_warp, sw.warp_stretch)
             with self._lock:
                 req = self._memo.get(key)
                 if req is None:

@@ -13,17 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from emotalk.face.landmarks import INNER_LIP_RING
 from emotalk.gaussians.emotion import EmotionSwitches, emotional_lips, keep_from_lip_lock, lip_lock
 from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
 from emotalk.gaussians.raster import RasterOut, eval_sh, rasterize, sh_dim
+from emotalk.gaussians.seeding import seed_points
 
 BRANCHES = ("face", "mouth")
-# CelebAMask-HQ parsing classes drawn by the face branch (skin, brows, eyes, glasses, ears, earring,
-# nose, lips, hair, hat); 11 (mouth interior) belongs to the mouth branch; neck/cloth to the body.
-FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 17, 18)
-MOUTH_CLASS = 11
-LIP_CLASSES = (11, 12, 13)
+LIP_CLASSES = (11, 12, 13)  # CelebAMask-HQ classes of the lips and the mouth interior (training's lip loss)
 C0 = 0.28209479177387814  # SH band-0 constant: colour = C0·sh0 + 0.5
 EMOTION_PLANE_CH = 4  # the emotion field's tri-plane channels (emotion changes are smoother than speech)
 
@@ -41,6 +37,9 @@ class ModelSettings:
     # colour), exactly zero at (0, 0); added and trained by the emotion stage (emotalk.emotion_train)
     emotion_mouth_mask: bool = False  # the emotion field carries a mouth mask (buffer emotion_keep [N,1],
     # 0 at the lips, 1 away from them; `set_mouth_mask`): the speech fields alone draw the lips
+    emotion_mouth_warp: bool = False  # emotion's mouth is a smooth warp of the face Gaussians made from the
+    # expression model (buffers emotion_face [478,3] head-frame landmarks, emotion_warp_gain [1];
+    # `set_mouth_warp`, emotalk.gaussians.emotion_warp), acting where the mouth mask turns the field off
     lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)
@@ -133,6 +132,8 @@ class TalkingGaussians(nn.Module):
         self.register_buffer("emotion_gap_dir", torch.tensor([0.0, 1.0, 0.0], device=tri.lo.device))
         if self.settings.emotion_mouth_mask:  # [N,1] share of the emotion field kept (see `set_mouth_mask`)
             self.set_mouth_mask(torch.ones(self.n_gaussians("face")))
+        if self.settings.emotion_mouth_warp:  # placeholders, filled by loading or `set_mouth_warp`
+            self.set_mouth_warp(torch.zeros(478, 3), 0.0)
         self.settings = replace(self.settings, emotion_field=True)
 
     def set_mouth_mask(self, keep: Tensor) -> None:
@@ -142,6 +143,39 @@ class TalkingGaussians(nn.Module):
         self.add_emotion_field()
         self.register_buffer("emotion_keep", keep.reshape(-1, 1).float().to(self.emotion_lip.device))
         self.settings = replace(self.settings, emotion_mouth_mask=True)
+
+    def set_mouth_warp(self, face: Tensor, gain: float) -> None:
+        """Draw emotion's mouth by warping the face Gaussians (`emotalk.gaussians.emotion_warp`) through this
+        identity's face landmarks face [478,3] (head frame, metres) at gain × the expression model's change
+        (the generator gain its emotion targets were made with)."""
+        self.add_emotion_field()
+        dev = self.emotion_lip.device
+        self.register_buffer("emotion_face", face.reshape(478, 3).float().to(dev))
+        self.register_buffer("emotion_warp_gain", torch.tensor([float(gain)], device=dev))
+        self._warp = None
+        self.settings = replace(self.settings, emotion_mouth_warp=True)
+
+    def mouth_warp(self, emotion: Tensor) -> Tensor | None:
+        """Emotion's mouth warp of the face Gaussians at emotion [B,2] as deltas [B,N,13] (position; log-scale
+        stretch with `switches.warp_stretch`), faded in where the mouth mask fades the field out; None when
+        the model has none, it is switched off or not set."""
+        keep = getattr(self, "emotion_keep", None)
+        face = getattr(self, "emotion_face", None)
+        if not (self.switches.mouth_warp and self.switches.mouth_mask and keep is not None
+                and face is not None and bool(face.abs().sum() > 0)):
+            return None
+        from emotalk.gaussians.emotion_warp import MouthWarp
+
+        means, quats = self.branches["face"]["means"], self.branches["face"]["quats"]
+        key = (means.data_ptr(), quats.data_ptr(), means.shape[0], means.device, face.data_ptr())
+        if getattr(self, "_warp", None) is None or self._warp[0] != key:
+            self._warp = (key, MouthWarp(face.cpu().numpy(), means, quats))
+        off, stretch = self._warp[1](emotion, self.emotion_warp_gain * (1 - keep))  # [B,N,3] each
+        d = off.new_zeros(*off.shape[:2], 13)
+        d[..., :3] = off
+        if self.switches.warp_stretch and stretch is not None:
+            d[..., 7:10] = stretch
+        return d
 
     def set_lip_lock(self, weight: Tensor, direction: Tensor) -> None:
         """Make the emotion field move the lips without opening or closing the mouth: for face Gaussians
@@ -166,7 +200,8 @@ class TalkingGaussians(nn.Module):
         keep = getattr(self, "emotion_keep", None)  # [N,1]; identities from before the mask: the lip lock's
         if self.switches.mouth_mask and w.shape[0] == d.shape[1]:
             d = d * (keep if keep is not None and keep.shape[0] == d.shape[1] else keep_from_lip_lock(w))
-        return d
+        warp = self.mouth_warp(emotion)
+        return d if warp is None else d + warp.to(d)
 
     def train(self, mode: bool = True) -> TalkingGaussians:
         super().train(mode)
@@ -274,96 +309,6 @@ class TalkingGaussians(nn.Module):
 
 
 # -- seeding from a dataset ---------------------------------------------------------------------
-
-def _backproject(uv: np.ndarray, z: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
-    """Pixels uv [M,2] at camera depths z [M] -> head-frame points [M,3]."""
-    x = (uv[:, 0] - K[0, 2]) / K[0, 0] * z
-    y = (uv[:, 1] - K[1, 2]) / K[1, 1] * z
-    pc = np.stack([x, y, z], -1)
-    c2w = np.linalg.inv(w2c)
-    return pc @ c2w[:3, :3].T + c2w[:3, 3]
-
-
-def landmark_depth(lmk3d: np.ndarray, K: np.ndarray, w2c: np.ndarray, uv: np.ndarray,
-                   k: int = 6) -> np.ndarray:
-    """Camera depth at pixels uv [M,2], interpolated (inverse distance, k nearest) from the landmarks."""
-    from scipy.spatial import cKDTree
-
-    pc = lmk3d @ w2c[:3, :3].T + w2c[:3, 3]
-    puv = pc[:, :2] / pc[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
-    d, i = cKDTree(puv).query(uv, k=min(k, len(puv)))
-    w = 1.0 / np.maximum(d, 1e-3) ** 2
-    return (pc[i, 2] * w).sum(1) / w.sum(1)
-
-
-def seed_points(ds, n_face: int, n_mouth: int, seed: int = 0, n_views: int = 6
-                ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Seed both branches from the dataset: per branch (points [N,3], colours [N,3] in [0,1], scales [N]).
-
-    Face: pixels of the head classes in a few training frames spread over the clip, back-projected at
-    the depth interpolated from the tracked 3-D landmarks. Mouth: mouth-interior pixels of the frames
-    with the widest open mouth, pushed a little behind the lips; inner-lip landmarks if none is open.
-    """
-    rng = np.random.default_rng(seed)
-    tr = np.asarray(ds.train_idx)
-    parse_all = None
-    views = tr[np.linspace(0, len(tr) - 1, min(n_views, len(tr))).round().astype(int)]
-    face_w = float(np.ptp(ds.lmk3d[tr[0]][:, 0]))  # head-frame size of the face
-    out: dict[str, list] = {"face": [[], [], []], "mouth": [[], [], []]}
-    frames = ds.frames(views)
-    parse = ds.parsing(views)
-    per_view = int(np.ceil(n_face / len(views)))
-    for i, t in enumerate(views):
-        mask = np.isin(parse[i], FACE_CLASSES)
-        vv, uu = np.nonzero(mask)
-        if len(uu) == 0:
-            continue
-        pick = rng.choice(len(uu), size=min(per_view, len(uu)), replace=False)
-        uv = np.stack([uu[pick], vv[pick]], -1).astype(np.float64) + 0.5
-        uv += rng.uniform(-0.5, 0.5, uv.shape)
-        z = landmark_depth(ds.lmk3d[t].astype(np.float64), ds.K.astype(np.float64),
-                           ds.world_to_cam[t].astype(np.float64), uv)
-        pts = _backproject(uv, z, ds.K, ds.world_to_cam[t].astype(np.float64))
-        col = frames[i][vv[pick], uu[pick]] / 255.0
-        footprint = z / ds.K[0, 0] * np.sqrt(len(uu) / len(pick))  # px spacing of samples, in head units
-        out["face"][0].append(pts)
-        out["face"][1].append(col)
-        out["face"][2].append(footprint * 0.7)
-    # mouth: frames with the most mouth-interior pixels
-    if n_mouth > 0:
-        parse_all = ds.parsing(tr)
-        area = (parse_all == MOUTH_CLASS).reshape(len(tr), -1).sum(1)
-        open_t = tr[np.argsort(-area)[:n_views]]
-        open_t = [t for t, a in zip(open_t, np.sort(area)[::-1][:n_views]) if a >= 8]
-        if open_t:
-            fr = ds.frames(np.asarray(open_t))
-            pm = ds.parsing(np.asarray(open_t))
-            per = int(np.ceil(n_mouth / len(open_t)))
-            for i, t in enumerate(open_t):
-                vv, uu = np.nonzero(pm[i] == MOUTH_CLASS)
-                pick = rng.choice(len(uu), size=min(per, len(uu)), replace=len(uu) < per)
-                uv = np.stack([uu[pick], vv[pick]], -1) + 0.5 + rng.uniform(-0.5, 0.5, (len(pick), 2))
-                z = landmark_depth(ds.lmk3d[t].astype(np.float64), ds.K.astype(np.float64),
-                                   ds.world_to_cam[t].astype(np.float64), uv)
-                z = z + face_w * rng.uniform(0.02, 0.12, len(z))  # behind the lips, inside the mouth
-                out["mouth"][0].append(_backproject(uv, z, ds.K, ds.world_to_cam[t].astype(np.float64)))
-                out["mouth"][1].append(fr[i][vv[pick], uu[pick]] / 255.0)
-                out["mouth"][2].append(np.full(len(pick), face_w * 0.01))
-        else:
-            ring = ds.lmk3d[tr][:, INNER_LIP_RING].mean(0)  # [20,3]
-            base = ring[rng.integers(0, len(ring), n_mouth)]
-            back = np.array([0, 0, -1.0]) * face_w * rng.uniform(0.02, 0.12, (n_mouth, 1))
-            out["mouth"][0].append(base + back + rng.normal(0, face_w * 0.01, (n_mouth, 3)))
-            out["mouth"][1].append(np.full((n_mouth, 3), 0.3))
-            out["mouth"][2].append(np.full(n_mouth, face_w * 0.01))
-    res = {}
-    for b, (p, c, s) in out.items():
-        if not p:
-            raise ValueError(f"no pixels to seed the {b} branch")
-        res[b] = (np.concatenate(p).astype(np.float32), np.concatenate(c).astype(np.float32),
-                  np.concatenate(s).astype(np.float32))
-    return res
-
 
 def build_model(ds, settings: ModelSettings, audio_shape: tuple[int, int], seed: int = 0,
                 lip_driver=None) -> TalkingGaussians:

@@ -99,11 +99,16 @@ def lip_zone(shape: tuple[int, int], lmk: np.ndarray, margin: float = 0.15) -> n
 def mouth_distance(means: np.ndarray, lmk3d: np.ndarray) -> np.ndarray:
     """Distance [N] of face Gaussians means [N,3] to the nearest lip landmark (inner and outer lips) of the
     median head-frame face of lmk3d [T,478,3], in mouth widths (corner to corner)."""
-    L = np.median(np.asarray(lmk3d, np.float32), 0)  # [478,3]
+    L = head_face(lmk3d)  # [478,3]
     P = L[list(MOUTH_LANDMARKS)]  # [K,3]
     width = max(float(np.linalg.norm(L[MOUTH_CORNERS[0]] - L[MOUTH_CORNERS[1]])), 1e-6)
     d2 = ((means[:, None, :] - P[None]) ** 2).sum(-1)  # [N,K]
     return np.sqrt(d2.min(1)) / width
+
+
+def head_face(lmk3d: np.ndarray) -> np.ndarray:
+    """The identity's face landmarks [478,3] in the head frame: the median over frames lmk3d [T,478,3]."""
+    return np.median(np.asarray(lmk3d, np.float32)[:, :478], 0).astype(np.float32)
 
 
 def colour_penalties(dcol: torch.Tensor, knn: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +166,8 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     if settings.mouth_mask:
         keep = mouth_keep(mouth_distance(means, lmk3d), settings.mouth_mask_inner, settings.mouth_mask_outer)
         model.set_mouth_mask(torch.as_tensor(keep))
+        if settings.mouth_warp:
+            model.set_mouth_warp(torch.as_tensor(head_face(lmk3d)), settings.generator.gain)
     knn = (torch.as_tensor(neighbours(means), device=dev)
            if settings.colour_smooth_weight > 0 and len(means) > 1 else None)
     zone = (torch.as_tensor(targets.lip_zone, device=dev)

@@ -26,11 +26,11 @@ from emotalk.errors import EmoTalkError
 from emotalk.gaussians.model import (
     BRANCHES,
     LIP_CLASSES,
-    MOUTH_CLASS,
     TalkingGaussians,
     build_model,
 )
 from emotalk.gaussians.raster import rasterize
+from emotalk.gaussians.seeding import MOUTH_CLASS
 from emotalk.metrics import psnr, ssim
 from emotalk.training.data import (
     TrainData,

@@ -83,6 +83,9 @@ class EmotionStageSettings:
     # emotion field is off (0.1 before 2026-11-28: obama retrained that way blurred surprised's mouth to 0.53
     # of neutral sharpness; 0.25-0.7 kept it at 1.19, audio-driven renders, BENCHMARKS.md issue 17)
     mouth_mask_outer: float = 0.7  # distance from which it acts fully (smoothstep in between)
+    mouth_warp: bool = True  # where the mask turns the field off, emotion's mouth is a smooth warp of the
+    # Gaussians by the expression model's lower-face change at the generator's gain (smile, frown, press;
+    # TalkingGaussians.set_mouth_warp): the field alone never reached the mouth corners, so no smile showed
     colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest

@@ -97,19 +97,28 @@ def run_drives(args: argparse.Namespace) -> int:
 
 
 SWITCHES = "emotion_parts"  # a variant key that is not a request field, the model's `EmotionSwitches`:
-# "on" (default), "off" (the emotion's lip-code offset and the field's mouth mask both off: the behaviour
-# before issue 17), "mask" (mask only), "offset" (lip-code offset only)
-PARTS = {"on": (True, True), "off": (False, False), "mask": (False, True), "offset": (True, False)}
+# absent: the defaults users get; "on" (all three), "off" (the emotion's lip-code offset, the field's mouth
+# mask and the mouth warp all off: the behaviour before issue 17), "mask" (mask only: the default before the
+# mouth warp), "warp" (mask and mouth warp: today's default), "warp-flat" (the warp without its Gaussian
+# stretch), "offset" (lip-code offset only)
+PARTS = {"on": (True, True, True, True), "off": (False, False, False, False),
+         "mask": (False, True, False, False), "warp": (False, True, True, True),
+         "warp-flat": (False, True, True, False), "offset": (True, False, False, False)}
 
 
-def _set_switches(identity: str, device: str, value: str) -> None:
-    """Switch the cached identity's emotion parts on or off (the pipeline reuses the same loaded object)."""
+def _set_switches(identity: str, device: str, value: str | None) -> None:
+    """Switch the cached identity's emotion parts on or off (the pipeline reuses the same loaded object);
+    None: the defaults users get (`EmotionSwitches()`)."""
     from emotalk.gaussians.emotion import EmotionSwitches
     from emotalk.identity.store import load_cached, resolve_identity
 
-    offset, mask = PARTS[value]
     model = load_cached(resolve_identity(identity), device).model
-    model.switches = EmotionSwitches(lip_offset=offset, mouth_mask=mask)
+    if value is None:  # what users get
+        model.switches = EmotionSwitches()
+        return
+    offset, mask, warp, stretch = PARTS[value]
+    model.switches = EmotionSwitches(lip_offset=offset, mouth_mask=mask, mouth_warp=warp,
+                                     warp_stretch=stretch)
 
 
 def _value(text: str):
@@ -220,7 +229,7 @@ def render_all(
             continue
         v, a = CATEGORIES[cat]
         fields = dict(fields)
-        _set_switches(str(ident), device or info["device"], fields.pop(SWITCHES, "on"))
+        _set_switches(str(ident), device or info["device"], fields.pop(SWITCHES, None))
         req = RenderRequest(
             identity=str(ident),
             audio=str(d.wav_path),

@@ -1,0 +1,128 @@
+"""Emotion's mouth as a smooth 3-D warp of the Gaussians: smile, frown and pressed lips drawn by the same
+Gaussians that draw speech.
+
+Why: the emotion field is faded out at the lips (its per-Gaussian moves, rescales and recolouring blurred
+the mouth and fought the audio), so with the mouth mask alone no emotion reaches the mouth corners, and a
+smile never shows. Here the expression model's landmark offsets (`emotalk.face.expression`: fitted on
+MEAD, inner-lip opening pinned, jaw left out) of the lower face are carried into the identity's head
+frame and spread over the Gaussians by a thin-plate spline through its own face landmarks. The spline is
+smooth and moves neighbouring Gaussians together, so the lips stay sharp; each inner-lip pair moves as
+one, so the mouth opening stays the audio's. It acts where the mouth mask switches the field off
+(weight 1 - keep), so the two never add up. Linear in the expression change: a warp per category is made
+once per identity and blended per frame with the expression model's weights.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from emotalk.face.expression import ExpressionModel, keep_lip_gap
+from emotalk.face.landmarks import EYE_CORNERS, NOSE_TIP, STABLE_IDX
+from emotalk.face.thin_plate import tps_eval, tps_fit
+from emotalk.gaussians.projection import quat_to_rotmat
+
+WARP_SMOOTHING = 1e-3  # thin-plate regularisation (relative to the mean kernel value), as the generator's
+
+
+@functools.lru_cache(maxsize=1)
+def expression_model() -> ExpressionModel:
+    """The committed expression model, loaded once."""
+    return ExpressionModel.load()
+
+
+def lower_face_changes(model: ExpressionModel) -> np.ndarray:
+    """Landmark change per unit radius of each category [K,478,3] (normalised head frame), inner-lip
+    opening pinned and the upper face (above the nose tip: brows, lids; the emotion field's part) zeroed."""
+    off = model.per_radius[:, : ExpressionModel.n_lmk].reshape(-1, 478, 3).astype(np.float64)
+    off = keep_lip_gap(off)
+    upper = model.neutral_shape[:, 1] < model.neutral_shape[NOSE_TIP, 1]
+    off[:, upper] = 0.0
+    return off
+
+
+def to_head_frame(offsets: np.ndarray, neutral: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Offsets [...,478,3] in the expression model's normalised frame (neutral face [478,3]) -> the
+    identity's head frame (its face landmarks [478,3], metres): the linear part of the least-squares affine
+    map taking the model's rigid points onto the identity's (scale, axes and handedness of either frame)."""
+    X = neutral[STABLE_IDX].astype(np.float64)
+    Y = face[STABLE_IDX].astype(np.float64)
+    Xh = np.concatenate([X - X.mean(0), np.ones((len(X), 1))], 1)
+    A, *_ = np.linalg.lstsq(Xh, Y - Y.mean(0), rcond=None)  # [4,3]
+    return offsets.astype(np.float64) @ A[:3]
+
+
+def warp_basis(face: np.ndarray, changes: np.ndarray, points: np.ndarray, smoothing: float = WARP_SMOOTHING,
+               step: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Thin-plate warp of each category's landmark change [K,478,3] (head frame) through the face's
+    landmarks [478,3], evaluated at points [N,3] -> (offsets [K,N,3], Jacobians [K,N,3,3] by central
+    differences of `step` (head-frame units; None: not computed)) float32."""
+    K, N = len(changes), len(points)
+    vals = changes.transpose(1, 0, 2).reshape(478, K * 3)  # one spline, K*3 output channels
+    ctrl = face.astype(np.float64)
+    w, aff, scale = tps_fit(ctrl, vals, smoothing)
+
+    def at(p: np.ndarray) -> np.ndarray:  # [N,3] -> [K,N,3]
+        return tps_eval(ctrl, w, aff, scale, p).reshape(N, K, 3).transpose(1, 0, 2)
+
+    pts = points.astype(np.float64)
+    off = at(pts).astype(np.float32)
+    if step is None:
+        return off, None
+    jac = np.empty((K, N, 3, 3), np.float32)  # [k,n,i,j] = d offset_i / d x_j
+    for j in range(3):
+        e = np.zeros(3)
+        e[j] = step
+        jac[..., j] = (at(pts + e) - at(pts - e)) / (2 * step)
+    return off, jac
+
+
+def axis_log_stretch(jac: Tensor, rot: Tensor) -> Tensor:
+    """Log of how much the warp x -> x + u(x) with Jacobians jac [...,N,3,3] (of u) lengthens each
+    Gaussian's axes, the columns of rot [N,3,3] -> [...,N,3]: added to the log-scales, a stretched lip keeps
+    its Gaussians touching instead of thinning into a faint line."""
+    eye = torch.eye(3, dtype=jac.dtype, device=jac.device)
+    return torch.linalg.vector_norm((eye + jac) @ rot, dim=-2).clamp_min(1e-3).log()
+
+
+def category_weights(model: ExpressionModel, emotion: np.ndarray) -> np.ndarray:
+    """Expression-model weights [B,K] of emotion rows [B,2] (valence, arousal)."""
+    return np.stack([model.weights(float(v), float(a)) for v, a in np.asarray(emotion, np.float64)])
+
+
+JACOBIAN_STEP = 0.02  # central-difference step of the warp's Jacobian, in outer-eye distances of the face
+
+
+class MouthWarp:
+    """The warp of one identity's face Gaussians: offset basis [K,N,3] (and, given their rotations, the
+    Jacobian basis [K,N,3,3]) made once, blended per emotion."""
+
+    def __init__(self, face: np.ndarray, means: Tensor, quats: Tensor | None = None,
+                 model: ExpressionModel | None = None):
+        self.model = model or expression_model()
+        changes = to_head_frame(lower_face_changes(self.model), self.model.neutral_shape, face)
+        eye = float(np.linalg.norm(face[EYE_CORNERS[0, 0]] - face[EYE_CORNERS[1, 0]]))
+        step = JACOBIAN_STEP * eye if quats is not None else None
+        basis, jac = warp_basis(face, changes, means.detach().float().cpu().numpy(), step=step)
+        self.basis = torch.as_tensor(basis, device=means.device)  # [K,N,3]
+        self.jac = None if jac is None else torch.as_tensor(jac, device=means.device)  # [K,N,3,3]
+        self.rot = None if quats is None else quat_to_rotmat(quats.detach().float())  # [N,3,3]
+
+    def weights(self, emotion: Tensor) -> Tensor:
+        """Expression-model weights [B,K] of emotion rows [B,2], on the basis' device."""
+        w = category_weights(self.model, emotion.detach().float().cpu().numpy())
+        return torch.as_tensor(w, dtype=self.basis.dtype, device=self.basis.device)
+
+    def __call__(self, emotion: Tensor, gain: Tensor | float = 1.0) -> tuple[Tensor, Tensor | None]:
+        """Offsets [B,N,3] of the Gaussians at emotion [B,2] × gain (scalar or [N,1]: 1 = as measured on
+        MEAD), and the log-stretch [B,N,3] of their axes (None without rotations)."""
+        w = self.weights(emotion)
+        off = torch.einsum("bk,knc->bnc", w, self.basis) * gain
+        if self.jac is None or self.rot is None:
+            return off, None
+        g = gain[..., None] if torch.is_tensor(gain) else gain  # [N,1,1] or a number
+        jac = torch.einsum("bk,knij->bnij", w, self.jac) * g
+        return off, axis_log_stretch(jac, self.rot)

@@ -1,0 +1,208 @@
+"""Emotion's mouth warp (emotalk.gaussians.emotion_warp): the 3-D thin-plate spline, the expression model's
+blend weights, the lower-face changes it spreads (opening pinned, upper face left to the field), the map
+into an identity's head frame, and the model: zero at neutral, only where the mouth mask turns the field
+off, the inner lips moving as pairs, the fast path equal to the plain one, saved with the identity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from emotalk.emotion import CATEGORIES
+from emotalk.face.expression import ExpressionModel
+from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, NOSE_TIP
+from emotalk.face.thin_plate import tps_eval, tps_fit
+from emotalk.gaussians.emotion import EmotionSwitches
+from emotalk.gaussians.emotion_warp import (
+    MouthWarp,
+    axis_log_stretch,
+    category_weights,
+    expression_model,
+    lower_face_changes,
+    to_head_frame,
+)
+from emotalk.gaussians.fast_render import FastRenderer
+from emotalk.gaussians.model import BRANCHES, Frames, ModelSettings, TalkingGaussians
+
+W, C = 4, 8
+
+
+def test_thin_plate_in_3d_interpolates_and_keeps_affine_maps():
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(40, 3))
+    vals = rng.normal(size=(40, 2))
+    w, aff, s = tps_fit(c, vals, 0.0)
+    np.testing.assert_allclose(tps_eval(c, w, aff, s, c), vals, atol=1e-8)
+    A = np.array([[0.5, -0.2], [0.1, 0.3], [0.0, 0.7]])
+    w, aff, s = tps_fit(c, c @ A + [2, 3], 0.0)
+    q = rng.normal(size=(25, 3))
+    np.testing.assert_allclose(tps_eval(c, w, aff, s, q), q @ A + [2, 3], atol=1e-8)
+
+
+def test_weights_make_the_expression_models_vector():
+    m = expression_model()
+    assert not m.weights(0.0, 0.0).any()
+    for v, a in [CATEGORIES["happy"], CATEGORIES["sad"], (0.3, -0.2), (-0.9, 0.1), (2.0, 2.0)]:
+        w = m.weights(v, a)
+        assert (w != 0).sum() <= 2
+        np.testing.assert_allclose(w @ m.per_radius, m.vector(v, a), atol=1e-6)
+    rows = category_weights(m, np.array([[0.0, 0.0], CATEGORIES["angry"]]))
+    assert rows.shape == (2, len(m.angles)) and not rows[0].any()
+
+
+def test_lower_face_changes_keep_the_opening_and_leave_the_upper_face():
+    m = expression_model()
+    ch = lower_face_changes(m)  # [K,478,3]
+    assert ch.shape == (len(m.angles), 478, 3)
+    np.testing.assert_allclose(ch[:, INNER_LIP_PAIRS[:, 0], 1], ch[:, INNER_LIP_PAIRS[:, 1], 1], atol=1e-9)
+    upper = m.neutral_shape[:, 1] < m.neutral_shape[NOSE_TIP, 1]
+    assert not ch[:, upper].any()
+    happy = ch[m.categories.index("happy")]
+    assert np.abs(happy[list(MOUTH_CORNERS)]).max() > 0.01  # a smile moves the corners
+
+
+def test_to_head_frame_follows_scale_axes_and_handedness():
+    m = expression_model()
+    R = np.array([[-1.0, 0, 0], [0, 0, 1], [0, 1, 0]])  # a reflection with swapped axes
+    face = 0.04 * m.neutral_shape @ R.T + [0.1, -0.2, 3.0]
+    off = np.random.default_rng(1).normal(size=(2, 478, 3))
+    np.testing.assert_allclose(to_head_frame(off, m.neutral_shape, face), 0.04 * off @ R.T, atol=1e-9)
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+SCALE = 0.09  # head-frame metres per expression-model unit (the outer-eye distance)
+
+
+def _face() -> np.ndarray:
+    """A face [478,3] in the model's frame: the expression model's neutral face, in front of the camera."""
+    return (SCALE * expression_model().neutral_shape + [0.0, 0.0, 3.0]).astype(np.float32)
+
+
+def _model() -> tuple[TalkingGaussians, torch.Tensor]:
+    """A tiny lip-code model with a "trained" emotion field; its first Gaussians sit on the inner lips and
+    the mouth corners (mask 0), the rest spread over the face (mask 1)."""
+    torch.manual_seed(0)
+    face = torch.as_tensor(_face())
+    m = TalkingGaussians(ModelSettings(sh_degree=0, emotion_field=True, lip_code=True), 80, 10, (W, C), 2,
+                         -torch.ones(3) * 4, torch.ones(3) * 4)
+    lips = np.concatenate([INNER_LIP_PAIRS.ravel(), list(MOUTH_CORNERS)])  # the pairs, then the corners
+    with torch.no_grad():
+        for b in BRANCHES:
+            m.branches[b]["means"].copy_(face[torch.randint(0, 478, (m.n_gaussians(b),))]
+                                         + 0.002 * torch.randn(m.n_gaussians(b), 3))
+            m.branches[b]["scales"].fill_(math.log(0.004))
+            m.branches[b]["opacities"].fill_(2.0)
+            m.branches[b]["sh0"].normal_(0, 1)
+        m.branches["face"]["means"][: len(lips)] = face[lips]
+        for p in m.emotion_field.mlp[-1].parameters():
+            p.normal_(0, 0.05)
+    keep = torch.ones(m.n_gaussians("face"))
+    keep[: len(lips)] = 0.0
+    m.set_mouth_mask(keep)
+    m.set_mouth_warp(face, 2.5)
+    return m.eval(), keep
+
+
+def _frames(emotion, gain=None) -> Frames:
+    B = len(emotion)
+    K = torch.tensor([[600.0, 0, 16], [0, 600.0, 16], [0, 0, 1]])
+    return Frames(torch.eye(4).repeat(B, 1, 1), K.repeat(B, 1, 1), torch.zeros(B, W, C), torch.zeros(B, 2),
+                  torch.tensor(emotion, dtype=torch.float32), torch.zeros(B, 6),
+                  None if gain is None else torch.tensor(gain, dtype=torch.float32))
+
+
+def _means(m, fr) -> torch.Tensor:
+    with torch.no_grad():
+        return m.deform("face", fr)[0]
+
+
+def test_warp_moves_only_the_masked_mouth_and_keeps_its_opening():
+    m, keep = _model()
+    fr = _frames([[0.0, 0.0], list(CATEGORIES["happy"])])
+    on = _means(m, fr)
+    m.switches = EmotionSwitches(mouth_warp=False)
+    off = _means(m, fr)
+    assert torch.equal(on[0], off[0])  # neutral: exactly the trained face
+    moved = (on[1] - off[1]).norm(dim=-1)  # [N] what the warp adds
+    assert moved[keep == 1].max() == 0  # where the field acts, the warp does not
+    n = INNER_LIP_PAIRS.size
+    corners = moved[n:n + 2]
+    assert corners.min() > 0.005  # a smile at gain 2.5 moves the corners by about a centimetre
+    d = on[1] - off[1]
+    up, lo = d[0:n:2, 1], d[1:n:2, 1]  # inner-lip pairs: the same vertical motion (opening kept)
+    assert (up - lo).abs().max() < 0.1 * corners.mean()
+
+
+def test_warp_scales_with_intensity_and_is_linear_on_the_disc():
+    m, _ = _model()
+    happy = list(CATEGORIES["happy"])
+    w1 = m.mouth_warp(torch.tensor([happy]))
+    half = m.mouth_warp(torch.tensor([[0.5 * happy[0], 0.5 * happy[1]]]))
+    torch.testing.assert_close(half[..., :3], 0.5 * w1[..., :3], atol=1e-7, rtol=1e-5)  # positions: linear
+    m.switches = EmotionSwitches(mouth_warp=False)
+    base = _means(m, _frames([happy], gain=[1.0]))
+    m.switches = EmotionSwitches()
+    d1 = _means(m, _frames([happy], gain=[1.0])) - base
+    m.switches = EmotionSwitches(mouth_warp=False)
+    base15 = _means(m, _frames([happy], gain=[1.5]))
+    m.switches = EmotionSwitches()
+    d15 = _means(m, _frames([happy], gain=[1.5])) - base15
+    torch.testing.assert_close(d15, 1.5 * d1, atol=1e-6, rtol=1e-4)
+
+
+def test_stretch_follows_the_warp_and_widens_a_smile():
+    rot = torch.eye(3).expand(2, 3, 3)
+    jac = torch.diag(torch.tensor([0.4, -0.2, 0.0])).expand(2, 3, 3)  # x stretched 1.4x, y squashed 0.8x
+    want = torch.log(torch.tensor([1.4, 0.8, 1.0])).expand(2, 3)
+    torch.testing.assert_close(axis_log_stretch(jac, rot), want)
+    m, keep = _model()
+    d = m.mouth_warp(torch.tensor([list(CATEGORIES["happy"])]))[0]  # [N,13]
+    n = INNER_LIP_PAIRS.size
+    scale_x = d[: n, 7:10] @ torch.tensor([1.0, 0.0, 0.0])  # the test's Gaussians have no rotation
+    assert scale_x.mean() > 0.05  # a smile widens the lips: their Gaussians grow along the mouth
+    assert not d[keep == 1].any() and not d[:, 3:7].any() and not d[:, 10:].any()
+    m.switches = EmotionSwitches(warp_stretch=False)
+    assert not m.mouth_warp(torch.tensor([list(CATEGORIES["happy"])]))[0, :, 7:10].any()
+
+
+def test_fast_path_draws_the_warp_as_the_plain_path():
+    m, _ = _model()
+    fr = _frames([[0.0, 0.0], list(CATEGORIES["happy"]), list(CATEGORIES["sad"])], gain=[1.0, 1.0, 0.7])
+    with torch.no_grad():
+        plain = {b: m.deform(b, fr) for b in BRANCHES}
+    fast = FastRenderer(m).deform(fr)
+    for b in BRANCHES:
+        for x, y in zip(plain[b], fast[b]):
+            assert float((x - y).detach().abs().max()) <= 1e-6
+    m.switches = EmotionSwitches(mouth_warp=False)  # the memo tells the switches apart
+    fast_off = FastRenderer(m).deform(fr)["face"][0]
+    assert float((fast_off[1] - fast["face"][0][1]).abs().max()) > 1e-3
+
+
+def test_warp_is_saved_with_the_model_and_absent_models_are_unchanged():
+    m, _ = _model()
+    m2 = TalkingGaussians(m.settings, 80, 10, (W, C), 2, -torch.ones(3) * 4, torch.ones(3) * 4)
+    m2.load_state_dict(m.state_dict(), strict=True)
+    assert torch.equal(m2.emotion_face, m.emotion_face) and float(m2.emotion_warp_gain) == 2.5
+    # a model made without the warp loads the older files strictly and has none
+    plain = TalkingGaussians(ModelSettings(sh_degree=0, emotion_field=True, emotion_mouth_mask=True,
+                                           lip_code=True), 80, 10, (W, C), 2, -torch.ones(3), torch.ones(3))
+    assert "emotion_face" not in plain.state_dict()
+    assert plain.mouth_warp(torch.tensor([list(CATEGORIES["happy"])])) is None
+
+
+def test_mouth_warp_class_blends_the_category_basis():
+    face = _face()
+    pts = torch.as_tensor(face[[13, 14, 61, 291, 1]])
+    mw = MouthWarp(face, pts)
+    m: ExpressionModel = mw.model
+    assert mw.basis.shape == (len(m.angles), 5, 3)
+    got, stretch = mw(torch.tensor([[0.0, 0.0], list(CATEGORIES["happy"])]))
+    assert stretch is None and mw.jac is None  # no rotations given: offsets only
+    assert not got[0].any()
+    k = m.categories.index("happy")
+    r = math.hypot(*CATEGORIES["happy"])
+    torch.testing.assert_close(got[1], r * mw.basis[k], atol=1e-7, rtol=1e-5)
