@@ -177,6 +177,8 @@ def test_fast_path_draws_the_warp_as_the_plain_path():
     for b in BRANCHES:
         for x, y in zip(plain[b], fast[b]):
             assert float((x - y).detach().abs().max()) <= 1e-6
+    inside = (fast["mouth"][0][1] - fast["mouth"][0][0]).norm(dim=-1)  # the inside of the mouth follows
+    assert inside.max() > 0.002
     m.switches = EmotionSwitches(mouth_warp=False)  # the memo tells the switches apart
     fast_off = FastRenderer(m).deform(fr)["face"][0]
     assert float((fast_off[1] - fast["face"][0][1]).abs().max()) > 1e-3

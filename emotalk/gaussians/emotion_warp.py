@@ -126,3 +126,39 @@ class MouthWarp:
         g = gain[..., None] if torch.is_tensor(gain) else gain  # [N,1,1] or a number
         jac = torch.einsum("bk,knij->bnij", w, self.jac) * g
         return off, axis_log_stretch(jac, self.rot)
+
+
+def warp_active(model) -> bool:
+    """Whether a `TalkingGaussians` draws a mouth warp now: it has one (with its mouth mask) and the switches
+    leave it on. No device work, so render paths can ask every frame."""
+    sw = model.switches
+    return bool(sw.mouth_warp and sw.mouth_mask and model.settings.emotion_mouth_warp
+                and getattr(model, "emotion_keep", None) is not None
+                and getattr(model, "emotion_face", None) is not None)
+
+
+def warp_deltas(model, emotion: Tensor, branch: str = "face") -> Tensor | None:
+    """A `TalkingGaussians`' mouth warp at emotion [B,2]: face deltas [B,N,13] (position; log-scale stretch
+    with `switches.warp_stretch`) faded in where its mouth mask fades the emotion field out, or the inside
+    of the mouth's position deltas [B,Nm,3] (all of it moves, with the lips around it); None when the model
+    has no warp or the switches turn it off. The warp of each branch is made once per set of Gaussians."""
+    if not warp_active(model):
+        return None
+    keep, face = model.emotion_keep, model.emotion_face  # [N,1], [478,3]
+    means, quats = model.branches[branch]["means"], model.branches[branch]["quats"]
+    key = (means.data_ptr(), quats.data_ptr(), means.shape[0], means.device, face.data_ptr(), face._version)
+    cache = model.__dict__.setdefault("_warps", {})
+    if cache.get(branch, (None,))[0] != key:
+        f = face.detach().cpu().numpy()
+        if not np.abs(f).any():
+            return None  # made from settings and not loaded yet: no landmarks
+        cache[branch] = (key, MouthWarp(f, means, quats if branch == "face" else None))
+    warp = cache[branch][1]
+    if branch != "face":
+        return warp(emotion, model.emotion_warp_gain)[0]  # [B,Nm,3]
+    off, stretch = warp(emotion, model.emotion_warp_gain * (1 - keep))  # [B,N,3] each
+    d = off.new_zeros(*off.shape[:2], 13)
+    d[..., :3] = off
+    if model.switches.warp_stretch and stretch is not None:
+        d[..., 7:10] = stretch
+    return d

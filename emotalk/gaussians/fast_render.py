@@ -28,6 +28,7 @@ from torch import Tensor
 
 from emotalk.errors import InputError
 from emotalk.gaussians import fused_kernels
+from emotalk.gaussians.emotion_warp import warp_active
 from emotalk.gaussians.fields import SpatialCache
 from emotalk.gaussians.model import BRANCHES, Frames, RenderOut, TalkingGaussians
 from emotalk.gaussians.raster import eval_sh, rasterize, resolve_backend
@@ -80,6 +81,7 @@ class Request:
     # of its field (see `DeformField.forward`)
     delta: Tensor | None  # [R,N,13] emotion field's deltas × gain (face); None: no field, or neutral
     lip_off: Tensor | None  # [R,M] emotion's lip-code offset (switch lip_offset); None: none
+    mouth_delta: Tensor | None = None  # [R,Nm,3] the mouth warp's motion of the inside of the mouth × gain
 
 
 def fingerprint(model: TalkingGaussians) -> tuple:
@@ -131,16 +133,18 @@ class FastRenderer:
         e = m.emo_enc(legacy if m.emotion_field is None else torch.zeros_like(em))  # [R,De]
         rows = {b: e[:, :, None] * m.fields[b].cond[-1].weight.t()[None] for b in BRANCHES}  # [R,De,H]
         va, gain = emo[:, :2].astype(np.float32), emo[:, 2].astype(np.float32)
-        delta = None
+        delta = mouth_delta = None
         if m.emotion_field is not None and bool(np.any(np.clip(va * gain[:, None], -1, 1) != 0)):
             delta = m.emotion_delta(self.caches["face"].emotion, em) * g[:, None, None]  # [R,N,13]
+            w = m.mouth_warp(em, "mouth")  # [R,Nm,3]
+            mouth_delta = None if w is None else w * g[:, None, None]
         lip_off = None
         if (m.settings.lip_code and m.switches.lip_offset
                 and bool(np.any((va != 0).any(-1) & (gain != 0)))):
             from emotalk.lips.emotion import emotion_lip_offset
 
             lip_off = emotion_lip_offset(em, g).float()  # [R,M]
-        return Request(rows, delta, lip_off)
+        return Request(rows, delta, lip_off, mouth_delta)
 
     def _request_for(self, emo: np.ndarray) -> tuple[Request, bool]:
         """The request of a batch's emotion rows [B,3] -> (request, whether it has one row for all)."""
@@ -159,7 +163,8 @@ class FastRenderer:
 
     # -- per frame ------------------------------------------------------------------------------
     def _core(self, speech_in: Tensor, upper: Tensor, viewmats: Tensor, rows_face: Tensor, rows_mouth: Tensor,
-              delta: Tensor | None, lip_off: Tensor | None, from_lips: bool) -> tuple[Tensor, ...]:
+              delta: Tensor | None, lip_off: Tensor | None, mouth_delta: Tensor | None,
+              from_lips: bool) -> tuple[Tensor, ...]:
         """Deformed Gaussians of both branches for B frames -> (means, quats, scales, opacities, colors) of
         the face, then of the mouth (shapes as `TalkingGaussians.deform`). speech_in: audio [B,W,C], or
         the lip code [B,M] when from_lips; upper [B,U]; viewmats [B,4,4]; the rest from a `Request`."""
@@ -187,6 +192,8 @@ class FastRenderer:
         fs = torch.exp(p["face"]["scales"][None] + d[..., 7:10])
         face = (fm, fq, fs, self.opac["face"][None].expand(B, -1), self._colors("face", fm, campos, dcol))
         mm = p["mouth"]["means"][None] + self._field("mouth", [a], rows_mouth, B)  # [B,Nm,3]
+        if mouth_delta is not None:
+            mm = mm + mouth_delta
         mouth = (mm, p["mouth"]["quats"][None].expand(B, -1, -1), self.mouth_scales[None].expand(B, -1, -1),
                  self.opac["mouth"][None].expand(B, -1), self._colors("mouth", mm, campos, None))
         return face + mouth
@@ -249,7 +256,7 @@ class FastRenderer:
         with torch.no_grad():
             req, shared = self._request_for(emo)
             args = (speech_in, fr.upper, fr.viewmats, req.rows["face"], req.rows["mouth"], req.delta,
-                    req.lip_off)
+                    req.lip_off, req.mouth_delta)
             if self.settings.graphs and fr.viewmats.is_cuda and shared:
                 out = self._graph_call(args, from_lips)
             else:
@@ -262,12 +269,15 @@ class FastRenderer:
         m = self.model
         B = args[2].shape[0]
         has_delta, has_off = m.emotion_field is not None, bool(m.settings.lip_code and m.switches.lip_offset)
-        key = (_bucket(B), from_lips, has_delta, has_off)
+        has_warp = has_delta and warp_active(m)
+        key = (_bucket(B), from_lips, has_delta, has_off, has_warp)
         per_frame, req = list(args[:3]), list(args[3:])
         if has_delta and req[2] is None:
             req[2] = self._zeros((1, len(self.opac["face"]), 13))
         if has_off and req[3] is None:
             req[3] = self._zeros((1, int(m.lip_lo.numel())))
+        if has_warp and req[4] is None:
+            req[4] = self._zeros((1, self.n_layer["mouth"], 3))
         g = self._graphs.get(key)
         if g is None:
             pad = [torch.cat([x, x[-1:].expand(key[0] - B, *x.shape[1:])]) for x in per_frame]

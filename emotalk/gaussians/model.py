@@ -152,30 +152,15 @@ class TalkingGaussians(nn.Module):
         dev = self.emotion_lip.device
         self.register_buffer("emotion_face", face.reshape(478, 3).float().to(dev))
         self.register_buffer("emotion_warp_gain", torch.tensor([float(gain)], device=dev))
-        self._warp = None
+        self._warps = {}
         self.settings = replace(self.settings, emotion_mouth_warp=True)
 
-    def mouth_warp(self, emotion: Tensor) -> Tensor | None:
-        """Emotion's mouth warp of the face Gaussians at emotion [B,2] as deltas [B,N,13] (position; log-scale
-        stretch with `switches.warp_stretch`), faded in where the mouth mask fades the field out; None when
-        the model has none, it is switched off or not set."""
-        keep = getattr(self, "emotion_keep", None)
-        face = getattr(self, "emotion_face", None)
-        if not (self.switches.mouth_warp and self.switches.mouth_mask and keep is not None
-                and face is not None and bool(face.abs().sum() > 0)):
-            return None
-        from emotalk.gaussians.emotion_warp import MouthWarp
+    def mouth_warp(self, emotion: Tensor, branch: str = "face") -> Tensor | None:
+        """Emotion's mouth warp at emotion [B,2]: deltas [B,N,13] of the face (position, log-scale stretch)
+        or [B,Nm,3] positions of the inside of the mouth; None without one (`emotion_warp.warp_deltas`)."""
+        from emotalk.gaussians.emotion_warp import warp_deltas
 
-        means, quats = self.branches["face"]["means"], self.branches["face"]["quats"]
-        key = (means.data_ptr(), quats.data_ptr(), means.shape[0], means.device, face.data_ptr())
-        if getattr(self, "_warp", None) is None or self._warp[0] != key:
-            self._warp = (key, MouthWarp(face.cpu().numpy(), means, quats))
-        off, stretch = self._warp[1](emotion, self.emotion_warp_gain * (1 - keep))  # [B,N,3] each
-        d = off.new_zeros(*off.shape[:2], 13)
-        d[..., :3] = off
-        if self.switches.warp_stretch and stretch is not None:
-            d[..., 7:10] = stretch
-        return d
+        return warp_deltas(self, emotion, branch)
 
     def set_lip_lock(self, weight: Tensor, direction: Tensor) -> None:
         """Make the emotion field move the lips without opening or closing the mouth: for face Gaussians
@@ -282,6 +267,9 @@ class TalkingGaussians(nn.Module):
             scales = torch.exp(p["scales"][None] + d[..., 7:10])
         else:
             d = self.fields["mouth"](cache, [a, e])  # [B,N,3]
+            w = self.mouth_warp(fr.emotion, "mouth") if bool((legacy != 0).any()) else None
+            if w is not None:  # the inside of the mouth follows the warped lips
+                d = d + (w if g is None else w * g[:, None, None])
             means = p["means"][None] + d
             quats = p["quats"][None].expand(B, -1, -1)
             scales = torch.exp(p["scales"])[None].expand(B, -1, -1)
