@@ -81,6 +81,23 @@ def test_own_rest_shut_gap_and_gain_follow_the_clip():
     assert 0 < d2["phones"]["AA"]["own_count"] < d["phones"]["AA"]["own_count"]
 
 
+def test_pauses_close_with_the_jaw_press_and_lower_lip_of_the_shut_mouth():
+    code, phones, own_codes = _clip(4)
+    d = op.build_own_table(code, phones, FPS, base=_base())
+    table = op.own_from_json(d).table
+    shut = np.asarray(d["closed"]["shut_pose"])  # the most shut frames of this clip are its M closures
+    np.testing.assert_allclose(shut[[2, 4, 5]], np.array(own_codes["M"])[[2, 4, 5]], atol=0.1)
+    pose = table.pause_pose(closed=True)
+    g, j, p, lo = (LIP_NAMES.index(n) for n in ("gap", "jaw", "press", "lower"))
+    assert pose[g] == table.closed_level
+    np.testing.assert_allclose(pose[[j, p, lo]], shut[[j, p, lo]])
+    np.testing.assert_allclose(table.pause_pose(closed=False), table.rest)
+    # tables without a shut pose (the cross-speaker one, older identity files) keep the rest pose's jaw
+    del d["closed"]["shut_pose"]
+    old = op.own_from_json(d).table.pause_pose(closed=True)
+    assert old[j] == table.rest[j] and old[p] == table.closed_press
+
+
 class _FakeModel:
     """What lip_track needs of a lip-code model: a driver predicting zeros, a wide trained range."""
 

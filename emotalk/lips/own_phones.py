@@ -68,6 +68,9 @@ class OwnPhoneSettings:
     shut_percentile: float = 1.0  # fully shut lips (held closures, long pauses): this percentile of the
     # tracked gap (renders open more than the code says at the low end, so the natural closure mean is not
     # enough)
+    shut_pose_percentile: float = 5.0  # the shut pose (jaw, press, lower lip of long pauses) is the mean code
+    # of the frames whose gap is at most this percentile: the rest pose with only the gap and press of a
+    # p/b/m closed rendered obama's paused mouth parted (MediaPipe 0.04-0.06 vs 0.008 tracked; BENCHMARKS.md)
 
 
 DEFAULT_OWN = OwnPhoneSettings()
@@ -139,7 +142,9 @@ def blend_with_table(code: np.ndarray, samples: dict, base: PhoneTable, frames: 
     """Table JSON (the cross-speaker format, plus own counts and the pause gap) of this clip's samples
     shrunk to `base`; the shut gap is the used `frames`' (None: all) low percentile of the tracked gap."""
     z = np.asarray(code, np.float64)
-    shut = float(np.percentile(z[_use(frames, len(z)), _GAP], settings.shut_percentile))
+    used = z[_use(frames, len(z))]
+    shut = float(np.percentile(used[:, _GAP], settings.shut_percentile))
+    shut_pose = used[used[:, _GAP] <= np.percentile(used[:, _GAP], settings.shut_pose_percentile)].mean(0)
     phones = {}
     for name in sorted(set(base.targets) | set(samples["phones"])):
         v = samples["phones"].get(name, [])
@@ -155,7 +160,8 @@ def blend_with_table(code: np.ndarray, samples: dict, base: PhoneTable, frames: 
     return {"names": list(LIP_NAMES), "phones": phones, "rest": np.round(rest, 4).tolist(),
             "rest_frames": len(rf), "closed": {"gap": round(float(closed[0]), 4),
                                                "press": round(float(closed[1]), 4), "count": len(cl),
-                                               "shut_gap": round(shut, 4)}}
+                                               "shut_gap": round(shut, 4),
+                                               "shut_pose": np.round(shut_pose, 4).tolist()}}
 
 
 def fit_phone_gain(table: PhoneTable, code: np.ndarray, phones: Sequence, fps: float,

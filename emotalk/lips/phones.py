@@ -84,6 +84,8 @@ class PhoneTable:
     # percentile gap): held p/b/m closures and long pauses go down to it; None: `closed_gap`. Renders span
     # only ~0.45-0.8x of the code's gap (+0.02-0.03 raw) and close less than the code says, so the lips are
     # sent to the most closed level this person shows (measured in out/, issue 16 notes)
+    shut_pose: np.ndarray | None = None  # [M] an identity's own table: its mean code over its most shut
+    # frames; long pauses take its jaw, press and lower lip (None: the rest pose's)
 
     @property
     def closed_level(self) -> float:
@@ -91,12 +93,15 @@ class PhoneTable:
         return self.closed_gap if self.shut_gap is None else min(self.closed_gap, self.shut_gap)
 
     def pause_pose(self, closed: bool = True) -> np.ndarray:
-        """Lip code [M] of a long pause: the rest pose, with the lips closed (closure gap and press) if
-        `closed`."""
+        """Lip code [M] of a long pause: the rest pose, with the lips closed if `closed`: the closure gap, and
+        the jaw, press and lower lip of this person's shut mouth (its shut pose; else the closure's press)."""
         pose = np.array(self.rest, np.float64)
         if closed:
             pose[LIP_NAMES.index("gap")] = self.closed_level
             pose[LIP_NAMES.index("press")] = self.closed_press
+            if self.shut_pose is not None:
+                for name in ("jaw", "press", "lower"):
+                    pose[LIP_NAMES.index(name)] = self.shut_pose[LIP_NAMES.index(name)]
         return pose
 
     def target(self, phone: str) -> np.ndarray:
@@ -128,7 +133,9 @@ def table_from_json(d: dict) -> PhoneTable:
                       {k: int(v["count"]) for k, v in ph.items()}, np.asarray(d["rest"], np.float64),
                       float(d["closed"]["gap"]), float(d["closed"]["press"]),
                       shut_gap=None if d["closed"].get("shut_gap") is None
-                      else float(d["closed"]["shut_gap"]))
+                      else float(d["closed"]["shut_gap"]),
+                      shut_pose=None if d["closed"].get("shut_pose") is None
+                      else np.asarray(d["closed"]["shut_pose"], np.float64))
 
 
 @lru_cache(maxsize=2)
