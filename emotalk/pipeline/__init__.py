@@ -177,11 +177,13 @@ _SILENT_CODE: dict = {}
 def warm_up(identity: str, size: int | None = None, device: str | None = None) -> None:
     """What the app does at launch, in the background, so that its first visitor does not wait for loading:
     the offline voice starts, and one still of `identity` loads the model, the audio encoder, the body loop
-    and the render kernels (compiled on a GPU's first use)."""
+    and the render kernels (compiled on a GPU's first use); a second, emotional still makes the emotion's
+    per-identity parts (the mouth warp's basis: about 1 s on a CPU) before a visitor picks an emotion."""
     from emotalk.speech.tts_offline import prestart_piper
 
     prestart_piper()  # returns at once (the voice loads in the background); a reason where Piper cannot run
     preview(RenderRequest(identity=identity, size=size, device=device))
+    preview(RenderRequest(identity=identity, size=size, device=device, valence=0.8, arousal=0.5))
 
 
 # ---- fine-tuning a new identity -----------------------------------------------------------------
