@@ -170,29 +170,3 @@ def test_shipped_identity_tables_load(name):
     own = op.load_own(root)
     assert own is not None and own.table.counts["AA"] > 10
     assert own.table.target("AA")[0] > own.table.target("M")[0] + 1.0
-
-
-def test_a_clip_without_phones_gets_its_own_rest_and_shut_pose(tmp_path, monkeypatch):
-    """Any language: rest frames from the speech energy's pauses, the shut pose from the tracked code, the
-    table's phones and gains; written by write_identity_phone_lips when no English phones are found."""
-    code, phones, own_codes = _clip(5)
-    T = len(code)
-    rng = np.random.default_rng(0)
-    wav = np.zeros(int(T / FPS * 16000), np.float32)
-    for _, s, e in phones:  # loud speech-band noise while the phones last, silence in the pauses
-        wav[int(s * 16000):int(e * 16000)] = rng.normal(0, 0.3, int(e * 16000) - int(s * 16000))
-    base = _base()
-    d = op.build_rest_table(code, wav, FPS, base=base)
-    own = op.own_from_json(d)
-    assert d["own"]["phones"] == 0 and d["own"]["rest_frames"] > 25
-    np.testing.assert_allclose(own.table.target("AA"), base.target("AA"))  # the table's phones
-    assert own.table.rest[0] > 0.3  # this person's (open) pause pose, from the energy pauses alone
-    n = d["own"]["rest_frames"]  # shrunk to the table's rest (0) by count, as with phones
-    assert abs(own.table.rest[0] - n / (n + op.DEFAULT_OWN.rest_prior_frames) * REST[0]) < 0.05
-    assert own.table.shut_pose is not None and own.table.shut_pose[4] > 1.0  # its shut mouth presses (M)
-    assert list(own.phone_gain) == list(pl.DEFAULT.phone_gain)
-    ds = SimpleNamespace(fps=FPS, train_idx=np.arange(T), lmk2d=np.zeros((T, 478, 2)), audio=lambda: wav)
-    monkeypatch.setattr("emotalk.lips.dataset_lips", lambda ds: (None, code))
-    monkeypatch.setattr(op, "clip_phones", lambda *a, **k: ([], "the speech does not sound like English"))
-    p = op.write_identity_phone_lips(tmp_path, ds)
-    assert p is not None and json.loads(p.read_text())["own"]["pauses_from"].startswith("speech energy")

@@ -15,9 +15,7 @@ transcribed and force-aligned like the sync metric does) we take:
   for averaged cross-speaker targets).
 
 Stored in the identity folder as `phone_lips.json` (optional: identities without it use the cross-speaker
-table); `render.speech_lips.lip_track` picks it up. Per-phone targets and gains need English speech (the
-aligner is English); a clip in another language still gets its own rest pose (from its energy pauses),
-shut pose and shut gap, with the table's phones (`build_rest_table`).
+table); `render.speech_lips.lip_track` picks it up. Only English speech gets one (the aligner is English).
 """
 
 from __future__ import annotations
@@ -127,20 +125,12 @@ def own_samples(code: np.ndarray, phones: Sequence, fps: float, frames: np.ndarr
             if b > a and use[a:b].all():
                 k = a + int(np.argmin(z[a:b, _GAP]))
                 closed.append([z[k, _GAP], z[k, _PRESS]])
-    rest = pause_frames(pauses_from_phones(ph, T, fps, settings.pause_min_s), use, fps, settings)
-    return {"phones": vals, "rest": rest, "closed": closed}
-
-
-def pause_frames(pauses: Sequence[tuple[float, float]], use: np.ndarray, fps: float,
-                 settings: OwnPhoneSettings = DEFAULT_OWN) -> list[int]:
-    """Frames (of the used ones, mask [T]) inside pauses (start, end) s, `pause_margin_s` away from speech."""
-    T = len(use)
-    out: list[int] = []
-    for s, e in pauses:
+    rest: list[int] = []
+    for s, e in pauses_from_phones(ph, T, fps, settings.pause_min_s):
         a = int(np.ceil((s + (settings.pause_margin_s if s > 0 else 0)) * fps))
         b = int(np.floor((e - (settings.pause_margin_s if e < T / fps - 1e-6 else 0)) * fps))
-        out += [k for k in range(max(a, 0), min(b, T)) if use[k]]
-    return out
+        rest += [k for k in range(max(a, 0), min(b, T)) if use[k]]
+    return {"phones": vals, "rest": rest, "closed": closed}
 
 
 def _shrink(own: np.ndarray, n: float, prior: np.ndarray, k: float) -> np.ndarray:
@@ -172,27 +162,6 @@ def blend_with_table(code: np.ndarray, samples: dict, base: PhoneTable, frames: 
                                                "press": round(float(closed[1]), 4), "count": len(cl),
                                                "shut_gap": round(shut, 4),
                                                "shut_pose": np.round(shut_pose, 4).tolist()}}
-
-
-def build_rest_table(code: np.ndarray, wav: np.ndarray, fps: float, frames: np.ndarray | None = None,
-                     base: PhoneTable | None = None, settings: OwnPhoneSettings = DEFAULT_OWN) -> dict:
-    """The phone-lips JSON of a clip without phone timings (any language): the table's phone targets and
-    gains, this person's rest pose (the used `frames` inside the speech energy's pauses), shut pose and
-    shut gap, so long pauses rest and close the way this person's mouth does."""
-    from emotalk.lips.phones import pauses_from_energy, speech_level
-
-    base = base if base is not None else load_table()
-    z = np.asarray(code, np.float64)
-    T = len(z)
-    level = speech_level(wav, T, fps)  # [T] in [0,1]
-    quiet = pauses_from_energy(level, fps, replace(DEFAULT, pause_min_s=settings.pause_min_s))
-    rest = pause_frames(quiet, _use(frames, T), fps, settings)
-    d = blend_with_table(code, {"phones": {}, "rest": rest, "closed": []}, base, frames, settings)
-    return {"kind": KIND, **d, "fps": float(fps), "phone_gain": list(DEFAULT.phone_gain),
-            "own": {"phones": 0, "phone_kinds": 0, "rest_frames": len(rest), "closures": 0,
-                    "pauses_from": "speech energy (no phone timings)"},
-            "prior": {"count": settings.prior_count, "rest_frames": settings.rest_prior_frames,
-                      "closures": settings.closed_prior}}
 
 
 def fit_phone_gain(table: PhoneTable, code: np.ndarray, phones: Sequence, fps: float,
@@ -290,10 +259,9 @@ def clip_phones(wav: np.ndarray, mouth: np.ndarray | None = None, fps: float = 2
 
 def write_identity_phone_lips(root: str | Path, ds, phones: Sequence | None = None,
                               settings: OwnPhoneSettings = DEFAULT_OWN) -> Path | None:
-    """Write `root`/phone_lips.json from identity dataset `ds` (its training frames, its speech): per-phone
-    targets where its speech is English, else its rest and shut pose only (`build_rest_table`); None, with
-    the reason logged, when it cannot (too short, no blendshapes...): never raises, since the identity
-    renders without it. `phones` (video time) skips the transcription."""
+    """Write `root`/phone_lips.json from identity dataset `ds` (its training frames, its speech); None, with
+    the reason logged, when it cannot (not English, no blendshapes, no aligner...): never raises, since
+    the identity renders without it. `phones` (video time) skips the transcription."""
     try:
         from emotalk.face.landmarks import mouth_opening
         from emotalk.folders import atomic_write_text
@@ -306,10 +274,8 @@ def write_identity_phone_lips(root: str | Path, ds, phones: Sequence | None = No
         if phones is None:
             phones, why = clip_phones(ds.audio(), mouth_opening(ds.lmk2d), float(ds.fps), settings)
             if not phones:
-                _LOG.info("no own phone targets for %s (%s): its rest and shut pose only", root, why)
-                d = build_rest_table(code, ds.audio(), float(ds.fps), np.asarray(ds.train_idx),
-                                     settings=settings)
-                return atomic_write_text(Path(root) / FILE, json.dumps(d, indent=1) + "\n")
+                _LOG.info("no own phone table for %s: %s", root, why)
+                return None
         d = build_own_table(code, phones, float(ds.fps), np.asarray(ds.train_idx), settings=settings)
         return atomic_write_text(Path(root) / FILE, json.dumps(d, indent=1) + "\n")
     except Exception as e:  # noqa: BLE001  (an improvement: a fine-tune must not fail on it)
