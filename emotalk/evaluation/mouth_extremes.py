@@ -47,12 +47,12 @@ TABLE_COLUMNS = ("gap", "open_real", "open_tracked", "open_audio", "gap_code_tra
 def tracked_lips(model, ds, idx: np.ndarray) -> tuple[np.ndarray, int]:
     """The tracked lip code [N,M] of dataset frames idx, z-scored with the model's own statistics and
     clamped to its trained range (as training and the renderer see it); and how many rows were clamped."""
-    from emotalk.lips import lip_params
+    from emotalk.lips import LipStats, lip_params
 
     raw = lip_params(ds.lmk2d[idx], ds.blendshapes[idx], ds.blendshape_names)  # [N,M]
-    mean, std = (getattr(model, k).detach().cpu().numpy() for k in ("lip_mean", "lip_std"))
-    lo, hi = (getattr(model, k).detach().cpu().numpy() for k in ("lip_lo", "lip_hi"))
-    z = (raw - mean) / std
+    mean, std, lo, hi = (getattr(model, k).detach().cpu().numpy()
+                         for k in ("lip_mean", "lip_std", "lip_lo", "lip_hi"))
+    z = LipStats(mean, std).code(raw)
     clamped = np.clip(z, lo, hi).astype(np.float32)
     return clamped, int(np.any(clamped != z, axis=1).sum())
 
@@ -216,7 +216,7 @@ def measure_mouth_extremes(ident, ds, size: int | None = None, source: str = "au
     Returns (result, arrays): result is JSON-ready (summary per class, per-frame rows, notes, timings);
     arrays holds what the contact sheet needs: real / tracked / audio [N,S,S,3] uint8, lmk [N,478,2],
     gap [N], frames [N] and the classes."""
-    from emotalk.evaluation.report import _nan_to_none, check_match
+    from emotalk.evaluation.report import check_match, nan_to_none
     from emotalk.face.landmarks import mouth_opening
     from emotalk.lips import LIP_NAMES
     from emotalk.training.data import dataset_audio_code, load_train_data
@@ -277,7 +277,7 @@ def measure_mouth_extremes(ident, ds, size: int | None = None, source: str = "au
     }
     arrays = {"real": real, "tracked": renders["tracked"], "audio": renders["audio"], "lmk": lmk,
               "gap": gap, "frames": idx, "classes": classes, "per": per}
-    return _nan_to_none(result), arrays
+    return nan_to_none(result), arrays
 
 
 # -- reports ---------------------------------------------------------------------------------------

@@ -100,11 +100,11 @@ def check_match(ident, ds) -> list[str]:
     return notes
 
 
-def _nan_to_none(x):
+def nan_to_none(x):
     if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
+        return {k: nan_to_none(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
+        return [nan_to_none(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return float(x) if np.isfinite(x) else None
     if isinstance(x, np.integer):
@@ -225,6 +225,6 @@ def evaluate_identity(identity, dataset, size: int | None = None, device: str = 
 
     stage("done", "done")
     res["timings_s"] = times
-    return _nan_to_none(res)
+    return nan_to_none(res)
 
 

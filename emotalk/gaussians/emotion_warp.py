@@ -141,12 +141,13 @@ class MouthWarp:
         w = category_weights(self.model, emotion.detach().float().cpu().numpy())
         return torch.as_tensor(w, dtype=self.basis.dtype, device=self.basis.device)
 
-    def __call__(self, emotion: Tensor, gain: Tensor | float = 1.0) -> tuple[Tensor, Tensor | None]:
+    def __call__(self, emotion: Tensor, gain: Tensor | float = 1.0, stretch: bool = True
+                 ) -> tuple[Tensor, Tensor | None]:
         """Offsets [B,N,3] of the Gaussians at emotion [B,2] × gain (scalar or [N,1]: 1 = as measured on
-        MEAD), and the log-stretch [B,N,3] of their axes (None without rotations)."""
+        MEAD), and the log-stretch [B,N,3] of their axes (None without rotations, or not `stretch`)."""
         w = self.weights(emotion)
         off = torch.einsum("bk,knc->bnc", w, self.basis) * gain
-        if self.jac is None or self.rot is None:
+        if not stretch or self.jac is None or self.rot is None:
             return off, None
         g = gain[..., None] if torch.is_tensor(gain) else gain  # [N,1,1] or a number
         jac = torch.einsum("bk,knij->bnij", w, self.jac) * g
@@ -181,9 +182,9 @@ def warp_deltas(model, emotion: Tensor, branch: str = "face") -> Tensor | None:
     warp = cache[branch][1]
     if branch != "face":
         return warp(emotion, model.emotion_warp_gain)[0]  # [B,Nm,3]
-    off, stretch = warp(emotion, model.emotion_warp_gain * (1 - keep))  # [B,N,3] each
+    off, stretch = warp(emotion, model.emotion_warp_gain * (1 - keep), model.switches.warp_stretch)  # [B,N,3]
     d = off.new_zeros(*off.shape[:2], 13)
     d[..., :3] = off
-    if model.switches.warp_stretch and stretch is not None:
+    if stretch is not None:
         d[..., 7:10] = stretch
     return d

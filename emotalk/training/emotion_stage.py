@@ -132,7 +132,7 @@ def lip_lock_weights(means: np.ndarray, lmk3d: np.ndarray, radius: float) -> tup
     """Lip-lock weight of face Gaussians means [N,3] (1 on the central inner lips, fading with distance;
     the two pairs next to each corner are left out so corners stay free) and the opening direction [3],
     from head-frame landmarks lmk3d [T,478,3]."""
-    L = np.median(np.asarray(lmk3d, np.float32), 0)  # [478,3]
+    L = head_face(lmk3d)  # [478,3]
     u = L[INNER_LIP_PAIRS[:, 0]].mean(0) - L[INNER_LIP_PAIRS[:, 1]].mean(0)  # lower -> upper
     P = L[INNER_LIP_PAIRS[2:-2].ravel()]  # [K,3] the central pairs
     width = float(np.linalg.norm(L[MOUTH_CORNERS[0]] - L[MOUTH_CORNERS[1]]))
