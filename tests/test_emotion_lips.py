@@ -14,7 +14,16 @@ from emotalk.errors import InputError
 from emotalk.gaussians.emotion import EmotionSwitches, lip_lock_distance, mouth_keep
 from emotalk.gaussians.model import Frames, ModelSettings, TalkingGaussians
 from emotalk.lips import LIP_NAMES
-from emotalk.lips.emotion import EmotionLipTable, applied_offsets, emotion_lip_offset
+from emotalk.lips.emotion import (
+    MAX_SHARE,
+    OPEN_FADE,
+    OPENING,
+    EmotionLipTable,
+    applied_offsets,
+    emotion_lip_offset,
+    emotion_opening,
+    open_lips,
+)
 
 W, C = 4, 6
 
@@ -145,6 +154,61 @@ def test_lip_offset_moves_the_lip_code_within_the_identity_range():
     w = LIP_NAMES.index("width")
     assert got[1, w] == 1.0  # widened, clamped to the trained range
     m.switches = EmotionSwitches(lip_offset=False)
+    assert torch.equal(m.lips(fr, emotional=True), base)
+
+
+def test_dropped_jaw_opens_surprise_and_fear_only_and_scales_with_intensity():
+    i = {n: k for k, n in enumerate(LIP_NAMES)}
+    va = torch.tensor([CATEGORIES[c] for c in CATEGORIES], dtype=torch.float32)
+    got = dict(zip(CATEGORIES, emotion_opening(va)))
+    for c, row in got.items():
+        want = torch.zeros(len(LIP_NAMES))
+        for n, z in OPENING.get(c, {}).items():
+            want[i[n]] = z
+        if c not in ("contempt", "calm"):  # between two categories of the disc: a blend
+            assert torch.allclose(row, want, atol=1e-5), c
+    assert got["surprised"][i["jaw"]] >= 0.3 and got["fear"][i["gap"]] >= 0.3
+    assert torch.equal(got["calm"], torch.zeros(len(LIP_NAMES)))  # between sad and happy: no opening
+    s = torch.tensor([CATEGORIES["surprised"]], dtype=torch.float32)
+    assert torch.allclose(emotion_opening(s, 1.5), 1.5 * emotion_opening(s))
+    assert emotion_opening(s, 3.0).max() == MAX_SHARE  # the mouth always keeps moving with speech
+    assert torch.equal(emotion_opening(s, 0.0), torch.zeros(1, len(LIP_NAMES)))
+    th = torch.linspace(-math.pi, math.pi, 2001)  # continuous around the disc (fear -> angry is 6 degrees)
+    off = emotion_opening(torch.stack([torch.cos(th), torch.sin(th)], 1))
+    assert (off[1:] - off[:-1]).abs().max() < 0.05
+
+
+def test_open_lips_keeps_closures_shut_and_the_speechs_order():
+    g, j, w = (LIP_NAMES.index(n) for n in ("gap", "jaw", "width"))
+    lo, hi = torch.full((len(LIP_NAMES),), -2.0), torch.full((len(LIP_NAMES),), 2.5)
+    lips = torch.zeros(4, len(LIP_NAMES))
+    lips[:, g] = torch.tensor([-2.0, -2.0 + OPEN_FADE / 2, -2.0 + OPEN_FADE, 2.0])  # shut ... open
+    share = emotion_opening(torch.tensor([CATEGORIES["surprised"]], dtype=torch.float32))
+    out = open_lips(lips, share, lo, hi)
+    assert torch.equal(out[0], lips[0])  # a closure at the most closed trained gap stays shut
+    assert 0 < out[1, j] < out[2, j]  # faded in with the speech's gap
+    assert torch.isclose(out[2, j], share[0, j] * hi[j])  # above the fade: that share of the way to hi
+    assert torch.equal(out[:, w], lips[:, w])  # parameters with no opening are untouched
+    sweep = torch.zeros(200, len(LIP_NAMES))
+    sweep[:, g] = torch.linspace(-2.0, 2.5, 200)
+    for gain in (1.0, 1.5):  # monotonic in the speech's gap, within the trained range, at any intensity
+        s = emotion_opening(torch.tensor([CATEGORIES["surprised"]], dtype=torch.float32), gain)
+        got = open_lips(sweep, s, lo, hi)[:, g]
+        assert (got[1:] >= got[:-1]).all() and got.max() <= hi[g] and got.min() >= lo[g]
+
+
+def test_jaw_drop_switch_opens_the_models_lip_code():
+    m = _model()
+    assert m.switches.jaw_drop  # on by default
+    with torch.no_grad():
+        m.lip_lo.fill_(-2.0), m.lip_hi.fill_(3.0)
+    base = torch.zeros(2, len(LIP_NAMES))
+    fr = _frames([[0.0, 0.0], list(CATEGORIES["surprised"])], lips=base)
+    got = m.lips(fr, emotional=True)
+    assert torch.equal(got[0], base[0])  # neutral untouched
+    assert got[1, LIP_NAMES.index("jaw")] > 1.0  # half the way to 3
+    assert torch.equal(m.lips(fr), base)  # only the emotional lips (the speech condition of training)
+    m.switches = EmotionSwitches(jaw_drop=False)
     assert torch.equal(m.lips(fr, emotional=True), base)
 
 

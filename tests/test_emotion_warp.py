@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from emotalk.emotion import CATEGORIES
-from emotalk.face.expression import ExpressionModel
+from emotalk.face.expression import ExpressionModel, keep_lip_gap, lip_points
 from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, NOSE_TIP
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.emotion import EmotionSwitches
@@ -61,6 +61,26 @@ def test_lower_face_changes_keep_the_opening_and_leave_the_upper_face():
     assert not ch[:, upper].any()
     happy = ch[m.categories.index("happy")]
     assert np.abs(happy[list(MOUTH_CORNERS)]).max() > 0.01  # a smile moves the corners
+
+
+def test_lips_move_as_a_block_between_the_corners():
+    """No lip landmark between the outermost inner-lip pairs moves vertically unlike the inner lips at its
+    x (a smile's lower lip used to rise into the opening), and the corners keep their lift."""
+    m = expression_model()
+    ch = lower_face_changes(m)
+    nx = m.neutral_shape[:, 0]
+    px = m.neutral_shape[INNER_LIP_PAIRS].mean(1)[:, 0]
+    pts = lip_points(m.neutral_shape)
+    mid = np.setdiff1d(pts[(nx[pts] >= px.min()) & (nx[pts] <= px.max())], INNER_LIP_PAIRS)
+    assert {0, 17, 12, 15}.issubset(set(mid.tolist())) and len(mid) > 30  # both lips, to their outer edges
+    for k in range(len(ch)):
+        want = np.interp(nx[mid], np.sort(px), ch[k, INNER_LIP_PAIRS[np.argsort(px), 0], 1])
+        np.testing.assert_allclose(ch[k, mid, 1], want, atol=1e-12)
+    happy = ch[m.categories.index("happy")]
+    assert happy[list(MOUTH_CORNERS), 1].max() < happy[13, 1] - 0.01  # corners rise above the lips' middle
+    raw = keep_lip_gap(m.per_radius[:, : m.n_lmk].reshape(-1, 478, 3).astype(np.float64))
+    k = m.categories.index("happy")
+    assert raw[k, 17, 1] < raw[k, 14, 1] - 0.01  # (the measured lower lip did rise at its outer edge)
 
 
 def test_to_head_frame_follows_scale_axes_and_handedness():

@@ -25,6 +25,7 @@ EMOTIONS = {  # (valence, arousal) per frame of a batch of 3, gain per frame (No
     "neutral": ([[0.0, 0.0]] * 3, None),
     "one emotion": ([[0.5, -0.3]] * 3, [1.2] * 3),
     "per frame": ([[0.5, -0.3], [0.0, 0.0], [-0.7, 0.2]], [1.0, 0.5, 1.5]),
+    "jaw drop": ([[0.2, 0.85], [-0.6, 0.75], [0.4, 0.7]], [1.0, 1.5, 0.7]),  # surprise and fear open the lips
 }
 
 
@@ -95,6 +96,11 @@ def test_fast_path_matches_plain_deform_and_images(ds, lip_code, emotion_field, 
     # the emotion really is drawn (the comparison above is not between two neutral faces)
     if emotion_field or not lip_code:
         assert float((imgs["one emotion"] - imgs["neutral"]).abs().max()) > 1e-3
+    if lip_code:  # so is the jaw drop (the same renderer: its memo keys on the switch)
+        fr = _frames(ds, *EMOTIONS["jaw drop"])
+        on = fast.deform(fr)["face"][0]
+        m.switches.jaw_drop = False
+        assert float((fast.deform(fr)["face"][0] - on).abs().max()) > 1e-4
 
 
 def test_given_lip_track_and_host_emotion_rows(ds):

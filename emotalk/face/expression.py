@@ -20,7 +20,7 @@ import numpy as np
 
 from emotalk.emotion import CATEGORIES, clamp_to_disc
 from emotalk.errors import InputError
-from emotalk.face.landmarks import CHIN, INNER_LIP_PAIRS, STABLE_IDX, head_frame
+from emotalk.face.landmarks import CHIN, INNER_LIP_PAIRS, OUTER_LIP_RING, STABLE_IDX, head_frame
 from emotalk.face.rotations import umeyama
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,35 @@ def keep_lip_gap(offsets: np.ndarray) -> np.ndarray:
     mean_y = 0.5 * (out[..., up, 1] + out[..., lo, 1])
     out[..., up, 1] = mean_y
     out[..., lo, 1] = mean_y
+    return out
+
+
+def lip_points(neutral: np.ndarray) -> np.ndarray:
+    """Indices of the landmarks on the lips of a face [478,2+]: inside or on its outer lip contour."""
+    import cv2
+
+    ring = neutral[OUTER_LIP_RING, :2].astype(np.float32)
+    inside = [i for i, p in enumerate(neutral[:, :2])
+              if cv2.pointPolygonTest(ring, (float(p[0]), float(p[1])), False) >= 0]
+    return np.union1d(np.asarray(inside, np.int64), OUTER_LIP_RING)
+
+
+def keep_lip_thickness(offsets: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    """Offsets [...,478,3] (after `keep_lip_gap`) with every lip landmark of the neutral face [478,3] between
+    the outermost inner-lip pairs moving vertically as the pair at its x (interpolated): the lips move up
+    or down as a block there, neither thinning nor thickening, so no lip edge moves into an opening that
+    speech makes later (a smile's lower lip rose 2.2 units more at its outer edge than at its inner one and
+    halved the rendered opening). The corners keep their own motion (a smile's lift)."""
+    out = offsets.copy()
+    px = neutral[INNER_LIP_PAIRS].mean(1)[:, 0]  # [P] x of each pair
+    order = np.argsort(px)
+    pts = lip_points(neutral)
+    x = neutral[pts, 0]
+    sel = np.setdiff1d(pts[(x >= px.min()) & (x <= px.max())], INNER_LIP_PAIRS)  # the pairs keep theirs
+    pair_dy = out[..., INNER_LIP_PAIRS[order, 0], 1]  # [...,P] (each pair already moves as one)
+    flat = pair_dy.reshape(-1, len(px))
+    dy = np.stack([np.interp(neutral[sel, 0], px[order], f) for f in flat])  # [prod(...),S]
+    out[..., sel, 1] = dy.reshape(*pair_dy.shape[:-1], len(sel))
     return out
 
 

@@ -40,6 +40,8 @@ INNER_LIP_PAIRS = np.array([(191, 95), (80, 88), (81, 178), (82, 87), (13, 14), 
                             (310, 318), (415, 324)])
 INNER_LIP_RING = np.array([78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87,
                            178, 88, 95])  # the inner-lip contour, a closed ring in order
+OUTER_LIP_RING = np.array([61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37,
+                           39, 40, 185])  # the outer lip contour, a closed ring in order (lower, then upper)
 # outer and inner lip contours (the LMD metric's points)
 MOUTH_LANDMARKS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
                    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)

@@ -7,9 +7,11 @@ smile never shows. Here the expression model's landmark offsets (`emotalk.face.e
 MEAD, inner-lip opening pinned, jaw left out) of the lower face are carried into the identity's head
 frame and spread over the Gaussians by a thin-plate spline through its own face landmarks. The spline is
 smooth and moves neighbouring Gaussians together, so the lips stay sharp; each inner-lip pair moves as
-one, so the mouth opening stays the audio's. It acts where the mouth mask switches the field off
-(weight 1 - keep), so the two never add up. Linear in the expression change: a warp per category is made
-once per identity and blended per frame with the expression model's weights.
+one, and the lips between the corners move up or down as a block, so the mouth opening stays the audio's
+(with only the inner lips pinned, a smile's lower lip rose into the opening: 0.52x neutral). It acts where
+the mouth mask switches the field off (weight 1 - keep), so the two never add up. Linear in the
+expression change: a warp per category is made once per identity and blended per frame with the
+expression model's weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emotalk.face.expression import ExpressionModel, keep_lip_gap
+from emotalk.face.expression import ExpressionModel, keep_lip_gap, keep_lip_thickness
 from emotalk.face.landmarks import NOSE_TIP, STABLE_IDX
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.projection import quat_to_rotmat
@@ -36,9 +38,10 @@ def expression_model() -> ExpressionModel:
 
 def lower_face_changes(model: ExpressionModel) -> np.ndarray:
     """Landmark change per unit radius of each category [K,478,3] (normalised head frame), inner-lip
-    opening pinned and the upper face (above the nose tip: brows, lids; the emotion field's part) zeroed."""
+    opening pinned, the lips moving vertically as a block (no lip edge moves into the opening speech makes)
+    and the upper face (above the nose tip: brows, lids; the emotion field's part) zeroed."""
     off = model.per_radius[:, : ExpressionModel.n_lmk].reshape(-1, 478, 3).astype(np.float64)
-    off = keep_lip_gap(off)
+    off = keep_lip_thickness(keep_lip_gap(off), model.neutral_shape)
     upper = model.neutral_shape[:, 1] < model.neutral_shape[NOSE_TIP, 1]
     off[:, upper] = 0.0
     return off

@@ -33,6 +33,7 @@ from emotalk.gaussians.fields import SpatialCache
 from emotalk.gaussians.model import BRANCHES, Frames, RenderOut, TalkingGaussians
 from emotalk.gaussians.raster import eval_sh, rasterize, resolve_backend
 from emotalk.gaussians.render_graph import DeformGraph
+from emotalk.lips.emotion import open_lips
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Request:
     delta: Tensor | None  # [R,N,13] emotion field's deltas × gain (face); None: no field, or neutral
     lip_off: Tensor | None  # [R,M] emotion's lip-code offset (switch lip_offset); None: none
     mouth_delta: Tensor | None = None  # [R,Nm,3] the mouth warp's motion of the inside of the mouth × gain
+    opening: Tensor | None = None  # [R,M] emotion's dropped jaw (switch jaw_drop); None: none
 
 
 def fingerprint(model: TalkingGaussians) -> tuple:
@@ -144,13 +146,20 @@ class FastRenderer:
             from emotalk.lips.emotion import emotion_lip_offset
 
             lip_off = emotion_lip_offset(em, g).float()  # [R,M]
-        return Request(rows, delta, lip_off, mouth_delta)
+        opening = None
+        if m.settings.lip_code and m.switches.jaw_drop:
+            from emotalk.lips.emotion import emotion_opening
+
+            opening = emotion_opening(em, g).float()  # [R,M]
+            opening = opening if bool((opening != 0).any()) else None
+        return Request(rows, delta, lip_off, mouth_delta, opening)
 
     def _request_for(self, emo: np.ndarray) -> tuple[Request, bool]:
         """The request of a batch's emotion rows [B,3] -> (request, whether it has one row for all)."""
         if len(emo) and bool(np.all(emo == emo[:1])):
             sw = self.model.switches
-            key = (*(float(x) for x in emo[0]), sw.lip_offset, sw.mouth_mask, sw.mouth_warp, sw.warp_stretch)
+            key = (*(float(x) for x in emo[0]), sw.lip_offset, sw.mouth_mask, sw.mouth_warp, sw.warp_stretch,
+                   sw.jaw_drop)
             with self._lock:
                 req = self._memo.get(key)
                 if req is None:
@@ -164,7 +173,7 @@ class FastRenderer:
     # -- per frame ------------------------------------------------------------------------------
     def _core(self, speech_in: Tensor, upper: Tensor, viewmats: Tensor, rows_face: Tensor, rows_mouth: Tensor,
               delta: Tensor | None, lip_off: Tensor | None, mouth_delta: Tensor | None,
-              from_lips: bool) -> tuple[Tensor, ...]:
+              opening: Tensor | None, from_lips: bool) -> tuple[Tensor, ...]:
         """Deformed Gaussians of both branches for B frames -> (means, quats, scales, opacities, colors) of
         the face, then of the mouth (shapes as `TalkingGaussians.deform`). speech_in: audio [B,W,C], or
         the lip code [B,M] when from_lips; upper [B,U]; viewmats [B,4,4]; the rest from a `Request`."""
@@ -173,6 +182,8 @@ class FastRenderer:
         if m.settings.lip_code:
             lips = speech_in if from_lips else torch.minimum(torch.maximum(m.lip_driver(speech_in), m.lip_lo),
                                                              m.lip_hi)
+            if opening is not None:  # as emotion.dropped_jaw (a zero opening leaves lips as they are)
+                lips = open_lips(lips, opening, m.lip_lo, m.lip_hi)
             if lip_off is not None:  # as emotion.emotional_lips (a zero offset leaves lips as they are)
                 moved = torch.minimum(torch.maximum(lips + lip_off, m.lip_lo), m.lip_hi)
                 lips = torch.where(lip_off != 0, moved, lips)
@@ -256,7 +267,7 @@ class FastRenderer:
         with torch.no_grad():
             req, shared = self._request_for(emo)
             args = (speech_in, fr.upper, fr.viewmats, req.rows["face"], req.rows["mouth"], req.delta,
-                    req.lip_off, req.mouth_delta)
+                    req.lip_off, req.mouth_delta, req.opening)
             if self.settings.graphs and fr.viewmats.is_cuda and shared:
                 out = self._graph_call(args, from_lips)
             else:
@@ -270,7 +281,8 @@ class FastRenderer:
         B = args[2].shape[0]
         has_delta, has_off = m.emotion_field is not None, bool(m.settings.lip_code and m.switches.lip_offset)
         has_warp = has_delta and warp_active(m)
-        key = (_bucket(B), from_lips, has_delta, has_off, has_warp)
+        has_open = bool(m.settings.lip_code and m.switches.jaw_drop)
+        key = (_bucket(B), from_lips, has_delta, has_off, has_warp, has_open)
         per_frame, req = list(args[:3]), list(args[3:])
         if has_delta and req[2] is None:
             req[2] = self._zeros((1, len(self.opac["face"]), 13))
@@ -278,6 +290,8 @@ class FastRenderer:
             req[3] = self._zeros((1, int(m.lip_lo.numel())))
         if has_warp and req[4] is None:
             req[4] = self._zeros((1, self.n_layer["mouth"], 3))
+        if has_open and req[5] is None:
+            req[5] = self._zeros((1, int(m.lip_lo.numel())))
         g = self._graphs.get(key)
         if g is None:
             pad = [torch.cat([x, x[-1:].expand(key[0] - B, *x.shape[1:])]) for x in per_frame]

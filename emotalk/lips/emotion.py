@@ -8,6 +8,10 @@ opening speech-driven: gap always 0, a small jaw drop for surprise only, no grin
 negative emotions (`applied_offsets`).
 Any (v, a) of the disc: r · smoothstep blend of the two angular neighbours' offset per radius (the
 expression model's polar map): continuous, exactly 0 at (0, 0), exact at every measured category.
+
+Emotion's dropped jaw (`emotion_opening`, `open_lips`) is separate and on by default: surprise and fear
+open the lip code's gap and jaw (FACS AU26), faded out toward the identity's most closed gap so closures
+and pauses still shut. The offset table above stays off by default (EmotionSwitches.lip_offset).
 """
 
 from __future__ import annotations
@@ -114,13 +118,12 @@ def _disc_map(path: str) -> tuple[Tensor, Tensor]:
     return torch.as_tensor(t.angles, dtype=torch.float64), per
 
 
-def emotion_lip_offset(va: Tensor, intensity: Tensor | float = 1.0, path: str | Path = DEFAULT_TABLE
-                       ) -> Tensor:
-    """Lip-code offset [B,M] (z) for emotions va [B,2] (put onto the unit disc) times intensity (scalar or
-    [B]); exactly 0 at (0, 0) or intensity 0."""
-    ang, per = _disc_map(str(path))
+def disc_blend(va: Tensor, intensity: Tensor | float, ang: Tensor, per: Tensor) -> Tensor:
+    """The polar disc map [B,M]: emotions va [B,2] (put onto the unit disc) between the categories at
+    angles ang [K] (increasing) with offsets per unit radius per [K,M]: r · intensity · the smoothstep blend
+    of the two angular neighbours; exactly 0 at (0, 0) or intensity 0."""
     v = va.detach().to(torch.float64)
-    ang, per = ang.to(v.device), per.to(v.device)  # the table lives on the CPU; renders may be on CUDA
+    ang, per = ang.to(v.device), per.to(v.device)  # the tables live on the CPU; renders may be on CUDA
     r = torch.linalg.norm(v, dim=-1).clamp(max=1.0)  # [B]
     th = torch.atan2(v[:, 1], v[:, 0])
     j = torch.searchsorted(ang, th.contiguous(), right=True)  # next category counter-clockwise
@@ -134,3 +137,59 @@ def emotion_lip_offset(va: Tensor, intensity: Tensor | float = 1.0, path: str | 
     off = (1 - s) * per[i] + s * per[j]  # [B,M]
     g = torch.as_tensor(intensity, dtype=torch.float32, device=v.device).reshape(-1)
     return (off * (r.float() * g)[:, None]).to(va.device)
+
+
+def emotion_lip_offset(va: Tensor, intensity: Tensor | float = 1.0, path: str | Path = DEFAULT_TABLE
+                       ) -> Tensor:
+    """Lip-code offset [B,M] (z) for emotions va [B,2] (put onto the unit disc) times intensity (scalar or
+    [B]); exactly 0 at (0, 0) or intensity 0."""
+    ang, per = _disc_map(str(path))
+    return disc_blend(va, intensity, ang, per)
+
+
+# -- emotion's dropped jaw -------------------------------------------------------------------------
+
+OPENING = {  # emotion's opening at full intensity: per lip parameter, the share of the way from the speech's
+    # code to the identity's most open trained code (lip_hi) that the mouth opens further
+    "surprised": {"gap": 0.5, "jaw": 0.5, "round": 0.25},  # FACS surprise: jaw drop (AU26/27), rounder
+    "fear": {"gap": 0.5, "jaw": 0.5},  # FACS fear: jaw drop (AU26) with stretched lips (not drawn: a wider
+    # code renders as a grin, see WIDEN_NEGATIVE)
+}  # every other category opens by 0. Why: surprise and fear read nowhere without it (the expression model
+# leaves the jaw to speech). A share of the identity's own headroom, not a fixed offset: a fixed +2 z
+# pushed 15-19 % of obama's speech frames into his trained maximum (sync fell to 0.79x neutral) while
+# reagan's range had room to spare; the share keeps the speech's order (a monotonic map) on any identity
+MAX_SHARE = 0.9  # the largest share (intensity 1.5 asks 0.75): the mouth keeps moving with speech
+OPEN_FADE = 1.5  # z above the identity's most closed trained gap (lip_lo) over which the opening fades in:
+# a p/b/m closure or a paused mouth near that gap stays (nearly) shut, an open vowel opens further
+
+
+@lru_cache(maxsize=1)
+def _opening_map() -> tuple[Tensor, Tensor]:
+    """(angles [K], opening per unit radius [K,M]) over the categories of the disc (0 outside OPENING)."""
+    cats = sorted((c for c in CATEGORIES if c not in ("neutral", "calm", *LEFT_OUT)),
+                  key=lambda c: math.atan2(CATEGORIES[c][1], CATEGORIES[c][0]))
+    ang = torch.tensor([math.atan2(CATEGORIES[c][1], CATEGORIES[c][0]) for c in cats], dtype=torch.float64)
+    per = torch.zeros(len(cats), len(NAMES))
+    for k, c in enumerate(cats):
+        for name, z in OPENING.get(c, {}).items():
+            per[k, NAMES.index(name)] = z / math.hypot(*CATEGORIES[c])
+    return ang, per
+
+
+def emotion_opening(va: Tensor, intensity: Tensor | float = 1.0) -> Tensor:
+    """Emotion's opening share [B,M] (0..MAX_SHARE) for emotions va [B,2] times intensity (scalar or [B]):
+    the `OPENING` of surprise and fear on the polar disc map; exactly 0 at (0, 0), intensity 0 and away
+    from surprised and fear (0 at happy and angry)."""
+    ang, per = _opening_map()
+    return disc_blend(va, intensity, ang, per).clamp(0, MAX_SHARE)
+
+
+def open_lips(lips: Tensor, share: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Lip code [B,M] moved the opening share [B or 1,M] of the way to the identity's most open code hi [M],
+    faded in by the speech's own gap (smoothstep over `OPEN_FADE` z above lo's gap): monotonic in the speech's
+    code, so its order (and sync) is kept; entries with no share are returned exactly as given. A torch
+    function of tensors only (CUDA graphs capture it)."""
+    g = NAMES.index("gap")
+    x = ((lips[:, g:g + 1] - lo[g]) / OPEN_FADE).clamp(0, 1)  # [B,1]
+    moved = lips + share * (x * x * (3 - 2 * x)) * (hi - lips).clamp_min(0)
+    return torch.where(share != 0, torch.minimum(torch.maximum(moved, lo), hi), lips)

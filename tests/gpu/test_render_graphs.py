@@ -89,7 +89,7 @@ def _check(model, fr, size: int, paths: dict[str, FastRenderer], tol: float = 1e
             assert dm <= 1e-5, f"{name}: face means differ by {dm:.3g}"
 
 
-EMOS = [([0.0, 0.0], 1.0), ([0.3, 0.2], 1.0), ([-0.6, 0.5], 1.4)]
+EMOS = [([0.0, 0.0], 1.0), ([0.3, 0.2], 1.0), ([-0.6, 0.5], 1.4), ([0.2, 0.85], 1.0)]  # last: jaw drop
 
 
 def test_graph_path_matches_plain_on_a_synthetic_model(synthetic):
@@ -104,7 +104,7 @@ def test_graph_path_matches_plain_on_a_synthetic_model(synthetic):
             for emo, g in EMOS:
                 _check(m, _frames(w2c[:B], K, code[:B], upper[:B], [emo] * B, [g] * B), 64, paths)
             if B > 1:  # different emotions in one batch: the eager fast path
-                rows = [EMOS[i % 3][0] for i in range(B)]
+                rows = [EMOS[i % len(EMOS)][0] for i in range(B)]
                 _check(m, _frames(w2c[:B], K, code[:B], upper[:B], rows, [1.0] * B), 64, paths)
     finally:
         m.switches.lip_offset = False
