@@ -99,7 +99,7 @@ def test_fast_path_matches_plain_deform_and_images(ds, lip_code, emotion_field, 
     if lip_code:  # so is the jaw drop (the same renderer: its memo keys on the switch)
         fr = _frames(ds, *EMOTIONS["jaw drop"])
         on = fast.deform(fr)["face"][0]
-        m.switches.open_mouth = False
+        m.switches.jaw_drop = False
         assert float((fast.deform(fr)["face"][0] - on).abs().max()) > 1e-4
 
 

@@ -30,10 +30,8 @@ class EmotionSwitches:
     # expression model's lower-face change (smile, frown, press; `emotalk.gaussians.emotion_warp`), if set
     warp_stretch: bool = True  # the warp also scales each Gaussian's axes by how much it stretches them:
     # without it a smile's stretched lips thinned into a faint line (audio-driven renders, BENCHMARKS.md)
-    open_mouth: bool = True  # emotion's opening of the lip code (`emotalk.lips.emotion.emotion_opening`,
-    # lip-code models): surprise and fear drop the jaw, happy grins with the teeth showing; without it
-    # surprise and fear read on no identity and obama's smile read as neutral (the expression model
-    # leaves the opening to speech)
+    jaw_drop: bool = True  # surprise and fear open the lip code (`emotalk.lips.emotion.emotion_opening`,
+    # lip-code models): without it neither reads on any identity (the expression model leaves the jaw out)
 
 
 def lip_lock(d: Tensor, w: Tensor, u: Tensor) -> Tensor:
@@ -91,9 +89,9 @@ def emotional_lips(lips: Tensor, emotion: Tensor, gain: Tensor | None, lo: Tenso
     return torch.where(off != 0, moved, lips)
 
 
-def opened_lips(lips: Tensor, emotion: Tensor, gain: Tensor | None, lo: Tensor, hi: Tensor) -> Tensor:
-    """Lip code [B,M] opened by emotion's opening (dropped jaw, grin) for emotion [B,2] at strength gain [B]
-    (None: 1) (`emotalk.lips.emotion.open_lips`); returned as given when no row opens."""
+def dropped_jaw(lips: Tensor, emotion: Tensor, gain: Tensor | None, lo: Tensor, hi: Tensor) -> Tensor:
+    """Lip code [B,M] opened by emotion's dropped jaw for emotion [B,2] at strength gain [B] (None: 1)
+    (`emotalk.lips.emotion.open_lips`); returned as given when no row opens."""
     from emotalk.lips.emotion import emotion_opening, open_lips
 
     g = torch.ones(len(emotion), device=emotion.device) if gain is None else gain

@@ -83,7 +83,7 @@ class Request:
     delta: Tensor | None  # [R,N,13] emotion field's deltas × gain (face); None: no field, or neutral
     lip_off: Tensor | None  # [R,M] emotion's lip-code offset (switch lip_offset); None: none
     mouth_delta: Tensor | None = None  # [R,Nm,3] the mouth warp's motion of the inside of the mouth × gain
-    opening: Tensor | None = None  # [R,M] emotion's opening (switch open_mouth); None: none
+    opening: Tensor | None = None  # [R,M] emotion's dropped jaw (switch jaw_drop); None: none
 
 
 def fingerprint(model: TalkingGaussians) -> tuple:
@@ -147,7 +147,7 @@ class FastRenderer:
 
             lip_off = emotion_lip_offset(em, g).float()  # [R,M]
         opening = None
-        if m.settings.lip_code and m.switches.open_mouth:
+        if m.settings.lip_code and m.switches.jaw_drop:
             from emotalk.lips.emotion import emotion_opening
 
             opening = emotion_opening(em, g).float()  # [R,M]
@@ -159,7 +159,7 @@ class FastRenderer:
         if len(emo) and bool(np.all(emo == emo[:1])):
             sw = self.model.switches
             key = (*(float(x) for x in emo[0]), sw.lip_offset, sw.mouth_mask, sw.mouth_warp, sw.warp_stretch,
-                   sw.open_mouth)
+                   sw.jaw_drop)
             with self._lock:
                 req = self._memo.get(key)
                 if req is None:
@@ -182,7 +182,7 @@ class FastRenderer:
         if m.settings.lip_code:
             lips = speech_in if from_lips else torch.minimum(torch.maximum(m.lip_driver(speech_in), m.lip_lo),
                                                              m.lip_hi)
-            if opening is not None:  # as emotion.opened_lips (a zero opening leaves lips as they are)
+            if opening is not None:  # as emotion.dropped_jaw (a zero opening leaves lips as they are)
                 lips = open_lips(lips, opening, m.lip_lo, m.lip_hi)
             if lip_off is not None:  # as emotion.emotional_lips (a zero offset leaves lips as they are)
                 moved = torch.minimum(torch.maximum(lips + lip_off, m.lip_lo), m.lip_hi)
@@ -281,7 +281,7 @@ class FastRenderer:
         B = args[2].shape[0]
         has_delta, has_off = m.emotion_field is not None, bool(m.settings.lip_code and m.switches.lip_offset)
         has_warp = has_delta and warp_active(m)
-        has_open = bool(m.settings.lip_code and m.switches.open_mouth)
+        has_open = bool(m.settings.lip_code and m.switches.jaw_drop)
         key = (_bucket(B), from_lips, has_delta, has_off, has_warp, has_open)
         per_frame, req = list(args[:3]), list(args[3:])
         if has_delta and req[2] is None:

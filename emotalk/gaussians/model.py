@@ -15,10 +15,10 @@ from torch import Tensor
 
 from emotalk.gaussians.emotion import (
     EmotionSwitches,
+    dropped_jaw,
     emotional_lips,
     keep_from_lip_lock,
     lip_lock,
-    opened_lips,
 )
 from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
 from emotalk.gaussians.raster import RasterOut, eval_sh, rasterize, sh_dim
@@ -221,15 +221,15 @@ class TalkingGaussians(nn.Module):
     # -- deformation ----------------------------------------------------------------------------
     def lips(self, fr: Frames, emotional: bool = False) -> Tensor:
         """Lip code [B,M] of a lip-code model: the given one, else the driver's from the audio [B,W,C] clamped
-        to the identity's trained range; emotional: opened by emotion's opening (`switches.open_mouth`),
+        to the identity's trained range; emotional: opened by emotion's dropped jaw (`switches.jaw_drop`),
         plus emotion's offset × gain (`switches.lip_offset`)."""
         if fr.lips is not None:
             lips = fr.lips
         else:
             with torch.no_grad():
                 lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
-        if emotional and self.switches.open_mouth:
-            lips = opened_lips(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
+        if emotional and self.switches.jaw_drop:
+            lips = dropped_jaw(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         if emotional and self.switches.lip_offset:
             lips = emotional_lips(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         return lips

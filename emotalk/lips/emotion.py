@@ -9,9 +9,8 @@ negative emotions (`applied_offsets`).
 Any (v, a) of the disc: r · smoothstep blend of the two angular neighbours' offset per radius (the
 expression model's polar map): continuous, exactly 0 at (0, 0), exact at every measured category.
 
-Emotion's opening (`emotion_opening`, `open_lips`) is separate and on by default: surprise and fear drop
-the jaw (the lip code's gap and jaw, FACS AU26), happy parts the lips in a grin (width, lower-lip drop and
-a little gap: teeth show, AU12 + AU25), each faded out toward the identity's most closed gap so closures
+Emotion's dropped jaw (`emotion_opening`, `open_lips`) is separate and on by default: surprise and fear
+open the lip code's gap and jaw (FACS AU26), faded out toward the identity's most closed gap so closures
 and pauses still shut. The offset table above stays off by default (EmotionSwitches.lip_offset).
 """
 
@@ -148,21 +147,17 @@ def emotion_lip_offset(va: Tensor, intensity: Tensor | float = 1.0, path: str | 
     return disc_blend(va, intensity, ang, per)
 
 
-# -- emotion's opening: dropped jaw, grin ----------------------------------------------------------
+# -- emotion's dropped jaw -------------------------------------------------------------------------
 
 OPENING = {  # emotion's opening at full intensity: per lip parameter, the share of the way from the speech's
-    # code to the identity's most open (widest, ...) trained code (lip_hi) that the mouth moves further
-    "happy": {"width": 0.6, "gap": 0.3, "lower": 0.5},  # FACS smile with parted lips (AU12 + AU25): the
-    # speech fields draw a wide code with a dropped lower lip as spread lips with the teeth showing
+    # code to the identity's most open trained code (lip_hi) that the mouth opens further
     "surprised": {"gap": 0.5, "jaw": 0.5, "round": 0.25},  # FACS surprise: jaw drop (AU26/27), rounder
     "fear": {"gap": 0.5, "jaw": 0.5},  # FACS fear: jaw drop (AU26) with stretched lips (not drawn: a wider
     # code renders as a grin, see WIDEN_NEGATIVE)
-}  # every other category opens by 0 (calm too: it anchors the map, so only the arc toward happy grins).
-# Why: surprise and fear read nowhere without it, and obama's closed-lip smile read as neutral (the
-# expression model leaves the jaw and the opening to speech). A share of the identity's own headroom, not
-# a fixed offset: a fixed +2 z pushed 15-19 % of obama's speech frames into his trained maximum (sync fell
-# to 0.79x neutral) while reagan's range had room to spare; the share keeps the speech's order (a
-# monotonic map) on any identity
+}  # every other category opens by 0. Why: surprise and fear read nowhere without it (the expression model
+# leaves the jaw to speech). A share of the identity's own headroom, not a fixed offset: a fixed +2 z
+# pushed 15-19 % of obama's speech frames into his trained maximum (sync fell to 0.79x neutral) while
+# reagan's range had room to spare; the share keeps the speech's order (a monotonic map) on any identity
 MAX_SHARE = 0.9  # the largest share (intensity 1.5 asks 0.75): the mouth keeps moving with speech
 OPEN_FADE = 1.5  # z above the identity's most closed trained gap (lip_lo) over which the opening fades in:
 # a p/b/m closure or a paused mouth near that gap stays (nearly) shut, an open vowel opens further
@@ -171,7 +166,7 @@ OPEN_FADE = 1.5  # z above the identity's most closed trained gap (lip_lo) over 
 @lru_cache(maxsize=1)
 def _opening_map() -> tuple[Tensor, Tensor]:
     """(angles [K], opening per unit radius [K,M]) over the categories of the disc (0 outside OPENING)."""
-    cats = sorted((c for c in CATEGORIES if c not in ("neutral", *LEFT_OUT)),
+    cats = sorted((c for c in CATEGORIES if c not in ("neutral", "calm", *LEFT_OUT)),
                   key=lambda c: math.atan2(CATEGORIES[c][1], CATEGORIES[c][0]))
     ang = torch.tensor([math.atan2(CATEGORIES[c][1], CATEGORIES[c][0]) for c in cats], dtype=torch.float64)
     per = torch.zeros(len(cats), len(NAMES))
@@ -183,8 +178,8 @@ def _opening_map() -> tuple[Tensor, Tensor]:
 
 def emotion_opening(va: Tensor, intensity: Tensor | float = 1.0) -> Tensor:
     """Emotion's opening share [B,M] (0..MAX_SHARE) for emotions va [B,2] times intensity (scalar or [B]):
-    the `OPENING` of happy, surprise and fear on the polar disc map; exactly 0 at (0, 0), intensity 0 and
-    away from those three (0 at angry, disgusted, sad and calm)."""
+    the `OPENING` of surprise and fear on the polar disc map; exactly 0 at (0, 0), intensity 0 and away
+    from surprised and fear (0 at happy and angry)."""
     ang, per = _opening_map()
     return disc_blend(va, intensity, ang, per).clamp(0, MAX_SHARE)
 

@@ -190,7 +190,7 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     model.train()
     sw = replace(model.switches)
     model.switches.lip_offset = False  # the targets keep the frame's own (generator-warped) mouth
-    model.switches.open_mouth = False  # ... and its own opening
+    model.switches.jaw_drop = False  # ... and its own opening
     model.switches.mouth_mask = settings.mouth_mask  # off: the field is trained on the lips, as before
     try:
         for step in range(settings.steps):

@@ -98,11 +98,11 @@ def run_drives(args: argparse.Namespace) -> int:
 
 SWITCHES = "emotion_parts"  # a variant key that is not a request field, the model's `EmotionSwitches`:
 # absent: the defaults users get; "on" (every part), "off" (the emotion's lip-code offset, the field's mouth
-# mask, the mouth warp and emotion's opening all off: the behaviour before issue 17), "mask" (mask only:
-# the default before the mouth warp), "warp" (mask and mouth warp: the default before the dropped jaw),
-# "warp-flat" (that without the warp's Gaussian stretch), "jaw" (mask, warp and emotion's opening: today's
+# mask, the mouth warp and the dropped jaw all off: the behaviour before issue 17), "mask" (mask only: the
+# default before the mouth warp), "warp" (mask and mouth warp: the default before the dropped jaw),
+# "warp-flat" (that without the warp's Gaussian stretch), "jaw" (mask, warp and dropped jaw: today's
 # default), "offset" (lip-code offset only)
-PARTS = {  # (lip_offset, mouth_mask, mouth_warp, warp_stretch, open_mouth)
+PARTS = {  # (lip_offset, mouth_mask, mouth_warp, warp_stretch, jaw_drop)
     "on": (True, True, True, True, True), "off": (False, False, False, False, False),
     "mask": (False, True, False, False, False), "warp": (False, True, True, True, False),
     "warp-flat": (False, True, True, False, False), "jaw": (False, True, True, True, True),
@@ -121,7 +121,7 @@ def _set_switches(identity: str, device: str, value: str | None) -> None:
         return
     offset, mask, warp, stretch, jaw = PARTS[value]
     model.switches = EmotionSwitches(lip_offset=offset, mouth_mask=mask, mouth_warp=warp,
-                                     warp_stretch=stretch, open_mouth=jaw)
+                                     warp_stretch=stretch, jaw_drop=jaw)
 
 
 def _value(text: str):
