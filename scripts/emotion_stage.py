@@ -3,7 +3,7 @@
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--highpass H] [--mask INNER OUTER]
-                                    [--no-mouth-warp] [--warp-only]
+                                    [--no-mouth-warp] [--warp-only] [--fidelity-only]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
 folder (e.g. checkpoints/obama). The speech fields and Gaussians are kept; the emotion field is dropped
@@ -11,7 +11,9 @@ and trained from scratch with the preset's EmotionStageSettings (training/settin
 as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour penalties), so
 old and new can be compared on the same identity. --warp-only keeps the trained emotion field and only
 gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a CPU). OUT gets
-IDENTITY's files with the new model weights and settings (body track and thumbnail copied).
+IDENTITY's files with the new model weights and settings (body track and thumbnail copied). Every run
+prints the field's fidelity to its targets per category (`target_fidelity`); --fidelity-only only measures
+it for IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def main() -> int:
     from emotalk.dataset.format import load_dataset
     from emotalk.identity.checkpoint import _state_tensors, load_identity
     from emotalk.training.data import dataset_audio_code
-    from emotalk.training.emotion_stage import head_face, run_emotion_stage
+    from emotalk.training.emotion_stage import fidelity_line, head_face, rounded, run_emotion_stage
     from emotalk.training.settings import EMOTION_PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +60,10 @@ def main() -> int:
     ap.add_argument("--no-mouth-warp", action="store_true", help="no mouth warp (as before 2026-11-28)")
     ap.add_argument("--warp-only", action="store_true",
                     help="keep the trained emotion field; only add the mouth warp (no training)")
+    ap.add_argument("--fidelity-only", action="store_true",
+                    help="measure IDENTITY's field against the preset's targets; write nothing")
+    ap.add_argument("--face-weight", type=float, default=None, help="face_weight")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate")
     ap.add_argument("--colour", type=float, default=None, help="colour_weight")
     ap.add_argument("--colour-smooth", type=float, default=None, help="colour_smooth_weight")
     ap.add_argument("--texture", type=float, default=None, help="generator texture strength")
@@ -74,7 +80,8 @@ def main() -> int:
         s = replace(s, mouth_mask=False)
     if args.no_mouth_warp:
         s = replace(s, mouth_warp=False)
-    for k, v in (("steps", args.steps), ("colour_weight", args.colour),
+    for k, v in (("steps", args.steps), ("colour_weight", args.colour), ("face_weight", args.face_weight),
+                 ("lr", args.lr),
                  ("colour_smooth_weight", args.colour_smooth)):
         if v is not None:
             s = replace(s, **{k: v})
@@ -86,6 +93,18 @@ def main() -> int:
     ident = load_identity(args.identity, args.device)
     ds = load_dataset(args.dataset)
     model = ident.model
+    if args.fidelity_only:
+        from emotalk.training.data import load_train_data
+        from emotalk.training.emotion_stage import make_targets, target_fidelity
+
+        if model.emotion_field is None:
+            print(f"{args.identity} has no emotion field to measure", file=sys.stderr)
+            return 2
+        code = dataset_audio_code(ds, ident.meta["model"].get("audio_kind", "whisper"))
+        data = load_train_data(ds, s.size or ident.size, code, args.device)
+        fid = target_fidelity(model, data, make_targets(ds, data.size, s), s)
+        print("fidelity/amplitude " + fidelity_line(fid))
+        return 0
     if args.warp_only:
         if getattr(model, "emotion_keep", None) is None:
             print(f"{args.identity} has no mouth mask: run the emotion stage instead of --warp-only",
@@ -105,6 +124,7 @@ def main() -> int:
         print(f"emotion stage: {res['steps']} steps, {res['n_targets']} targets, "
               f"{(time.time() - t0) / 60:.1f} min; "
               f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
+        print("fidelity/amplitude " + fidelity_line(res["fidelity"]))
 
     from safetensors.torch import load_file, save_file
 
@@ -118,7 +138,8 @@ def main() -> int:
     meta["settings"]["model"] = asdict(model.settings)
     if res is not None:
         meta["metrics"]["emotion_stage"] = {"steps": s.steps, "minutes": round(res["minutes"], 2),
-                                            "targets": res["n_targets"], "settings": asdict(s)}
+                                            "targets": res["n_targets"], "settings": asdict(s),
+                                            "fidelity": rounded(res["fidelity"])}
     else:
         meta["metrics"].setdefault("emotion_stage", {})["mouth_warp"] = {
             "gain": s.generator.gain, "face_from": f"{args.dataset.name} (median of its training frames)"}

@@ -295,6 +295,9 @@ def test_emotion_stage_script_retrains_an_identity(tiny_identity, may_dataset_64
         assert ident.model.settings.emotion_mouth_mask == masked
         assert hasattr(ident.model, "emotion_keep") == masked
         assert ident.model.settings.emotion_mouth_warp == masked  # the warp comes with the mask
+        # the field's fidelity to its targets is printed and kept with the identity
+        fid = ident.meta["metrics"]["emotion_stage"]["fidelity"]
+        assert "fidelity/amplitude happy" in r.stdout and set(fid["mean"]) == {"fidelity", "amplitude"}
     # --warp-only gives a trained identity the mouth warp without training; one without a mask is refused
     for src, rc in ((tmp_path / "id0", 0), (tmp_path / "id1", 2)):
         out = tmp_path / f"warp_{src.name}"
@@ -304,3 +307,11 @@ def test_emotion_stage_script_retrains_an_identity(tiny_identity, may_dataset_64
     ident = load_identity(tmp_path / "warp_id0")
     assert ident.model.settings.emotion_mouth_warp and float(ident.model.emotion_face.abs().sum()) > 0
     assert "no mouth mask" in r.stderr
+    # --fidelity-only measures a trained field and writes nothing
+    out = tmp_path / "none"
+    cmd = [sys.executable, str(script), str(may_dataset_64.root), str(tmp_path / "id0"), str(out),
+           "--fidelity-only", "--preset", "test", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fidelity/amplitude happy" in r.stdout and "mean" in r.stdout
+    assert not out.exists()

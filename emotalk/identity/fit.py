@@ -102,12 +102,13 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
     model, summary = train(ds, settings, work_dir, device=device, on_status=on_status, audio_code=code,
                            samples=samples)
     if emotion is not None and emotion.steps > 0:
-        from emotalk.training.emotion_stage import run_emotion_stage
+        from emotalk.training.emotion_stage import rounded, run_emotion_stage
 
         es = run_emotion_stage(model, ds, emotion, device=device, size=settings.size, audio_code=code,
                                progress=emotion_progress)
         summary["emotion_stage"] = {"steps": emotion.steps, "minutes": round(es["minutes"], 2),
-                                    "targets": es["n_targets"], "size": emotion.size or settings.size}
+                                    "targets": es["n_targets"], "size": emotion.size or settings.size,
+                                    "fidelity": rounded(es["fidelity"])}
     summary.update(notes or {})
     data = load_train_data(ds, settings.size, code, device)
     thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]

@@ -24,7 +24,7 @@ import torch
 from emotalk.emotion import CATEGORIES
 from emotalk.face.generator import EmotionalFaceGenerator
 from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, MOUTH_LANDMARKS
-from emotalk.gaussians.emotion import mouth_keep
+from emotalk.gaussians.emotion import EmotionSwitches, mouth_keep
 from emotalk.training.settings import EmotionStageSettings
 
 Progress = Callable[[str, float], None]
@@ -188,10 +188,7 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     hist_emo, hist_neu = [], []
     t0 = time.time()
     model.train()
-    sw = replace(model.switches)
-    model.switches.lip_offset = False  # the targets keep the frame's own (generator-warped) mouth
-    model.switches.jaw_drop = False  # ... and its own opening
-    model.switches.mouth_mask = settings.mouth_mask  # off: the field is trained on the lips, as before
+    sw = stage_switches(model, settings)
     try:
         for step in range(settings.steps):
             j = torch.as_tensor(rng.choice(len(targets.va), size=n_emo, replace=False), device=dev)
@@ -231,17 +228,88 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
             "loss_neutral": hist_neu, "n_targets": int(len(targets.va))}
 
 
+def stage_switches(model, settings: EmotionStageSettings) -> EmotionSwitches:
+    """Set the render switches the stage trains and measures with; returns the previous ones to restore."""
+    sw = replace(model.switches)
+    model.switches.lip_offset = False  # the targets keep the frame's own (generator-warped) mouth
+    model.switches.jaw_drop = False  # ... and its own opening
+    model.switches.mouth_mask = settings.mouth_mask  # off: the field is trained on the lips, as before
+    return sw
+
+
+def target_fidelity(model, data, targets: EmotionTargets, settings: EmotionStageSettings,
+                    backend: str = "auto", batch: int = 8) -> dict[str, dict[str, float]]:
+    """How much of its targets' change the emotion field draws, per category, over the generator's face
+    mask with the lips left out (as in the stage's loss). The target's change is target - frame, the
+    field's is render at the category's (v, a) - render at (0, 0), so reconstruction error cancels.
+
+    Per category: "fidelity" = 1 - E|field's change - target's change| / E|target's change| (1: draws the
+    target exactly; 0: no nearer than drawing nothing) and "amplitude" = the field's change projected on
+    the target's, in units of the target's (1: full size; 0.5: half the expression). "mean" averages the
+    categories. Measured on the stage's own targets: what training reached, not how well emotions read.
+    """
+    from emotalk.training.data import frames_at
+
+    dev = data.frames.device
+    cats = {k: np.asarray(v, np.float32) for k, v in CATEGORIES.items() if k != "neutral"}
+    sw = stage_switches(model, settings)
+    was_training = model.training
+    model.eval()
+    sums: dict[str, np.ndarray] = {}  # per category: [residual, |target change|, <field, target>, |target|^2]
+    try:
+        with torch.no_grad():
+            for name, va in cats.items():
+                sel = np.flatnonzero(np.abs(targets.va - va).max(1) < 1e-4)
+                for c in range(0, len(sel), batch):
+                    j = sel[c:c + batch]
+                    idx = torch.as_tensor(targets.frame_idx[j], device=dev)
+                    dt = (torch.as_tensor(targets.images[j], device=dev).float()
+                          - data.frames[idx].float()) / 255  # [b,S,S,3]
+                    w = torch.as_tensor(targets.masks[j], device=dev)[..., None]
+                    if settings.mouth_mask and targets.lip_zone is not None:
+                        w = w * (1 - torch.as_tensor(targets.lip_zone[j], device=dev)[..., None])
+                    body = data.body[idx].float() / 255
+                    emo = torch.as_tensor(targets.va[j], device=dev)
+                    r = [model.render(frames_at(data, idx, emotion=em), data.size, data.size, body,
+                                      backend=backend).rgb for em in (emo, torch.zeros_like(emo))]
+                    dr = r[0] - r[1]
+                    acc = torch.stack([((dr - dt).abs() * w).sum(), (dt.abs() * w).sum(),
+                                       (dr * dt * w).sum(), (dt * dt * w).sum()]).double().cpu().numpy()
+                    sums[name] = sums.get(name, 0) + acc
+    finally:
+        model.switches = sw
+        model.train(was_training)
+    out = {k: {"fidelity": float(1 - v[0] / max(v[1], 1e-12)), "amplitude": float(v[2] / max(v[3], 1e-12))}
+           for k, v in sums.items()}
+    if out:
+        out["mean"] = {m: float(np.mean([d[m] for d in out.values()])) for m in ("fidelity", "amplitude")}
+    return out
+
+
+def rounded(fid: dict[str, dict[str, float]], digits: int = 3) -> dict[str, dict[str, float]]:
+    """`target_fidelity`'s result rounded, for identity.json."""
+    return {k: {m: round(v, digits) for m, v in d.items()} for k, d in fid.items()}
+
+
+def fidelity_line(fid: dict[str, dict[str, float]]) -> str:
+    """One line of `target_fidelity`'s result: category fidelity/amplitude ..."""
+    return " ".join(f"{k} {d['fidelity']:.2f}/{d['amplitude']:.2f}" for k, d in fid.items())
+
+
 def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSettings(), device: str = "cpu",
                       size: int | None = None, audio_code: np.ndarray | None = None, backend: str = "auto",
                       progress: Progress | None = None) -> dict:
     """After `emotalk.training.loop.train`: build the targets; fine-tune the emotion input of `model`.
 
     size: the training size (None: the dataset's), used unless settings.size is set; audio_code as given
-    to train (None: computed/cached).
+    to train (None: computed/cached). The result has the trained field's fidelity to its targets
+    (`target_fidelity`) besides the loss history.
     """
     from emotalk.training.data import dataset_audio_code, load_train_data
 
     code = audio_code if audio_code is not None else dataset_audio_code(ds)
     data = load_train_data(ds, settings.size or size, code, device)
     targets = make_targets(ds, data.size, settings, progress)
-    return emotion_stage(model, ds, data, targets, settings, backend=backend, progress=progress)
+    res = emotion_stage(model, ds, data, targets, settings, backend=backend, progress=progress)
+    res["fidelity"] = target_fidelity(model, data, targets, settings, backend=backend)
+    return res
