@@ -19,6 +19,9 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
     meta = json.loads((out / "identity.json").read_text())
     assert meta["settings"]["steps"] == 6 and meta["model"]["size"] == 48
     assert (out / "thumbnail.png").is_file()
+    # the emotion stage's fidelity to its targets is kept and reported
+    assert set(meta["metrics"]["emotion_stage"]["fidelity"]["happy"]) == {"fidelity", "amplitude"}
+    assert "emotion field draws" in capsys.readouterr().out
     wav = shared("audio/speech_obama_5s.wav")
     video = tmp_path / "out.mp4"
     rc = main(["render", str(out), "--audio", str(wav), "--valence", "1.2", "--arousal", "0.5",

@@ -88,4 +88,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({identity_size_mb(out):.1f} MB) in {(time.time() - t0) / 60:.1f} min: "
           f"held-out PSNR {s['val_psnr']:.2f} dB, SSIM {s['val_ssim']:.3f}, "
           f"{s['n_face']} + {s['n_mouth']} Gaussians")
+    fid = s.get("emotion_stage", {}).get("fidelity")
+    if fid and "mean" in fid:
+        cats = {k: d for k, d in fid.items() if k != "mean"}
+        weak = min(cats, key=lambda k: cats[k]["amplitude"])
+        print(f"emotion stage: the emotion field draws {100 * fid['mean']['amplitude']:.0f} % of its "
+              f"targets' expression change on average (weakest: {weak}, {100 * cats[weak]['amplitude']:.0f} %)")
     return 0
