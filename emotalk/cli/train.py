@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if fid and "mean" in fid:
         cats = {k: d for k, d in fid.items() if k != "mean"}
         weak = min(cats, key=lambda k: cats[k]["amplitude"])
-        print(f"emotion stage: the emotion field draws {100 * fid['mean']['amplitude']:.0f} % of its "
-              f"targets' expression change on average (weakest: {weak}, {100 * cats[weak]['amplitude']:.0f} %)")
+        mean, low = 100 * fid["mean"]["amplitude"], 100 * cats[weak]["amplitude"]
+        print(f"emotion stage: the emotion field draws {mean:.0f} % of its targets' expression change on "
+              f"average (weakest: {weak}, {low:.0f} %)")
     return 0
