@@ -33,6 +33,7 @@ from emotalk.gaussians.fields import SpatialCache
 from emotalk.gaussians.model import BRANCHES, Frames, RenderOut, TalkingGaussians
 from emotalk.gaussians.raster import eval_sh, rasterize, resolve_backend
 from emotalk.gaussians.render_graph import DeformGraph
+from emotalk.lips import scale_opening
 from emotalk.lips.emotion import open_lips
 
 
@@ -182,6 +183,8 @@ class FastRenderer:
         if m.settings.lip_code:
             lips = speech_in if from_lips else torch.minimum(torch.maximum(m.lip_driver(speech_in), m.lip_lo),
                                                              m.lip_hi)
+            if not m.training and m.settings.lip_open_gain != 1.0:  # as TalkingGaussians.lips
+                lips = scale_opening(lips, m.lip_lo, m.settings.lip_open_gain)
             if opening is not None:  # as emotion.dropped_jaw (a zero opening leaves lips as they are)
                 lips = open_lips(lips, opening, m.lip_lo, m.lip_hi)
             if lip_off is not None:  # as emotion.emotional_lips (a zero offset leaves lips as they are)

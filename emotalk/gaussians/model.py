@@ -49,6 +49,9 @@ class ModelSettings:
     lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)
+    lip_open_gain: float = 1.0  # lip-code models, when rendering (not training): the code's opening moved
+    # this many times as far from closed (`emotalk.lips.scale_opening`), fitted after training so rendered
+    # openings match the clip's (`emotalk.training.opening`); 1: as trained
 
 
 @dataclass
@@ -221,13 +224,18 @@ class TalkingGaussians(nn.Module):
     # -- deformation ----------------------------------------------------------------------------
     def lips(self, fr: Frames, emotional: bool = False) -> Tensor:
         """Lip code [B,M] of a lip-code model: the given one, else the driver's from the audio [B,W,C] clamped
-        to the identity's trained range; emotional: opened by emotion's dropped jaw (`switches.jaw_drop`),
+        to the identity's trained range; emotional (the lips `render` draws): opened by
+        `settings.lip_open_gain` outside training, opened by emotion's dropped jaw (`switches.jaw_drop`),
         plus emotion's offset × gain (`switches.lip_offset`)."""
         if fr.lips is not None:
             lips = fr.lips
         else:
             with torch.no_grad():
                 lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
+        if emotional and not self.training and self.settings.lip_open_gain != 1.0:
+            from emotalk.lips import scale_opening
+
+            lips = scale_opening(lips, self.lip_lo, self.settings.lip_open_gain)
         if emotional and self.switches.jaw_drop:
             lips = dropped_jaw(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         if emotional and self.switches.lip_offset:

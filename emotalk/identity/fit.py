@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +101,9 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
     code = audio_code if audio_code is not None else dataset_audio_code(ds, settings.audio_kind)
     model, summary = train(ds, settings, work_dir, device=device, on_status=on_status, audio_code=code,
                            samples=samples)
+    data = load_train_data(ds, settings.size, code, device)
+    if model.settings.lip_code:  # the renderer's opening matched to the clip's (emotalk.training.opening)
+        summary["lip_opening"] = fit_lip_opening(model, data)
     if emotion is not None and emotion.steps > 0:
         from emotalk.training.emotion_stage import rounded, run_emotion_stage
 
@@ -110,14 +113,31 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
                                     "targets": es["n_targets"], "size": emotion.size or settings.size,
                                     "fidelity": rounded(es["fidelity"])}
     summary.update(notes or {})
-    data = load_train_data(ds, settings.size, code, device)
     thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
+    model.eval()  # as it renders for users (the fitted opening gain on)
     thumb, _ = evaluate(model, data, thumb_idx)
     path = save_identity(out, model, ds, settings, summary, name=name, source_clip=source_clip,
                          size=data.size, thumbnail=thumb[0])
     from emotalk.lips.own_phones import write_identity_phone_lips  # this person's phone targets (English)
     write_identity_phone_lips(path, ds)  # optional phone_lips.json; never raises
     return path, summary, thumb[0]
+
+
+def fit_lip_opening(model, data) -> dict:
+    """Fit and set `model`'s lip_open_gain; -> what identity.json keeps of it (the gain, the rendered /
+    real opening per candidate gain, and held-out PSNR with the gain, beside training's without it)."""
+    from emotalk.training.opening import fit_opening_gain
+
+    fit = fit_opening_gain(model, data)
+    model.settings = replace(model.settings, lip_open_gain=fit.gain)
+    out = {"gain": fit.gain, "ratio": {str(g): round(r, 3) for g, r in fit.ratio.items()},
+           "frames": fit.n_frames}
+    if fit.note:
+        out["note"] = fit.note
+    if fit.gain != 1.0 and len(data.val_idx):
+        model.eval()
+        out["val_psnr"] = round(evaluate(model, data, data.val_idx)[1]["psnr"], 3)
+    return out
 
 
 DATASET_STAGES = ("prepare", "parse", "finish")  # a clip's dataset, each stage resumable on its own

@@ -31,6 +31,7 @@ from emotalk.errors import AssetError, EmoTalkError
 from emotalk.face.landmarks import eye_distance, mouth_opening, mouth_width_px
 
 LIP_NAMES = ("gap", "width", "jaw", "round", "press", "lower")
+OPENING_NAMES = ("gap", "jaw", "lower")  # the parameters that open the mouth (scaled by `scale_opening`)
 # blendshapes averaged into each blendshape-based parameter
 _BS_PARTS = {
     "jaw": ("jawOpen",),
@@ -182,3 +183,17 @@ def driver_info(path: str | Path = DRIVER) -> dict:
     """The metadata written with the driver (training clips, held-out scores)."""
     meta, _ = _load(str(path))
     return {k: (json.loads(v) if k not in ("window", "channels") else int(v)) for k, v in meta.items()}
+
+
+def scale_opening(lips: Tensor, lo: Tensor, gain: float) -> Tensor:
+    """Lip code [B,M] with its opening parameters (`OPENING_NAMES`) moved `gain` times as far from the
+    identity's most closed trained values lo [M]; closed lips stay closed. Why: a renderer draws a code's
+    opening smaller than the frames it learnt it from (shipped obama: 0.8x on held-out frames), and a
+    per-identity gain (fitted by `emotalk.training.opening`) undoes that at render time."""
+    if gain == 1.0:
+        return lips
+    opening = {LIP_NAMES.index(n) for n in OPENING_NAMES}
+    cols = [lips[:, j:j + 1] for j in range(lips.shape[1])]  # slices only: capturable in a CUDA graph
+    for j in opening:
+        cols[j] = lo[j:j + 1] + gain * (cols[j] - lo[j:j + 1])
+    return torch.cat(cols, 1)

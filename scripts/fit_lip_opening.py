@@ -1,0 +1,63 @@
+"""Fit a trained lip-code identity's render-time opening gain, writing a new identity folder.
+
+    python scripts/fit_lip_opening.py DATASET IDENTITY OUT [--device cuda]
+
+DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
+folder (e.g. checkpoints/obama). Identities trained now get the gain when they are trained
+(`identity.fit.fit_lip_opening`); this gives one to an identity trained before. Only identity.json
+changes (settings.model.lip_open_gain and metrics.lip_opening); OUT gets IDENTITY's other files as they
+are. Prints the rendered / real opening per candidate gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+
+def main() -> int:
+    from emotalk.dataset.format import load_dataset
+    from emotalk.identity.checkpoint import load_identity
+    from emotalk.identity.fit import fit_lip_opening
+    from emotalk.training.data import dataset_audio_code, load_train_data
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("identity", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    ident = load_identity(args.identity, args.device)
+    if not ident.model.settings.lip_code:
+        print(f"{args.identity} is not a lip-code identity: it has no lip code to open", file=sys.stderr)
+        return 2
+    ds = load_dataset(args.dataset)
+    code = dataset_audio_code(ds, ident.meta["model"].get("audio_kind", "whisper"))
+    data = load_train_data(ds, ident.size, code, args.device)
+    rec = fit_lip_opening(ident.model, data)
+    print("rendered / real opening per gain: " + ", ".join(f"{g}: {r}" for g, r in rec["ratio"].items()))
+    print(f"lip_open_gain {rec['gain']}" + (f" ({rec['note']})" if "note" in rec else "")
+          + (f"; held-out PSNR {rec['val_psnr']} dB (trained: {ident.meta['metrics'].get('val_psnr')})"
+             if "val_psnr" in rec else ""))
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(args.identity, tmp)
+    meta = json.loads((args.identity / "identity.json").read_text())
+    meta["settings"]["model"] = asdict(ident.model.settings)
+    meta["metrics"]["lip_opening"] = rec
+    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(args.out, ignore_errors=True)
+    tmp.rename(args.out)
+    load_identity(args.out)  # it loads
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

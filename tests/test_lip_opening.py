@@ -1,0 +1,102 @@
+"""The render-time opening gain of lip-code identities (emotalk.lips.scale_opening,
+ModelSettings.lip_open_gain, emotalk.training.opening): closed lips stay closed, only rendering opens
+(training fits the tracked code as it is), the fast path opens as the plain one, and the fit keeps the
+smallest gain that reaches its target."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from emotalk.gaussians.fast_render import FastRenderer
+from emotalk.gaussians.model import BRANCHES
+from emotalk.lips import LIP_NAMES, OPENING_NAMES, scale_opening
+from emotalk.training.opening import OpeningSettings, choose_gain, fit_opening_gain
+from tests.test_emotion_warp import _frames, _model
+
+
+def test_scale_opening_moves_only_the_opening_away_from_closed():
+    lo = torch.tensor([-2.0, -3.0, -1.5, -0.5, -1.0, -0.7])
+    lips = torch.stack([lo, lo + 1.0, lo + torch.arange(6.0)])  # closed, a little open, mixed
+    assert scale_opening(lips, lo, 1.0) is lips
+    out = scale_opening(lips, lo, 1.5)
+    for j, name in enumerate(LIP_NAMES):
+        if name in OPENING_NAMES:
+            torch.testing.assert_close(out[:, j], lo[j] + 1.5 * (lips[:, j] - lo[j]))
+        else:
+            torch.testing.assert_close(out[:, j], lips[:, j])
+    torch.testing.assert_close(out[0], lo)  # the most closed code stays closed
+
+
+def test_model_opens_rendered_lips_outside_training_and_the_fast_path_agrees():
+    m, _ = _model()
+    with torch.no_grad():  # a face field that the lip code moves (an untrained one ignores it)
+        for p in m.fields["face"].mlp[-1].parameters():
+            p.normal_(0, 0.05)
+    fr = _frames([[0.0, 0.0], [0.0, 0.0]])
+    fr = replace(fr, lips=m.lip_lo + torch.rand(2, len(LIP_NAMES)) * (m.lip_hi - m.lip_lo))
+    with torch.no_grad():
+        as_trained = FastRenderer(m).deform(fr)["face"][0]
+    m.settings = replace(m.settings, lip_open_gain=1.3)
+    torch.testing.assert_close(m.lips(fr, emotional=True), scale_opening(fr.lips, m.lip_lo, 1.3))
+    torch.testing.assert_close(m.lips(fr), fr.lips)  # the fields' own speech input: as given
+    m.train()
+    torch.testing.assert_close(m.lips(fr, emotional=True), fr.lips)  # training fits the tracked code
+    m.eval()
+    with torch.no_grad():
+        plain = {b: m.deform(b, replace(fr, lips=m.lips(fr, emotional=True))) for b in BRANCHES}
+        fast = FastRenderer(m).deform(fr)
+    for b in BRANCHES:
+        for x, y in zip(plain[b], fast[b]):
+            assert float((x - y).detach().abs().max()) <= 1e-5
+    assert float((fast["face"][0] - as_trained).detach().abs().max()) > 1e-6  # the gain changes what is drawn
+
+
+def test_choose_gain_takes_the_smallest_that_reaches_the_target():
+    assert choose_gain({1.0: 0.8, 1.1: 0.9, 1.2: 0.96, 1.3: 1.01}, 0.95) == 1.2
+    assert choose_gain({1.0: 1.02}, 0.95) == 1.0
+    assert choose_gain({1.0: 0.7, 1.5: 0.85}, 0.95) == 1.5  # none reaches: the closest
+
+
+def test_fit_renders_each_gain_until_the_target_is_reached():
+    """On a lip-code model of the synthetic head, with the measure stubbed so the answer is known: the
+    renders of the open half of the frames open 0.8, 0.9, 0.97, ... of the real ones at gains 1.0, 1.1,
+    1.2, ...; the model is left as given."""
+    from emotalk.gaussians.model import ModelSettings, build_model
+    from emotalk.gaussians.synthetic import make_synthetic
+    from emotalk.lips import LipDriver
+    from emotalk.training.data import load_train_data
+
+    ds = make_synthetic(size=48, n_frames=40, window=4, channels=8)
+    torch.manual_seed(0)
+    model = build_model(ds, ModelSettings(n_face_init=300, n_mouth_init=60, sh_degree=0, lip_code=True),
+                        (4, 8), lip_driver=LipDriver(4, 8)).eval()
+    with torch.no_grad():  # a face field that the lip code moves (an untrained one ignores it)
+        model.lip_enc[-2].weight.normal_(0, 1.0)
+        model.fields["face"].mlp[-1].weight.normal_(0, 0.05)
+    data = load_train_data(ds, 48, ds.audio_code, "cpu")
+    assert data.lips is not None
+    seen: list[np.ndarray] = []
+    ratios = iter([0.8, 0.9, 0.97, 1.05])
+
+    real = np.linspace(0.5, 1.5, 16)
+
+    def measure(images: np.ndarray) -> np.ndarray:
+        seen.append(images)
+        if len(seen) == 1:
+            return real
+        return real[real >= np.quantile(real, 0.5)] * next(ratios)  # the open half, rendered
+
+    before, was_training = model.settings, model.training
+    fit = fit_opening_gain(model, data, OpeningSettings(n_frames=16, min_found=4), backend="torch",
+                           measure=measure)
+    assert fit.gain == 1.2 and list(fit.ratio) == [1.0, 1.1, 1.2] and fit.n_frames == 8  # the open half
+    assert len(seen) == 4 and seen[1].shape == (8, 48, 48, 3) and seen[1].dtype == np.uint8
+    assert not np.array_equal(seen[1], seen[3])  # each gain rendered anew
+    assert model.settings == before and model.training == was_training
+    # no faces found: the gain stays 1 and the reason is kept
+    nothing = fit_opening_gain(model, data, OpeningSettings(n_frames=16), backend="torch",
+                               measure=lambda im: np.full(len(im), np.nan))
+    assert nothing.gain == 1.0 and "faces found on 0" in nothing.note
