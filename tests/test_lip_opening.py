@@ -35,15 +35,22 @@ def test_model_opens_rendered_lips_outside_training_and_the_fast_path_agrees():
     with torch.no_grad():  # a face field that the lip code moves (an untrained one ignores it)
         for p in m.fields["face"].mlp[-1].parameters():
             p.normal_(0, 0.05)
-    fr = _frames([[0.0, 0.0], [0.0, 0.0]])
-    fr = replace(fr, lips=m.lip_lo + torch.rand(2, len(LIP_NAMES)) * (m.lip_hi - m.lip_lo))
+    from emotalk.emotion import CATEGORIES
+    from emotalk.gaussians.emotion import dropped_jaw
+
+    fr = _frames([[0.0, 0.0], list(CATEGORIES["surprised"])])  # surprise drops the jaw (toward lip_hi)
+    fr = replace(fr, lips=m.lip_lo + (0.5 + 0.5 * torch.rand(2, len(LIP_NAMES))) * (m.lip_hi - m.lip_lo))
     with torch.no_grad():
         as_trained = FastRenderer(m).deform(fr)["face"][0]
     m.settings = replace(m.settings, lip_open_gain=1.3)
-    torch.testing.assert_close(m.lips(fr, emotional=True), scale_opening(fr.lips, m.lip_lo, 1.3))
+    jaw = dropped_jaw(fr.lips, fr.emotion, fr.gain, m.lip_lo, m.lip_hi)
+    opened = m.lips(fr, emotional=True)
+    # the gain comes last: the jaw drop's clamp to the trained range does not flatten what it opens
+    torch.testing.assert_close(opened, scale_opening(jaw, m.lip_lo, 1.3))
+    assert float(opened[1, LIP_NAMES.index("gap")]) > float(jaw[1, LIP_NAMES.index("gap")])
     torch.testing.assert_close(m.lips(fr), fr.lips)  # the fields' own speech input: as given
     m.train()
-    torch.testing.assert_close(m.lips(fr, emotional=True), fr.lips)  # training fits the tracked code
+    torch.testing.assert_close(m.lips(fr, emotional=True), jaw)  # training fits the code as given
     m.eval()
     with torch.no_grad():
         plain = {b: m.deform(b, replace(fr, lips=m.lips(fr, emotional=True))) for b in BRANCHES}
@@ -100,3 +107,9 @@ def test_fit_renders_each_gain_until_the_target_is_reached():
     nothing = fit_opening_gain(model, data, OpeningSettings(n_frames=16), backend="torch",
                                measure=lambda im: np.full(len(im), np.nan))
     assert nothing.gain == 1.0 and "faces found on 0" in nothing.note
+
+    def broken(images):
+        raise ImportError("No module named 'mediapipe'")
+
+    missing = fit_opening_gain(model, data, OpeningSettings(n_frames=16), backend="torch", measure=broken)
+    assert missing.gain == 1.0 and "mediapipe" in missing.note
