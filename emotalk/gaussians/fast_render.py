@@ -183,13 +183,13 @@ class FastRenderer:
         if m.settings.lip_code:
             lips = speech_in if from_lips else torch.minimum(torch.maximum(m.lip_driver(speech_in), m.lip_lo),
                                                              m.lip_hi)
+            if not m.training and m.settings.lip_open_gain != 1.0:  # as TalkingGaussians.lips
+                lips = scale_opening(lips, m.lip_lo, m.settings.lip_open_gain)
             if opening is not None:  # as emotion.dropped_jaw (a zero opening leaves lips as they are)
                 lips = open_lips(lips, opening, m.lip_lo, m.lip_hi)
             if lip_off is not None:  # as emotion.emotional_lips (a zero offset leaves lips as they are)
                 moved = torch.minimum(torch.maximum(lips + lip_off, m.lip_lo), m.lip_hi)
                 lips = torch.where(lip_off != 0, moved, lips)
-            if not m.training and m.settings.lip_open_gain != 1.0:  # last, as TalkingGaussians.lips
-                lips = scale_opening(lips, m.lip_lo, m.settings.lip_open_gain)
             a = m.lip_enc(lips)  # [B,A]
         else:
             a = m.audio_enc(speech_in)

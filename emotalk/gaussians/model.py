@@ -224,22 +224,22 @@ class TalkingGaussians(nn.Module):
     # -- deformation ----------------------------------------------------------------------------
     def lips(self, fr: Frames, emotional: bool = False) -> Tensor:
         """Lip code [B,M] of a lip-code model: the given one, else the driver's from the audio [B,W,C] clamped
-        to the identity's trained range; emotional (the lips `render` draws): opened by emotion's dropped
-        jaw (`switches.jaw_drop`), plus emotion's offset × gain (`switches.lip_offset`), then opened by
-        `settings.lip_open_gain` outside training."""
+        to the identity's trained range; emotional (the lips `render` draws): opened by
+        `settings.lip_open_gain` outside training, then by emotion's dropped jaw (`switches.jaw_drop`), plus
+        emotion's offset × gain (`switches.lip_offset`)."""
         if fr.lips is not None:
             lips = fr.lips
         else:
             with torch.no_grad():
                 lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
-        if emotional and self.switches.jaw_drop:
+        if emotional and not self.training and self.settings.lip_open_gain != 1.0:
+            from emotalk.lips import scale_opening
+
+            lips = scale_opening(lips, self.lip_lo, self.settings.lip_open_gain)
+        if emotional and self.switches.jaw_drop:  # opens toward lip_hi, never closes what is past it
             lips = dropped_jaw(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         if emotional and self.switches.lip_offset:
             lips = emotional_lips(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
-        if emotional and not self.training and self.settings.lip_open_gain != 1.0:  # last: the two above
-            from emotalk.lips import scale_opening  # clamp to the trained range, which this goes past
-
-            lips = scale_opening(lips, self.lip_lo, self.settings.lip_open_gain)
         return lips
 
     def speech(self, fr: Frames) -> Tensor:

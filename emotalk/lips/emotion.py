@@ -187,9 +187,11 @@ def emotion_opening(va: Tensor, intensity: Tensor | float = 1.0) -> Tensor:
 def open_lips(lips: Tensor, share: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """Lip code [B,M] moved the opening share [B or 1,M] of the way to the identity's most open code hi [M],
     faded in by the speech's own gap (smoothstep over `OPEN_FADE` z above lo's gap): monotonic in the speech's
-    code, so its order (and sync) is kept; entries with no share are returned exactly as given. A torch
-    function of tensors only (CUDA graphs capture it)."""
+    code, so its order (and sync) is kept; a code already past hi stays as it is; entries with no share are
+    returned exactly as given. A torch function of tensors only (CUDA graphs capture it)."""
     g = NAMES.index("gap")
     x = ((lips[:, g:g + 1] - lo[g]) / OPEN_FADE).clamp(0, 1)  # [B,1]
     moved = lips + share * (x * x * (3 - 2 * x)) * (hi - lips).clamp_min(0)
-    return torch.where(share != 0, torch.minimum(torch.maximum(moved, lo), hi), lips)
+    # into [lo, hi], but never below the speech's own code: an identity's opening gain
+    # (`emotalk.lips.scale_opening`) takes codes past hi, and clamping them back flattened surprise's peaks
+    return torch.where(share != 0, torch.maximum(torch.minimum(torch.maximum(moved, lo), hi), lips), lips)

@@ -19,21 +19,7 @@ import torch
 
 from emotalk.errors import EmoTalkError
 from emotalk.face.landmarks import mouth_opening
-
-
-@dataclass
-class OpeningSettings:
-    """How the opening gain is fitted."""
-
-    n_frames: int = 32  # training frames rendered and measured
-    gains: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5)  # candidates (1 = as trained); the largest is
-    # the most the code's opening is stretched past its trained range
-    open_share: float = 0.5  # the frames measured: the most open real ones, this share of them (the
-    # closed ones say nothing about the opening)
-    target: float = 0.95  # the smallest gain whose rendered / real opening reaches this is kept (obama:
-    # 1.3; nearer 1.0 took 1.4, which cost 0.15 dB of held-out PSNR with the frames' own lips where 1.2 gained
-    # 0.02, BENCHMARKS.md)
-    min_found: int = 8  # fewer faces found on renders or frames than this: keep gain 1 (cannot tell)
+from emotalk.training.settings import OpeningSettings
 
 
 @dataclass
