@@ -60,8 +60,7 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     assert model.switches == EmotionSwitches()
 
     # the measure on targets whose answer is known: the model's own change and twice it (the field then
-    # draws half of it),
-    # on frames replaced by the model's neutral render (so the field's change is all there is)
+    # draws half of it), on frames replaced by the model's neutral render (its change is all there is)
     from dataclasses import replace as dc_replace
 
     with torch.no_grad():
