@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from emotalk.gaussians.fast_render import FastRenderer
@@ -117,3 +118,17 @@ def test_fit_renders_each_gain_until_the_target_is_reached():
 
     missing = fit_opening_gain(model, data, OpeningSettings(n_frames=16), backend="torch", measure=broken)
     assert missing.gain == 1.0 and "mediapipe" in missing.note
+
+
+@pytest.mark.slow
+def test_fit_script_refuses_an_identity_without_a_lip_code(tiny_identity, may_dataset_64, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fit_lip_opening.py"
+    cmd = [sys.executable, str(script), str(may_dataset_64.root), str(tiny_identity), str(tmp_path / "out"),
+           "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "not a lip-code identity" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
