@@ -19,8 +19,6 @@ it for IDENTITY's trained field against the preset's targets (OUT unused, nothin
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -42,7 +40,7 @@ def drop_emotion_field(model) -> None:
 
 def main() -> int:
     from emotalk.dataset.format import load_dataset
-    from emotalk.identity.checkpoint import _state_tensors, load_identity
+    from emotalk.identity.checkpoint import load_identity, save_identity_variant
     from emotalk.training.data import dataset_audio_code
     from emotalk.training.emotion_stage import fidelity_line, head_face, rounded, run_emotion_stage
     from emotalk.training.settings import EMOTION_PRESETS
@@ -126,27 +124,13 @@ def main() -> int:
               f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
         print("fidelity/amplitude " + fidelity_line(res["fidelity"]))
 
-    from safetensors.torch import load_file, save_file
-
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(args.identity, tmp)
-    old = load_file(str(args.identity / "model.safetensors"))
-    tensors = {**_state_tensors(model), **{k: v for k, v in old.items() if k.startswith("track.")}}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "emotalk-identity"})
-    meta = json.loads((args.identity / "identity.json").read_text())
-    meta["settings"]["model"] = asdict(model.settings)
     if res is not None:
-        meta["metrics"]["emotion_stage"] = {"steps": s.steps, "minutes": round(res["minutes"], 2),
-                                            "targets": res["n_targets"], "settings": asdict(s),
-                                            "fidelity": rounded(res["fidelity"])}
+        stage = {"steps": s.steps, "minutes": round(res["minutes"], 2), "targets": res["n_targets"],
+                 "settings": asdict(s), "fidelity": rounded(res["fidelity"])}
     else:
-        meta["metrics"].setdefault("emotion_stage", {})["mouth_warp"] = {
-            "gain": s.generator.gain, "face_from": f"{args.dataset.name} (median of its training frames)"}
-    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(args.out, ignore_errors=True)
-    tmp.rename(args.out)
-    load_identity(args.out)  # it loads
+        stage = {**ident.meta["metrics"].get("emotion_stage", {}), "mouth_warp": {
+            "gain": s.generator.gain, "face_from": f"{args.dataset.name} (median of its training frames)"}}
+    save_identity_variant(args.identity, args.out, model, {"emotion_stage": stage})
     print(f"wrote {args.out}")
     return 0
 

@@ -12,10 +12,7 @@ are. Prints the rendered / real opening per candidate gain.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,7 +20,7 @@ import torch
 
 def main() -> int:
     from emotalk.dataset.format import load_dataset
-    from emotalk.identity.checkpoint import load_identity
+    from emotalk.identity.checkpoint import load_identity, save_identity_variant
     from emotalk.identity.fit import fit_lip_opening
     from emotalk.training.data import dataset_audio_code, load_train_data
 
@@ -45,16 +42,7 @@ def main() -> int:
     print(f"lip_open_gain {rec['gain']}" + (f" ({rec['note']})" if "note" in rec else "")
           + (f"; held-out PSNR {rec['val_psnr']} dB (trained: {ident.meta['metrics'].get('val_psnr')})"
              if "val_psnr" in rec else ""))
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(args.identity, tmp)
-    meta = json.loads((args.identity / "identity.json").read_text())
-    meta["settings"]["model"] = asdict(ident.model.settings)
-    meta["metrics"]["lip_opening"] = rec
-    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(args.out, ignore_errors=True)
-    tmp.rename(args.out)
-    load_identity(args.out)  # it loads
+    save_identity_variant(args.identity, args.out, ident.model, {"lip_opening": rec}, weights=False)
     print(f"wrote {args.out}")
     return 0
 

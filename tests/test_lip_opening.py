@@ -132,3 +132,23 @@ def test_fit_script_refuses_an_identity_without_a_lip_code(tiny_identity, may_da
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "not a lip-code identity" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_save_identity_variant_copies_an_identity_with_new_settings(tiny_identity, tmp_path):
+    """What scripts/fit_lip_opening.py and scripts/emotion_stage.py write: a loadable copy, the new settings
+    and metrics in, the other metrics and (without weights) the model file kept, no temporary left."""
+    import json
+
+    from emotalk.identity.checkpoint import load_identity, save_identity_variant
+
+    ident = load_identity(tiny_identity)
+    ident.model.settings = replace(ident.model.settings, lip_open_gain=1.2)
+    out = save_identity_variant(tiny_identity, tmp_path / "ids" / "v", ident.model,
+                                {"lip_opening": {"gain": 1.2}}, weights=False)
+    v = load_identity(out)
+    assert v.model.settings.lip_open_gain == 1.2 and v.meta["metrics"]["lip_opening"] == {"gain": 1.2}
+    before = json.loads((tiny_identity / "identity.json").read_text())["metrics"]
+    assert set(before) < set(v.meta["metrics"])
+    assert (out / "model.safetensors").read_bytes() == (tiny_identity / "model.safetensors").read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["v"]

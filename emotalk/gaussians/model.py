@@ -23,6 +23,7 @@ from emotalk.gaussians.emotion import (
 from emotalk.gaussians.fields import AudioEncoder, DeformField, FieldSettings, SpatialCache
 from emotalk.gaussians.raster import RasterOut, eval_sh, rasterize, sh_dim
 from emotalk.gaussians.seeding import seed_points
+from emotalk.lips import scale_opening
 
 BRANCHES = ("face", "mouth")
 LIP_CLASSES = (11, 12, 13)  # CelebAMask-HQ classes of the lips and the mouth interior (training's lip loss)
@@ -233,8 +234,6 @@ class TalkingGaussians(nn.Module):
             with torch.no_grad():
                 lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
         if emotional and not self.training and self.settings.lip_open_gain != 1.0:
-            from emotalk.lips import scale_opening
-
             lips = scale_opening(lips, self.lip_lo, self.settings.lip_open_gain)
         if emotional and self.switches.jaw_drop:  # opens toward lip_hi, never closes what is past it
             lips = dropped_jaw(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)

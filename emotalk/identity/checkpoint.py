@@ -196,6 +196,32 @@ def save_identity(path: str | os.PathLike, model: TalkingGaussians, ds, settings
     return root
 
 
+def save_identity_variant(src: str | os.PathLike, out: str | os.PathLike, model: TalkingGaussians,
+                          metrics: dict, weights: bool = True) -> Path:
+    """Write `out` as a copy of the identity folder `src` with `model`'s settings (and, with `weights`, its
+    weights; the body track is kept) and identity.json's metrics updated by `metrics` (top-level keys
+    replaced); atomically, and it must load. For scripts that change a trained identity (its emotion
+    stage, its opening gain) without training it again."""
+    from safetensors.torch import load_file, save_file
+
+    src, out = Path(src), Path(out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp)
+    if weights:
+        old = load_file(str(src / "model.safetensors"))
+        tensors = {**_state_tensors(model), **{k: v for k, v in old.items() if k.startswith("track.")}}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    meta = json.loads((src / "identity.json").read_text())
+    meta["settings"]["model"] = asdict(model.settings)
+    meta["metrics"].update(metrics)
+    (tmp / "identity.json").write_text(json.dumps(meta, indent=1))
+    swap_folder(tmp, out)
+    load_identity(out)  # it loads
+    return out
+
+
 def load_identity(path: str | os.PathLike, device: str = "cpu") -> Identity:
     """Open an identity folder; DatasetError says what is wrong (missing file, version, shapes)."""
     from safetensors import SafetensorError
