@@ -14,10 +14,12 @@ Per frame, in the lip box of the real frame's landmarks (`mouth_metrics.lip_box`
 images): ST-LPIPS of each render against the real frame (box resampled to LPIPS_CROP); the mouth
 sharpness (`mouth_metrics.mouth_sharpness`: Laplacian variance of the grey box at CROP_SIZE) of the real
 frame and both renders; and the mouth opening MediaPipe finds in each image alone (do closed lips close,
-do open ones open as wide). Classes by the real frame's tracked inner-lip gap
-(`face.landmarks.mouth_opening` of the dataset's landmarks): "open" the top CLASS_SHARE of held-out
-frames, "closed" the bottom CLASS_SHARE, and "all". Tables give medians per class; a sharpness ratio is
-the median over frames of render / real.
+do open ones open as wide). PSNR of each render in the whole frame, the face's landmark box and the lip box
+(`region_psnr`): a change that sharpens the mouth can cost pixels elsewhere (the head's outline).
+Classes by the real frame's tracked inner-lip gap (`face.landmarks.mouth_opening` of the dataset's
+landmarks): "open" the top CLASS_SHARE of held-out frames, "closed" the bottom CLASS_SHARE, and "all".
+Tables give medians per class (PSNR: means over all frames); a sharpness ratio is the median over frames
+of render / real.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ LPIPS_CROP = (128, 64)  # (w, h) the lip box is resampled to for ST-LPIPS (AlexN
 SHEET_FRAMES = 4  # the contact sheet shows this many most open and most closed frames
 SHEET_CELL = (288, 144)  # (w, h) px of one mouth crop on the sheet (nearest-neighbour upscaled)
 KINDS = ("real", "tracked", "audio")  # the sheet's columns
+REGIONS = ("frame", "face", "lips")  # where `region_psnr` compares: whole frame, landmark box, lip box
 TABLE_COLUMNS = ("gap", "open_real", "open_tracked", "open_audio", "gap_code_tracked", "gap_code_audio",
                  "stlpips_tracked", "stlpips_audio", "sharp_real", "sharp_tracked", "sharp_audio",
                  "ratio_tracked", "ratio_audio")  # the markdown table's medians, after class and n
@@ -167,17 +170,38 @@ def image_openings(frames: np.ndarray) -> np.ndarray:
     return np.where(found, mouth_opening(lmk), np.nan)
 
 
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0 ** 2
+    return 10.0 * np.log10(1.0 / max(mse, 1e-12))
+
+
+def region_psnr(pred: np.ndarray, real: np.ndarray, lmk: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame PSNR (dB) [N] of pred vs real ([N,S,S,3] uint8) in each of REGIONS: the whole frame, the
+    bounding box of the real frame's landmarks lmk [N,478,2], and its lip box (`mouth_metrics.lip_box`)."""
+    S = real.shape[1]
+    out = {r: np.empty(len(real)) for r in REGIONS}
+    for i, (p, t, lm) in enumerate(zip(pred, real, lmk)):
+        boxes = {"frame": (0, 0, S, S), "face": (*lm[:478, :2].min(0), *lm[:478, :2].max(0)),
+                 "lips": lip_box(lm)}
+        for r, (x0, y0, x1, y1) in boxes.items():
+            x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+            x1, y1 = min(S, max(x0 + 1, int(np.ceil(x1)))), min(S, max(y0 + 1, int(np.ceil(y1))))
+            out[r][i] = _psnr(p[y0:y1, x0:x1], t[y0:y1, x0:x1])
+    return out
+
+
 def frame_measures(real: np.ndarray, tracked: np.ndarray, audio: np.ndarray, lmk: np.ndarray) -> dict:
-    """Per-frame arrays [N]: ST-LPIPS of both renders, sharpness and MediaPipe opening of all three, and the
-    sharpness ratios render / real. real / tracked / audio [N,S,S,3] uint8; lmk [N,478,2] px at S (the
-    real frames')."""
+    """Per-frame arrays [N]: ST-LPIPS of both renders, sharpness and MediaPipe opening of all three, the
+    sharpness ratios render / real, and both renders' PSNR per region (psnr_<region>_<render>).
+    real / tracked / audio [N,S,S,3] uint8; lmk [N,478,2] px at S (the real frames')."""
     images = dict(zip(KINDS, (real, tracked, audio)))
     sharp = {k: crop_sharpness(x, lmk) for k, x in images.items()}
     floor = np.maximum(sharp["real"], 1e-9)
+    psnr = {f"psnr_{r}_{k}": v for k in KINDS[1:] for r, v in region_psnr(images[k], real, lmk).items()}
     return {"stlpips_tracked": crop_stlpips(tracked, real, lmk),
             "stlpips_audio": crop_stlpips(audio, real, lmk), **{f"sharp_{k}": v for k, v in sharp.items()},
             "ratio_tracked": sharp["tracked"] / floor, "ratio_audio": sharp["audio"] / floor,
-            **{f"open_{k}": image_openings(x) for k, x in images.items()}}
+            **{f"open_{k}": image_openings(x) for k, x in images.items()}, **psnr}
 
 
 def class_summary(per_frame: dict[str, np.ndarray], classes: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -270,6 +294,7 @@ def measure_mouth_extremes(ident, ds, size: int | None = None, source: str = "au
         "device": "cpu", "lips_source": source, "heldout_frames": n,
         "heldout_range": [int(idx[0]), int(idx[-1])], "class_share": CLASS_SHARE,
         "classes": class_summary(per, classes),
+        "psnr": {k: {r: float(np.mean(per[f"psnr_{r}_{k}"])) for r in REGIONS} for k in KINDS[1:]},
         "per_frame": [{"frame": int(i), **{k: float(v[j]) for k, v in per.items()},
                        "class": next((c for c in ("open", "closed") if j in classes[c]), "")}
                       for j, i in enumerate(idx)],
@@ -296,7 +321,8 @@ def markdown(results: dict[str, dict]) -> str:
            f"widest / narrowest {CLASS_SHARE:.0%} of the real inner-lip gap; gap = the real frame's "
            "tracked inner-lip gap / eye distance (the dataset's landmarks, which define the classes); open = "
            "the same measure by MediaPipe on each image alone (real frame, tracked-code and audio-code "
-           "render); gap z = the lip code's gap (z-score) fed to the renderer.", ""]
+           "render); gap z = the lip code's gap (z-score) fed to the renderer. PSNR (dB): mean over all "
+           "held-out frames, in the whole frame, the box of the face's landmarks and the lip box.", ""]
     for name, r in results.items():
         out += [f"## {name} ({r['size']} px, {r['heldout_frames']} held-out frames "
                 f"{r['heldout_range'][0]}-{r['heldout_range'][1]}, audio lips: {r['lips_source']})", "",
@@ -309,6 +335,10 @@ def markdown(results: dict[str, dict]) -> str:
                       "sharp_audio": 0, "ratio_tracked": 2, "ratio_audio": 2}
             cells = [_fmt(s.get(k), digits.get(k, 3)) for k in TABLE_COLUMNS]
             out.append(f"| {c} | {s['n']} | " + " | ".join(cells) + " |")
+        if r.get("psnr"):  # identities measured before it have none
+            out += ["", "| renders | PSNR frame | PSNR face box | PSNR lip box |", "|---|---|---|---|"]
+            out += [f"| {k} code | " + " | ".join(f"{r['psnr'][k][g]:.2f}" for g in REGIONS) + " |"
+                    for k in KINDS[1:]]
         out += [""] + [f"- {n}" for n in r.get("notes", [])] + [""]
     return "\n".join(out)
 
