@@ -19,17 +19,32 @@ from emotalk.training.settings import OpeningSettings
 from tests.test_emotion_warp import _frames, _model
 
 
-def test_scale_opening_moves_only_the_opening_away_from_closed():
-    lo = torch.tensor([-2.0, -3.0, -1.5, -0.5, -1.0, -0.7])
-    lips = torch.stack([lo, lo + 1.0, lo + torch.arange(6.0)])  # closed, a little open, mixed
-    assert scale_opening(lips, lo, 1.0) is lips
-    out = scale_opening(lips, lo, 1.5)
+def test_scale_opening_moves_only_the_opening_above_the_closure():
+    closed = torch.tensor([-1.2, -0.4, -0.4, 0.3, 0.2, -0.6])
+    lips = torch.stack([closed - 1.0, closed, closed + 1.0, closed + torch.arange(-2.0, 4.0)])
+    assert scale_opening(lips, closed, 1.0) is lips
+    out = scale_opening(lips, closed, 1.5)
     for j, name in enumerate(LIP_NAMES):
         if name in OPENING_NAMES:
-            torch.testing.assert_close(out[:, j], lo[j] + 1.5 * (lips[:, j] - lo[j]))
+            above = (lips[:, j] - closed[j]).clamp_min(0)
+            torch.testing.assert_close(out[:, j], lips[:, j] + 0.5 * above)
         else:
             torch.testing.assert_close(out[:, j], lips[:, j])
-    torch.testing.assert_close(out[0], lo)  # the most closed code stays closed
+    torch.testing.assert_close(out[:2], lips[:2])  # at or below the closure: as the phones and driver say
+    assert bool((out[2] >= lips[2]).all()) and not torch.equal(out[2], lips[2])  # above it: more open
+
+
+def test_the_floor_is_a_spoken_closure_within_the_trained_range():
+    from emotalk.lips.phones import load_table
+
+    m, _ = _model()
+    bilabial = [load_table().targets[p] for p in ("P", "B", "M")]
+    closure = torch.as_tensor(load_table().closure(), dtype=torch.float32)
+    lo, hi = np.min(bilabial, 0), np.max(bilabial, 0)
+    assert bool((closure.numpy() >= lo - 1e-6).all() and (closure.numpy() <= hi + 1e-6).all())
+    assert float(closure[LIP_NAMES.index("gap")]) < -0.5  # a closure's gap is well below the mean code
+    torch.testing.assert_close(m.opening_floor(), torch.maximum(closure, m.lip_lo))
+    assert "lip_closure" not in m.state_dict()  # a constant of the package, not of the checkpoint
 
 
 def test_model_opens_rendered_lips_outside_training_and_the_fast_path_agrees():
@@ -45,7 +60,7 @@ def test_model_opens_rendered_lips_outside_training_and_the_fast_path_agrees():
     with torch.no_grad():
         as_trained = FastRenderer(m).deform(fr)["face"][0]
     m.settings = replace(m.settings, lip_open_gain=1.3)
-    scaled = scale_opening(fr.lips, m.lip_lo, 1.3)
+    scaled = scale_opening(fr.lips, m.opening_floor(), 1.3)
     opened = m.lips(fr, emotional=True)
     torch.testing.assert_close(opened, dropped_jaw(scaled, fr.emotion, fr.gain, m.lip_lo, m.lip_hi))
     # the jaw drop opens toward the trained maximum and never closes a code the gain took past it

@@ -184,7 +184,7 @@ class FastRenderer:
             lips = speech_in if from_lips else torch.minimum(torch.maximum(m.lip_driver(speech_in), m.lip_lo),
                                                              m.lip_hi)
             if not m.training and m.settings.lip_open_gain != 1.0:  # as TalkingGaussians.lips
-                lips = scale_opening(lips, m.lip_lo, m.settings.lip_open_gain)
+                lips = scale_opening(lips, m.opening_floor(), m.settings.lip_open_gain)
             if opening is not None:  # as emotion.dropped_jaw (a zero opening leaves lips as they are)
                 lips = open_lips(lips, opening, m.lip_lo, m.lip_hi)
             if lip_off is not None:  # as emotion.emotional_lips (a zero offset leaves lips as they are)

@@ -51,8 +51,8 @@ class ModelSettings:
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)
     lip_open_gain: float = 1.0  # lip-code models, when rendering (not training): the code's opening moved
-    # this many times as far from closed (`emotalk.lips.scale_opening`), fitted after training so rendered
-    # openings match the clip's (`emotalk.training.opening`); 1: as trained
+    # this many times as far from a p/b/m closure (`emotalk.lips.scale_opening`, `opening_floor`), fitted
+    # after training so rendered openings match the clip's (`emotalk.training.opening`); 1: as trained
 
 
 @dataclass
@@ -113,6 +113,10 @@ class TalkingGaussians(nn.Module):
             self.register_buffer("lip_std", torch.ones(M))  # [M] mean and spread over its training frames
             self.register_buffer("lip_lo", torch.full((M,), -3.0))  # [M] range of its training lip code:
             self.register_buffer("lip_hi", torch.full((M,), 3.0))  # [M] predictions are clamped into it
+            from emotalk.lips.phones import load_table
+
+            self.register_buffer("lip_closure", torch.as_tensor(load_table().closure(), dtype=torch.float32),
+                                 persistent=False)  # [M] a spoken p/b/m closure (cross-speaker z-code)
         else:
             self.audio_enc = AudioEncoder(C, W, s.audio_dim)
         self.upper_enc = nn.Sequential(nn.Linear(max(upper_dim, 1), s.upper_dim), nn.Tanh())
@@ -234,12 +238,17 @@ class TalkingGaussians(nn.Module):
             with torch.no_grad():
                 lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
         if emotional and not self.training and self.settings.lip_open_gain != 1.0:
-            lips = scale_opening(lips, self.lip_lo, self.settings.lip_open_gain)
+            lips = scale_opening(lips, self.opening_floor(), self.settings.lip_open_gain)
         if emotional and self.switches.jaw_drop:  # opens toward lip_hi, never closes what is past it
             lips = dropped_jaw(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         if emotional and self.switches.lip_offset:
             lips = emotional_lips(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         return lips
+
+    def opening_floor(self) -> Tensor:
+        """[M] the code below which the opening gain leaves the lips alone: a spoken p/b/m closure, or the
+        identity's most closed trained code where that is more open."""
+        return torch.maximum(self.lip_closure, self.lip_lo)
 
     def speech(self, fr: Frames) -> Tensor:
         """The speech condition of the fields [B,A]: embedded lip code, or embedded audio code."""

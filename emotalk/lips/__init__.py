@@ -185,15 +185,18 @@ def driver_info(path: str | Path = DRIVER) -> dict:
     return {k: (json.loads(v) if k not in ("window", "channels") else int(v)) for k, v in meta.items()}
 
 
-def scale_opening(lips: Tensor, lo: Tensor, gain: float) -> Tensor:
-    """Lip code [B,M] with its opening parameters (`OPENING_NAMES`) moved `gain` times as far from the
-    identity's most closed trained values lo [M]; closed lips stay closed. Why: a renderer draws a code's
-    opening smaller than the frames it learnt it from (shipped obama: 0.8x on held-out frames), and a
-    per-identity gain (fitted by `emotalk.training.opening`) undoes that at render time."""
+def scale_opening(lips: Tensor, closed: Tensor, gain: float) -> Tensor:
+    """Lip code [B,M] with the part of its opening parameters (`OPENING_NAMES`) above closed [M] moved
+    `gain` times as far; values at or below it stay. Why: a renderer draws a code's opening smaller than the
+    frames it learnt it from (shipped obama: 0.8x on held-out frames), and a per-identity gain (fitted by
+    `emotalk.training.opening`) undoes that at render time. closed: a p/b/m closure
+    (`TalkingGaussians.opening_floor`), so closures stay as closed as the phones and the driver make them
+    (scaled from the most closed trained code instead, p/b/m frames opened too: BENCHMARKS.md, twelfth
+    session)."""
     if gain == 1.0:
         return lips
     opening = {LIP_NAMES.index(n) for n in OPENING_NAMES}
     cols = [lips[:, j:j + 1] for j in range(lips.shape[1])]  # slices only: capturable in a CUDA graph
     for j in opening:
-        cols[j] = lo[j:j + 1] + gain * (cols[j] - lo[j:j + 1])
+        cols[j] = cols[j] + (gain - 1.0) * torch.relu(cols[j] - closed[j:j + 1])
     return torch.cat(cols, 1)

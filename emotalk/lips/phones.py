@@ -120,6 +120,10 @@ class PhoneTable:
         w = np.array([self.counts[k] for k in ks], np.float64)
         return (np.stack([self.targets[k] for k in ks]) * w[:, None]).sum(0) / w.sum()
 
+    def closure(self) -> np.ndarray:
+        """Lip code [M] of a p/b/m closure as spoken (the count-weighted mean of the bilabial targets)."""
+        return self._class_mean("bilabial")
+
     def __hash__(self) -> int:  # for the class-mean cache
         return id(self)
 

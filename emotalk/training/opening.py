@@ -6,7 +6,8 @@ out; german_anchor 1.00x / 0.91x), so speech that should open wide under-articul
 training frames are rendered with their tracked code, the code's opening scaled by each gain of a grid
 (`emotalk.lips.scale_opening`), and the mouth opening that MediaPipe sees on the renders is compared with
 what it sees on the real frames (the same detector on both, each image on its own). The smallest gain
-whose open frames come within `target` of the real ones is kept; closed lips are unchanged by any gain.
+whose open frames come within `target` of the real ones is kept; lips at or below a p/b/m closure are
+unchanged by any gain.
 """
 
 from __future__ import annotations
