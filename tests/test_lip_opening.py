@@ -34,7 +34,7 @@ def test_scale_opening_moves_only_the_opening_above_the_closure():
     assert bool((out[2] >= lips[2]).all()) and not torch.equal(out[2], lips[2])  # above it: more open
 
 
-def test_the_floor_is_a_spoken_closure_within_the_trained_range():
+def test_the_opening_floor_is_a_spoken_p_b_m_closure():
     from emotalk.lips.phones import load_table
 
     m, _ = _model()
