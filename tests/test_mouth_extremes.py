@@ -52,7 +52,7 @@ def test_frame_measures_of_a_copy_and_of_a_blur():
     assert np.all(per["stlpips_tracked"] < 1e-5) and np.all(per["stlpips_audio"] > 0.02)
     assert set(per) >= {"sharp_real", "sharp_tracked", "sharp_audio", "open_real", "open_audio"}
     assert np.all(np.isnan(per["open_real"]))  # no face in noise: NaN, not a number made up
-    assert np.all(per["psnr_frame_tracked"] >= 120) and np.all(per["psnr_lips_tracked"] >= 120)  # a copy
+    assert np.all(per["psnr_frame_tracked"] >= 99) and np.all(per["psnr_lips_tracked"] >= 99)  # a copy
     assert np.all(per["psnr_lips_audio"] < 40) and np.all(per["psnr_face_audio"] < 40)
 
 
@@ -63,11 +63,11 @@ def test_region_psnr_finds_where_the_error_is():
     assert not {10, 152, 234, 454} & set(MOUTH_LANDMARKS)  # forehead, chin, cheeks: the face's box only
     x0, y0, x1, y1 = (int(v) for v in me.lip_box(lmk[0]))
     outside = frames.copy()
-    outside[:, :3] = 255 - outside[:, :3]  # the top rows: outside the lip box and the face's landmark box
+    outside[:, :3] = 255 - outside[:, :3]  # the top rows: outside the lip box and the face box
     inside = frames.copy()
     inside[:, y0 + 1:y1 - 1, x0 + 1:x1 - 1] //= 2  # inside the lip box only
     p_out, p_in = me.region_psnr(outside, frames, lmk), me.region_psnr(inside, frames, lmk)
-    assert np.all(p_out["lips"] >= 120) and np.all(p_out["face"] >= 120) and np.all(p_out["frame"] < 30)
+    assert np.all(p_out["lips"] >= 99) and np.all(p_out["face"] >= 99) and np.all(p_out["frame"] < 30)
     assert np.all(p_in["lips"] < p_in["face"]) and np.all(p_in["face"] <= p_in["frame"] + 1e-9)
 
 

@@ -14,7 +14,7 @@ Per frame, in the lip box of the real frame's landmarks (`mouth_metrics.lip_box`
 images): ST-LPIPS of each render against the real frame (box resampled to LPIPS_CROP); the mouth
 sharpness (`mouth_metrics.mouth_sharpness`: Laplacian variance of the grey box at CROP_SIZE) of the real
 frame and both renders; and the mouth opening MediaPipe finds in each image alone (do closed lips close,
-do open ones open as wide). PSNR of each render in the whole frame, the face's landmark box and the lip box
+do open ones open as wide). PSNR of each render in the whole frame, the face box and the lip box
 (`region_psnr`): a change that sharpens the mouth can cost pixels elsewhere (the head's outline).
 Classes by the real frame's tracked inner-lip gap (`face.landmarks.mouth_opening` of the dataset's
 landmarks): "open" the top CLASS_SHARE of held-out frames, "closed" the bottom CLASS_SHARE, and "all".
@@ -39,7 +39,7 @@ LPIPS_CROP = (128, 64)  # (w, h) the lip box is resampled to for ST-LPIPS (AlexN
 SHEET_FRAMES = 4  # the contact sheet shows this many most open and most closed frames
 SHEET_CELL = (288, 144)  # (w, h) px of one mouth crop on the sheet (nearest-neighbour upscaled)
 KINDS = ("real", "tracked", "audio")  # the sheet's columns
-REGIONS = ("frame", "face", "lips")  # where `region_psnr` compares: whole frame, landmark box, lip box
+REGIONS = ("frame", "face", "lips")  # where `region_psnr` compares: whole frame, face box, lip box
 TABLE_COLUMNS = ("gap", "open_real", "open_tracked", "open_audio", "gap_code_tracked", "gap_code_audio",
                  "stlpips_tracked", "stlpips_audio", "sharp_real", "sharp_tracked", "sharp_audio",
                  "ratio_tracked", "ratio_audio")  # the markdown table's medians, after class and n
@@ -170,24 +170,25 @@ def image_openings(frames: np.ndarray) -> np.ndarray:
     return np.where(found, mouth_opening(lmk), np.nan)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0 ** 2
-    return 10.0 * np.log10(1.0 / max(mse, 1e-12))
-
-
 def region_psnr(pred: np.ndarray, real: np.ndarray, lmk: np.ndarray) -> dict[str, np.ndarray]:
     """Per-frame PSNR (dB) [N] of pred vs real ([N,S,S,3] uint8) in each of REGIONS: the whole frame, the
-    bounding box of the real frame's landmarks lmk [N,478,2], and its lip box (`mouth_metrics.lip_box`)."""
-    S = real.shape[1]
-    out = {r: np.empty(len(real)) for r in REGIONS}
-    for i, (p, t, lm) in enumerate(zip(pred, real, lmk)):
-        boxes = {"frame": (0, 0, S, S), "face": (*lm[:478, :2].min(0), *lm[:478, :2].max(0)),
-                 "lips": lip_box(lm)}
-        for r, (x0, y0, x1, y1) in boxes.items():
-            x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-            x1, y1 = min(S, max(x0 + 1, int(np.ceil(x1)))), min(S, max(y0 + 1, int(np.ceil(y1))))
-            out[r][i] = _psnr(p[y0:y1, x0:x1], t[y0:y1, x0:x1])
-    return out
+    face box of the real frame's landmarks lmk [N,478,2] (`metrics.face_box`, as the evaluation's face
+    PSNR) and its lip box (`mouth_metrics.lip_box`)."""
+    import torch
+
+    from emotalk.metrics import face_box, psnr
+
+    N, S = real.shape[:2]
+    masks = {r: torch.zeros(N, S, S, dtype=torch.bool) for r in REGIONS[1:]}
+    for i, lm in enumerate(lmk):
+        x0, y0, x1, y1 = face_box(lm[:478, :2], S)
+        masks["face"][i, y0:y1, x0:x1] = True
+        x0, y0, x1, y1 = lip_box(lm)
+        x0, y0 = min(S - 1, max(0, int(np.floor(x0)))), min(S - 1, max(0, int(np.floor(y0))))
+        masks["lips"][i, y0:max(y0 + 1, int(np.ceil(y1))), x0:max(x0 + 1, int(np.ceil(x1)))] = True
+    out = {"frame": psnr(pred, real)}
+    out.update({r: psnr(pred, real, m) for r, m in masks.items()})
+    return {r: v.double().numpy() for r, v in out.items()}
 
 
 def frame_measures(real: np.ndarray, tracked: np.ndarray, audio: np.ndarray, lmk: np.ndarray) -> dict:
@@ -322,7 +323,7 @@ def markdown(results: dict[str, dict]) -> str:
            "tracked inner-lip gap / eye distance (the dataset's landmarks, which define the classes); open = "
            "the same measure by MediaPipe on each image alone (real frame, tracked-code and audio-code "
            "render); gap z = the lip code's gap (z-score) fed to the renderer. PSNR (dB): mean over all "
-           "held-out frames, in the whole frame, the box of the face's landmarks and the lip box.", ""]
+           "held-out frames, in the whole frame, the face box (as eval's face PSNR) and the lip box.", ""]
     for name, r in results.items():
         out += [f"## {name} ({r['size']} px, {r['heldout_frames']} held-out frames "
                 f"{r['heldout_range'][0]}-{r['heldout_range'][1]}, audio lips: {r['lips_source']})", "",

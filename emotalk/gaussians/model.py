@@ -113,9 +113,9 @@ class TalkingGaussians(nn.Module):
             self.register_buffer("lip_std", torch.ones(M))  # [M] mean and spread over its training frames
             self.register_buffer("lip_lo", torch.full((M,), -3.0))  # [M] range of its training lip code:
             self.register_buffer("lip_hi", torch.full((M,), 3.0))  # [M] predictions are clamped into it
-            from emotalk.lips.phones import load_table
+            from emotalk.lips.phones import shipped_closure
 
-            self.register_buffer("lip_closure", torch.as_tensor(load_table().closure(), dtype=torch.float32),
+            self.register_buffer("lip_closure", torch.tensor(shipped_closure()),
                                  persistent=False)  # [M] a spoken p/b/m closure (cross-speaker z-code)
         else:
             self.audio_enc = AudioEncoder(C, W, s.audio_dim)

@@ -152,6 +152,13 @@ def load_table(path: str | Path = PHONE_LIPS) -> PhoneTable:
     return table_from_json(json.loads(p.read_text()))
 
 
+@lru_cache(maxsize=1)
+def shipped_closure() -> tuple[float, ...]:
+    """The shipped table's p/b/m closure code (`PhoneTable.closure`), read once per process: every lip-code
+    model keeps it as the floor of its opening gain."""
+    return tuple(float(x) for x in load_table().closure())
+
+
 # --- tracks -------------------------------------------------------------------------------------------
 
 def with_pauses(phones: Sequence) -> list[tuple[str, float, float]]:
