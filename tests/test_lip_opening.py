@@ -87,6 +87,15 @@ def test_choose_gain_takes_the_smallest_that_reaches_the_target():
     assert choose_gain({1.0: 0.7, 1.5: 0.85}, 0.95) == 1.5  # none reaches: the closest
 
 
+def test_choose_gain_stops_where_the_opening_levels_off():
+    """Reagan's measured curve: 0.89 at 1.0, 0.91 at 1.1, then under 0.01 per step up to 0.936 at 1.6."""
+    reagan = {1.0: 0.89, 1.1: 0.91, 1.2: 0.917, 1.3: 0.922, 1.4: 0.929, 1.5: 0.927, 1.6: 0.936}
+    assert choose_gain(reagan, 0.95, min_slope=0.1) == 1.1
+    assert choose_gain(reagan, 0.95) == 1.4  # no floor: where the ratio first falls (0.929 -> 0.927)
+    obama = {1.0: 0.816, 1.1: 0.852, 1.2: 0.888, 1.3: 0.914, 1.4: 0.936, 1.5: 0.958}
+    assert choose_gain(obama, 0.95, min_slope=0.1) == 1.5  # still rising: the target decides
+
+
 def test_fit_renders_each_gain_until_the_target_is_reached():
     """On a lip-code model of the synthetic head, with the measure stubbed so the answer is known: the
     renders of the open half of the frames open 0.8, 0.9, 0.97, ... of the real ones at gains 1.0, 1.1,
@@ -123,6 +132,13 @@ def test_fit_renders_each_gain_until_the_target_is_reached():
     assert len(seen) == 4 and seen[1].shape == (8, 48, 48, 3) and seen[1].dtype == np.uint8
     assert not np.array_equal(seen[1], seen[3])  # each gain rendered anew
     assert model.settings == before and model.training == was_training
+    # the opening levels off below the target: the renders stop after the first flat step, and the gain
+    # before that step is kept
+    seen.clear()
+    ratios = iter([0.89, 0.91, 0.915, 0.99])
+    flat = fit_opening_gain(model, data, OpeningSettings(n_frames=16, min_found=4), backend="torch",
+                            measure=measure)
+    assert flat.gain == 1.1 and list(flat.ratio) == [1.0, 1.1, 1.2] and len(seen) == 4
     # no faces found: the gain stays 1 and the reason is kept
     nothing = fit_opening_gain(model, data, OpeningSettings(n_frames=16), backend="torch",
                                measure=lambda im: np.full(len(im), np.nan))

@@ -6,8 +6,9 @@ out; german_anchor 1.00x / 0.91x), so speech that should open wide under-articul
 training frames are rendered with their tracked code, the code's opening scaled by each gain of a grid
 (`emotalk.lips.scale_opening`), and the mouth opening that MediaPipe sees on the renders is compared with
 what it sees on the real frames (the same detector on both, each image on its own). The smallest gain
-whose open frames come within `target` of the real ones is kept; lips at or below a p/b/m closure are
-unchanged by any gain.
+whose open frames come within `target` of the real ones is kept; where the opening levels off before
+that (reagan: 0.89 at gain 1, 0.91 at 1.1, 0.94 at 1.6 for 0.9 dB of held-out PSNR), the gain after
+which it stops rising. Lips at or below a p/b/m closure are unchanged by any gain.
 """
 
 from __future__ import annotations
@@ -44,11 +45,18 @@ def _openings(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def choose_gain(ratio: dict[float, float], target: float) -> float:
-    """The smallest candidate whose rendered / real opening ratio reaches `target`; none does: the one
-    that comes closest (the largest ratio)."""
-    reach = [g for g in sorted(ratio) if ratio[g] >= target]
-    return reach[0] if reach else max(ratio, key=ratio.get)
+def choose_gain(ratio: dict[float, float], target: float, min_slope: float = 0.0) -> float:
+    """The smallest candidate whose rendered / real opening ratio reaches `target`. None does: the first
+    after which a larger gain raises the ratio by less than `min_slope` per unit of gain (the mouth has
+    stopped following the code, and more gain only costs fidelity), else the one that comes closest."""
+    gains = sorted(ratio)
+    reach = [g for g in gains if ratio[g] >= target]
+    if reach:
+        return reach[0]
+    for g, nxt in zip(gains, gains[1:]):
+        if (ratio[nxt] - ratio[g]) / (nxt - g) < min_slope:
+            return g
+    return max(ratio, key=ratio.get)
 
 
 def fit_opening_gain(model, data, settings: OpeningSettings = OpeningSettings(), backend: str = "auto",
@@ -93,7 +101,9 @@ def fit_opening_gain(model, data, settings: OpeningSettings = OpeningSettings(),
             ratio[float(g)] = float(got[both].mean() / max(real[both].mean(), 1e-9))
             if ratio[float(g)] >= settings.target:  # larger gains only open further
                 break
+            if choose_gain(ratio, settings.target, settings.min_slope) != float(g):  # levelled off before g
+                break
     finally:
         model.settings = was_settings
         model.train(was_training)
-    return OpeningFit(choose_gain(ratio, settings.target), ratio, int(len(idx)))
+    return OpeningFit(choose_gain(ratio, settings.target, settings.min_slope), ratio, int(len(idx)))

@@ -105,6 +105,8 @@ class OpeningSettings:
     target: float = 0.95  # the smallest gain whose rendered / real opening reaches this is kept (obama:
     # 1.5, ratio 0.97; a ratio nearer 1 cost held-out PSNR with the frames' own lips; BENCHMARKS.md,
     # eleventh and twelfth sessions)
+    min_slope: float = 0.1  # no gain reaches the target: stop where a larger gain adds less opening ratio
+    # than this per unit of gain (0.01 per 0.1 step; reagan levels off after 1.1)
     min_found: int = 8  # fewer faces found on renders or frames than this: keep gain 1 (cannot tell)
 
 
