@@ -98,6 +98,33 @@ def test_pauses_close_with_the_jaw_press_and_lower_lip_of_the_shut_mouth():
     assert old[j] == table.rest[j] and old[p] == table.closed_press
 
 
+def test_closures_hold_the_whole_shut_mouth_when_the_identity_has_one():
+    """p/b/m frames of the blended track take the identity's shut pose in every parameter (gap at the
+    closed level, press at least the closure's); a table without one holds only gap and press."""
+    from emotalk.lips.coarticulation import closure_frames
+
+    code, phones, _ = _clip(4)
+    d = op.build_own_table(code, phones, FPS, base=_base())
+    table = op.own_from_json(d).table
+    pose = table.closure_pose()
+    g, p = LIP_NAMES.index("gap"), LIP_NAMES.index("press")
+    assert pose[g] == table.closed_level and pose[p] >= table.closed_press
+    T = 50
+    drive = np.full((T, M), 0.7)  # a driver that keeps the mouth open and wide
+    ph = [("AA", 0.0, 0.4), ("M", 0.4, 0.6), ("AA", 0.6, 1.0), ("B", 1.0, 1.12), ("IY", 1.12, 2.0)]
+    out = pl.phone_lips(drive, FPS, ph, table=table)
+    shut = np.concatenate(closure_frames(pl.as_phone_tuples(ph), T, FPS))
+    np.testing.assert_allclose(out[shut], np.broadcast_to(pose, (len(shut), M)), atol=1e-5)
+    assert not np.allclose(out[5], pose, atol=0.1)  # the open vowel is not held
+    del d["closed"]["shut_pose"]
+    old_table = op.own_from_json(d).table
+    assert old_table.closure_pose() is None
+    old = pl.phone_lips(drive, FPS, ph, table=old_table)
+    assert np.all(old[shut, g] <= old_table.closed_level + 1e-6)
+    w = LIP_NAMES.index("width")
+    assert not np.allclose(old[shut, w], pose[w])  # only gap and press were held
+
+
 class _FakeModel:
     """What lip_track needs of a lip-code model: a driver predicting zeros, a wide trained range."""
 

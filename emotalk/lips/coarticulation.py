@@ -84,6 +84,9 @@ class CoarticSettings:
     # (measured on speaker folds: 0.12 s lowered the rounding correlation 0.38 -> 0.31; 0.03-0.04 s is best)
     closure_min_frames: int = 2  # a p/b/m holds the closed gap for at least this many frames
     closure_press: bool = True  # held closures also raise `press` to at least the phone's target
+    closure_pose: bool = True  # given the identity's shut pose, p/b/m hold all of it, not only gap and press
+    # (a long-trained obama drew the p/b/m mean code with the gap held parted: MediaPipe opening 0.042, its
+    # shut pose 0.013, real closed frames 0.014; BENCHMARKS.md, thirteenth session)
 
 
 def as_phone_tuples(phones: Sequence) -> list[tuple[str, float, float]]:
@@ -145,11 +148,15 @@ def closure_frames(phones: Sequence[tuple[str, float, float]], T: int, fps: floa
 
 def hold_closures(track: np.ndarray, phones: Sequence[tuple[str, float, float]], fps: float,
                   closed_gap: float, press: float | None = None,
-                  settings: CoarticSettings = CoarticSettings()) -> np.ndarray:
-    """A copy of track [T,M] with the gap at `closed_gap` (and press >= `press`) on every p/b/m closure."""
+                  settings: CoarticSettings = CoarticSettings(),
+                  pose: np.ndarray | None = None) -> np.ndarray:
+    """A copy of track [T,M] with the gap at `closed_gap` (and press >= `press`) on every p/b/m closure;
+    given `pose` [M] (an identity's shut mouth) and `settings.closure_pose`, closures take that whole pose."""
     out = np.array(track, np.float32)
     g, pr = _IDX["gap"], _IDX["press"]
     for idx in closure_frames(phones, len(out), fps, settings.closure_min_frames):
+        if pose is not None and settings.closure_pose:
+            out[idx] = np.asarray(pose, np.float32)
         out[idx, g] = np.minimum(out[idx, g], closed_gap)
         if press is not None and settings.closure_press:
             out[idx, pr] = np.maximum(out[idx, pr], press)

@@ -104,6 +104,16 @@ class PhoneTable:
                     pose[LIP_NAMES.index(name)] = self.shut_pose[LIP_NAMES.index(name)]
         return pose
 
+    def closure_pose(self) -> np.ndarray | None:
+        """Lip code [M] that p/b/m frames hold: this person's shut pose with the gap at the closed level and
+        at least the closure's press (None: no shut pose, only gap and press are held)."""
+        if self.shut_pose is None:
+            return None
+        pose = np.array(self.shut_pose, np.float64)
+        pose[LIP_NAMES.index("gap")] = self.closed_level
+        pose[LIP_NAMES.index("press")] = max(pose[LIP_NAMES.index("press")], self.closed_press)
+        return pose
+
     def target(self, phone: str) -> np.ndarray:
         """Lip target [M] of a phone; rare or unknown phones get their class's count-weighted mean."""
         if phone_class(phone) == "pause":
@@ -182,7 +192,8 @@ def phone_track(phones: Sequence, T: int, fps: float, table: PhoneTable,
     targets = np.stack([table.rest + gain * (table.target(n) - table.rest) if phone_class(n) != "pause"
                         else table.rest for n, _, _ in ph]) if ph else np.zeros((0, M))
     tr = dominance_track(ph, targets, T, fps, table.rest, settings.coartic)
-    return hold_closures(tr, ph, fps, table.closed_level, table.closed_press, settings.coartic)
+    return hold_closures(tr, ph, fps, table.closed_level, table.closed_press, settings.coartic,
+                         table.closure_pose())
 
 
 def pauses_from_phones(phones: Sequence, T: int, fps: float, min_s: float) -> list[tuple[float, float]]:
@@ -287,7 +298,8 @@ def phone_lips(driver: np.ndarray, fps: float, phones: Sequence | None = None, w
         out = w * tr + (1 - w) * drv
         if settings.hold_closures:
             full = with_pauses(ph)
-            out = hold_closures(out, full, fps, table.closed_level, table.closed_press, settings.coartic)
+            out = hold_closures(out, full, fps, table.closed_level, table.closed_press, settings.coartic,
+                                table.closure_pose())
     if settings.pauses:
         pauses = pauses_from_phones(ph, T, fps, settings.pause_min_s) if ph else []
         if level is not None:  # a gap in the phones where speech goes on (an unaligned chunk) is no pause;
