@@ -21,7 +21,11 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
     assert (out / "thumbnail.png").is_file()
     # the emotion stage's fidelity to its targets is kept and reported
     assert set(meta["metrics"]["emotion_stage"]["fidelity"]["happy"]) == {"fidelity", "amplitude"}
-    assert "emotion field draws" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "emotion field draws" in said
+    # the opening gain and the phone table say what the identity got (a test-preset model has no lip code)
+    assert "mouth opening: gain left at 1.0 (not a lip-code identity)" in said
+    assert "phone lips: " in said and ("own phone targets" in said) == (out / "phone_lips.json").is_file()
     wav = shared("audio/speech_obama_5s.wav")
     video = tmp_path / "out.mp4"
     rc = main(["render", str(out), "--audio", str(wav), "--valence", "1.2", "--arousal", "0.5",
@@ -33,6 +37,17 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
     info = media.probe(video)
     assert info.has_video and info.width == 48
     assert abs(info.duration - 5.0) < 0.3
+
+
+def test_opening_line_reports_the_fitted_gain() -> None:
+    from emotalk.cli.train import opening_line
+
+    rec = {"gain": 1.1, "ratio": {"1.0": 0.89, "1.1": 0.91, "1.2": 0.917}, "frames": 16}
+    said = "mouth opening: gain 1.1 (renders open 0.91x as wide as the clip's open frames)"
+    assert opening_line(rec) == said
+    why = "no mouth measure: No module named 'mediapipe'"
+    note = {"gain": 1.0, "ratio": {}, "frames": 0, "note": why}
+    assert opening_line(note) == f"mouth opening: gain left at 1.0 ({why})"
 
 
 def test_render_refuses_a_nan_emotion(tmp_path, capsys) -> None:

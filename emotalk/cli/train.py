@@ -13,6 +13,15 @@ import argparse
 HELP = "train an identity from a dataset (resumes after a crash)"
 
 
+
+def opening_line(rec: dict) -> str:
+    """One line on the fitted render-time opening gain (identity.json metrics.lip_opening)."""
+    if rec.get("frames"):
+        g, r = rec["gain"], (rec.get("ratio") or {}).get(str(float(rec["gain"])))
+        wide = f" (renders open {r:.2f}x as wide as the clip's open frames)" if r is not None else ""
+        return f"mouth opening: gain {g}{wide}"
+    return f"mouth opening: gain left at 1.0 ({rec.get('note') or 'not a lip-code identity'})"
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="identity dataset folder (from 'python -m emotalk preprocess'), or a "
                                    "clip, preprocessed first by the preset")
@@ -88,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({identity_size_mb(out):.1f} MB) in {(time.time() - t0) / 60:.1f} min: "
           f"held-out PSNR {s['val_psnr']:.2f} dB, SSIM {s['val_ssim']:.3f}, "
           f"{s['n_face']} + {s['n_mouth']} Gaussians")
+    print(opening_line(s.get("lip_opening") or {}))
+    own = (out / "phone_lips.json").is_file()
+    print("phone lips: this person's own phone targets (phone_lips.json)" if own
+          else "phone lips: the cross-speaker table (this clip gave no own phone targets: they need English "
+               "speech and the aligner)")
     fid = s.get("emotion_stage", {}).get("fidelity")
     if fid and "mean" in fid:
         cats = {k: d for k, d in fid.items() if k != "mean"}
