@@ -13,7 +13,6 @@ import argparse
 HELP = "train an identity from a dataset (resumes after a crash)"
 
 
-
 def opening_line(rec: dict) -> str:
     """One line on the fitted render-time opening gain (identity.json metrics.lip_opening)."""
     if rec.get("frames"):
@@ -21,6 +20,7 @@ def opening_line(rec: dict) -> str:
         wide = f" (renders open {r:.2f}x as wide as the clip's open frames)" if r is not None else ""
         return f"mouth opening: gain {g}{wide}"
     return f"mouth opening: gain left at 1.0 ({rec.get('note') or 'not a lip-code identity'})"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="identity dataset folder (from 'python -m emotalk preprocess'), or a "

@@ -171,6 +171,14 @@ def shipped_closure() -> tuple[float, ...]:
 
 # --- tracks -------------------------------------------------------------------------------------------
 
+def held(track: np.ndarray, phones: Sequence, fps: float, table: PhoneTable,
+         coartic: CoarticSettings) -> np.ndarray:
+    """track [T,M] with every p/b/m closure held at `table`'s closure (its closed gap and press, and its
+    whole shut pose where it has one: `hold_closures`)."""
+    return hold_closures(track, phones, fps, table.closed_level, table.closed_press, coartic,
+                         table.closure_pose())
+
+
 def with_pauses(phones: Sequence) -> list[tuple[str, float, float]]:
     """Phone tuples with every gap between phones filled by a "SIL" pause (from 0 s on)."""
     out: list[tuple[str, float, float]] = []
@@ -192,8 +200,7 @@ def phone_track(phones: Sequence, T: int, fps: float, table: PhoneTable,
     targets = np.stack([table.rest + gain * (table.target(n) - table.rest) if phone_class(n) != "pause"
                         else table.rest for n, _, _ in ph]) if ph else np.zeros((0, M))
     tr = dominance_track(ph, targets, T, fps, table.rest, settings.coartic)
-    return hold_closures(tr, ph, fps, table.closed_level, table.closed_press, settings.coartic,
-                         table.closure_pose())
+    return held(tr, ph, fps, table, settings.coartic)
 
 
 def pauses_from_phones(phones: Sequence, T: int, fps: float, min_s: float) -> list[tuple[float, float]]:
@@ -298,8 +305,7 @@ def phone_lips(driver: np.ndarray, fps: float, phones: Sequence | None = None, w
         out = w * tr + (1 - w) * drv
         if settings.hold_closures:
             full = with_pauses(ph)
-            out = hold_closures(out, full, fps, table.closed_level, table.closed_press, settings.coartic,
-                                table.closure_pose())
+            out = held(out, full, fps, table, settings.coartic)
     if settings.pauses:
         pauses = pauses_from_phones(ph, T, fps, settings.pause_min_s) if ph else []
         if level is not None:  # a gap in the phones where speech goes on (an unaligned chunk) is no pause;
