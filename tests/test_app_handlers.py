@@ -66,6 +66,7 @@ class Info:
 @dataclasses.dataclass
 class Fitted(Info):
     notice: str | None  # what a preview is
+    report: list[str] = dataclasses.field(default_factory=list)  # what the fit made of it
 
 
 @dataclasses.dataclass
@@ -165,7 +166,8 @@ class FakePipeline:
             progress("training", (i + 1) / self.fine_tune_steps)
             on_sample(hist, np.zeros((8, 8, 3), np.uint8) if i % 2 else None)  # loss-only updates too
         assert workdir is None  # the pipeline's resumable folder, out of reach of output cleanup
-        info = Fitted(name, self.root / name, None, "user", "a small preview (128 px)" if preset else None)
+        info = Fitted(name, self.root / name, None, "user", "a small preview (128 px)" if preset else None,
+                      ["mouth opening: gain 1.2", "phone lips: <own>"])
         self.identities.append(info)
         return info
 
@@ -506,6 +508,7 @@ def test_fine_tune_streams_loss_and_samples_then_selects_the_new_identity(fake, 
     status, loss, samples, identity = updates[-1]
     assert "me" in status and "ready" in status and identity == "me"
     assert "⚠️ a small preview (128 px)" in status  # the pipeline's word on what a preview is, after
+    assert "<li>mouth opening: gain 1.2</li><li>phone lips: &lt;own&gt;</li>" in status  # the fit's report
     assert len(samples) == 2 and loss.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.25)
     call = next(c for c in fake.calls if c[0] == "fine_tune")
     assert call[2:5] == ("me", "quality", True)

@@ -40,7 +40,7 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
 
 
 def test_opening_line_reports_the_fitted_gain() -> None:
-    from emotalk.cli.train import opening_line
+    from emotalk.identity.report import opening_line
 
     rec = {"gain": 1.1, "ratio": {"1.0": 0.89, "1.1": 0.91, "1.2": 0.917}, "frames": 16}
     said = "mouth opening: gain 1.1 (renders open 0.91x as wide as the clip's open frames)"
@@ -84,3 +84,29 @@ def test_train_command_runs_the_pipeline_recipe_with_its_flags(may_dataset_64, t
     assert main(["train", ds, "--out", str(tmp_path / "c"), "--preset", "cpu", "--device", "cpu"]) == 0
     assert calls[-1][1].emotions and calls[-1][1].size == 128
     assert main(["train", ds, "--out", str(tmp_path / "d"), "--preset", "test", "--steps", "0"]) == 1
+
+
+def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path) -> None:
+    """One report for the train CLI and the app: each line from identity.json's metrics, and a line that
+    says so when there was no emotion stage (every emotion renders neutral)."""
+    from emotalk.identity.report import fit_report, identity_report
+
+    fid = {"mean": {"amplitude": 0.64, "fidelity": 0.4}, "happy": {"amplitude": 0.7, "fidelity": 0.5},
+           "angry": {"amplitude": 0.47, "fidelity": 0.3}}
+    summary = {"val_psnr": 33.456, "val_ssim": 0.9512, "n_face": 10, "n_mouth": 2,
+               "lip_opening": {"gain": 1.2, "ratio": {"1.2": 0.97}, "frames": 16},
+               "emotion_stage": {"fidelity": fid}}
+    lines = fit_report(summary, tmp_path)
+    assert lines == ["held-out PSNR 33.46 dB, SSIM 0.951, 10 + 2 Gaussians",
+                     "mouth opening: gain 1.2 (renders open 0.97x as wide as the clip's open frames)",
+                     "phone lips: the cross-speaker table (this clip gave no own phone targets: they need "
+                     "English speech and the aligner)",
+                     "emotion stage: the emotion field draws 64 % of its targets' expression change on "
+                     "average (weakest: angry, 47 %)"]
+    (tmp_path / "phone_lips.json").write_text("{}")
+    (tmp_path / "identity.json").write_text(json.dumps({"metrics": {"val_psnr": 30.0}}))
+    assert identity_report(tmp_path) == [
+        "held-out PSNR 30.00 dB", "mouth opening: gain left at 1.0 (not a lip-code identity)",
+        "phone lips: this person's own phone targets (phone_lips.json)",
+        "emotions: no emotion stage ran, so every emotion renders as neutral"]
+    assert identity_report(tmp_path / "missing") == []

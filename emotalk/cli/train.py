@@ -13,15 +13,6 @@ import argparse
 HELP = "train an identity from a dataset (resumes after a crash)"
 
 
-def opening_line(rec: dict) -> str:
-    """One line on the fitted render-time opening gain (identity.json metrics.lip_opening)."""
-    if rec.get("frames"):
-        g, r = rec["gain"], (rec.get("ratio") or {}).get(str(float(rec["gain"])))
-        wide = f" (renders open {r:.2f}x as wide as the clip's open frames)" if r is not None else ""
-        return f"mouth opening: gain {g}{wide}"
-    return f"mouth opening: gain left at 1.0 ({rec.get('note') or 'not a lip-code identity'})"
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="identity dataset folder (from 'python -m emotalk preprocess'), or a "
                                    "clip, preprocessed first by the preset")
@@ -51,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from emotalk import pipeline
     from emotalk.errors import InputError
     from emotalk.identity.checkpoint import identity_size_mb
+    from emotalk.identity.report import fit_report
     from emotalk.training.settings import GPU_RECIPES, RECIPES, TrainStatus, override
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,20 +85,7 @@ def run(args: argparse.Namespace) -> int:
                                 progress=progress, on_status=status)
     print(file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)  # finished: the resumable state is no longer needed
-    s = res.summary
-    print(f"wrote {out} ({identity_size_mb(out):.1f} MB) in {(time.time() - t0) / 60:.1f} min: "
-          f"held-out PSNR {s['val_psnr']:.2f} dB, SSIM {s['val_ssim']:.3f}, "
-          f"{s['n_face']} + {s['n_mouth']} Gaussians")
-    print(opening_line(s.get("lip_opening") or {}))
-    own = (out / "phone_lips.json").is_file()
-    print("phone lips: this person's own phone targets (phone_lips.json)" if own
-          else "phone lips: the cross-speaker table (this clip gave no own phone targets: they need English "
-               "speech and the aligner)")
-    fid = s.get("emotion_stage", {}).get("fidelity")
-    if fid and "mean" in fid:
-        cats = {k: d for k, d in fid.items() if k != "mean"}
-        weak = min(cats, key=lambda k: cats[k]["amplitude"])
-        mean, low = 100 * fid["mean"]["amplitude"], 100 * cats[weak]["amplitude"]
-        print(f"emotion stage: the emotion field draws {mean:.0f} % of its targets' expression change on "
-              f"average (weakest: {weak}, {low:.0f} %)")
+    print(f"wrote {out} ({identity_size_mb(out):.1f} MB) in {(time.time() - t0) / 60:.1f} min")
+    for line in fit_report(res.summary, out):
+        print(line)
     return 0

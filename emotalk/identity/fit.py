@@ -69,6 +69,7 @@ class FittedIdentity(IdentityInfo):
 
     recipe: dict = field(default_factory=dict)  # the recipe's summary (Recipe.summary)
     notice: str | None = None  # for the user: what a preview is and how to get the full identity
+    report: list[str] = field(default_factory=list)  # what the fit made of it (identity.report.fit_report)
 
 
 def estimate_parts(recipe: Recipe, clip_seconds: float | None, device: str) -> dict[str, float]:

@@ -247,6 +247,7 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
     (an IdentityInfo with the recipe's summary and a notice saying what a preview is).
     """
     from emotalk.identity.fit import FittedIdentity
+    from emotalk.identity.report import fit_report
     from emotalk.training.settings import override, recipe_for
 
     if not consent:
@@ -267,4 +268,5 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
         preview = (f"{swapped}{name} is a small preview ({recipe.describe()}); a fine-tune on a GPU with "
                    "'fast' or 'quality' makes the full 512 px identity.")
         notice = " ".join(filter(None, [notice, preview]))
-    return FittedIdentity(**vars(identity_info(dest, "user")), recipe=recipe.summary(), notice=notice)
+    return FittedIdentity(**vars(identity_info(dest, "user")), recipe=recipe.summary(), notice=notice,
+                          report=fit_report(res.summary, dest))

@@ -268,6 +268,9 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: 
             f"({duration_words(time.monotonic() - run.started)}).")
     if getattr(info, "notice", None):  # a preview says what it is: its size, and whether it has emotions
         done += f"<br>⚠️ {html.escape(info.notice)}"
+    if getattr(info, "report", None):  # what the fit made: quality, mouth opening, phone targets, emotions
+        items = "".join(f"<li>{html.escape(x)}</li>" for x in info.report)
+        done += f'<ul class="ft-report">{items}</ul>'
     yield f'<div class="ft-status">{done}</div>', loss_figure(run.history), list(run.samples), info.name
 
 

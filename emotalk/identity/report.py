@@ -1,0 +1,64 @@
+"""What a fit made of an identity, in a few lines for the user: held-out quality, the fitted mouth-opening
+gain, whose phone targets drive the lips, and how much of its emotion targets the emotion field draws.
+The train CLI prints these lines and the app's Fine-tune tab shows them, from identity.json's metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def quality_line(summary: dict) -> str | None:
+    """Held-out PSNR / SSIM and the Gaussian counts; None when the summary has none."""
+    if "val_psnr" not in summary:
+        return None
+    ssim = f", SSIM {summary['val_ssim']:.3f}" if "val_ssim" in summary else ""
+    n = (f", {summary['n_face']} + {summary['n_mouth']} Gaussians"
+         if "n_face" in summary and "n_mouth" in summary else "")
+    return f"held-out PSNR {summary['val_psnr']:.2f} dB{ssim}{n}"
+
+
+def opening_line(rec: dict) -> str:
+    """The fitted render-time opening gain (metrics.lip_opening), or why it stayed 1.0."""
+    if rec.get("frames"):
+        g, r = rec["gain"], (rec.get("ratio") or {}).get(str(float(rec["gain"])))
+        wide = f" (renders open {r:.2f}x as wide as the clip's open frames)" if r is not None else ""
+        return f"mouth opening: gain {g}{wide}"
+    return f"mouth opening: gain left at 1.0 ({rec.get('note') or 'not a lip-code identity'})"
+
+
+def phone_line(has_own: bool) -> str:
+    """Whose per-phone lip targets the identity's typed-text and English renders use."""
+    if has_own:
+        return "phone lips: this person's own phone targets (phone_lips.json)"
+    return ("phone lips: the cross-speaker table (this clip gave no own phone targets: they need English "
+            "speech and the aligner)")
+
+
+def emotion_line(summary: dict) -> str:
+    """The emotion field's fidelity to its targets (mean and weakest category), or that it has none."""
+    fid = (summary.get("emotion_stage") or {}).get("fidelity")
+    if not fid or "mean" not in fid:
+        return "emotions: no emotion stage ran, so every emotion renders as neutral"
+    cats = {k: d for k, d in fid.items() if k != "mean"}
+    weak = min(cats, key=lambda k: cats[k]["amplitude"]) if cats else None
+    low = f" (weakest: {weak}, {100 * cats[weak]['amplitude']:.0f} %)" if weak else ""
+    return (f"emotion stage: the emotion field draws {100 * fid['mean']['amplitude']:.0f} % of its targets' "
+            f"expression change on average{low}")
+
+
+def fit_report(summary: dict, folder: str | Path) -> list[str]:
+    """Every line above for the identity written to `folder` with training summary `summary`."""
+    lines = [quality_line(summary), opening_line(summary.get("lip_opening") or {}),
+             phone_line((Path(folder) / "phone_lips.json").is_file()), emotion_line(summary)]
+    return [x for x in lines if x]
+
+
+def identity_report(folder: str | Path) -> list[str]:
+    """fit_report from an identity folder's identity.json (its "metrics"); [] when it has none."""
+    p = Path(folder) / "identity.json"
+    try:
+        metrics = json.loads(p.read_text()).get("metrics") or {}
+    except (OSError, ValueError):
+        return []
+    return fit_report(metrics, folder) if metrics else []

@@ -1,0 +1,73 @@
+"""The emotion grid in docs/: a shipped identity saying one typed sentence at every category, rendered through
+the app's path (`pipeline.synthesize`: Piper speech, phone-aware lips), the same moments in every column.
+Renders only: no frame of the identity's clip is shown.
+
+    .venv/bin/python scripts/emotion_grid.py [--identity obama] [--text "..."] [--size 256] [--rows 3]
+        [--out docs/emotion_grid_obama.png] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: default paths only
+
+COLUMNS = ("neutral", "happy", "surprised", "fear", "angry", "disgusted", "contempt", "sad", "calm")
+TEXT = "We will build a better future, and we will do it together."
+
+
+def pick_frames(n: int, rows: int) -> np.ndarray:
+    """`rows` frame indices spread over the middle 70 % of an n-frame clip (its ends are lead-in and out)."""
+    return np.linspace(0.15 * (n - 1), 0.85 * (n - 1), rows).round().astype(int)
+
+
+def label(tile: np.ndarray, text: str) -> np.ndarray:
+    """The tile (BGR) with `text` on a black band at its top."""
+    import cv2
+
+    t = np.ascontiguousarray(tile)
+    cv2.rectangle(t, (0, 0), (t.shape[1], 20), (0, 0, 0), -1)
+    cv2.putText(t, text, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return t
+
+
+def main() -> int:
+    import cv2
+
+    from emotalk.emotion import CATEGORIES
+    from emotalk.media.decode import read_frames
+    from emotalk.pipeline import synthesize
+    from emotalk.requests import RenderRequest
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--identity", default="obama")
+    ap.add_argument("--text", default=TEXT)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--rows", type=int, default=3)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "emotion_grid_obama.png")
+    a = ap.parse_args()
+
+    columns = []
+    for name in COLUMNS:
+        v, ar = CATEGORIES[name]
+        res = synthesize(RenderRequest(identity=a.identity, text=a.text, valence=v, arousal=ar, size=a.size,
+                                       watermark=False, device=a.device))
+        frames = read_frames(res.video)
+        rows = pick_frames(len(frames), a.rows)
+        tiles = [np.ascontiguousarray(frames[i][..., ::-1]) for i in rows]
+        tiles[0] = label(tiles[0], name)
+        columns.append(np.concatenate(tiles, 0))
+        print(f"{name}: {len(frames)} frames, rows {rows.tolist()}", flush=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(a.out), np.concatenate(columns, 1))
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
