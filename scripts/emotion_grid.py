@@ -2,8 +2,11 @@
 the app's path (`pipeline.synthesize`: Piper speech, phone-aware lips), the same moments in every column.
 Renders only: no frame of the identity's clip is shown.
 
-    .venv/bin/python scripts/emotion_grid.py [--identity obama] [--text "..."] [--size 256] [--rows 3]
-        [--out docs/emotion_grid_obama.png] [--device cpu|cuda]
+    .venv/bin/python scripts/emotion_grid.py [--identity obama] [--text "..."] [--size 384] [--rows 3]
+        [--zoom 1.5] [--out docs/emotion_grid_obama.jpg] [--device cpu|cuda]
+
+--zoom crops each frame to its central 1/zoom around the face's usual place (no upscaling: render at
+--size, crop to size / zoom).
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ TEXT = "We will build a better future, and we will do it together."
 def pick_frames(n: int, rows: int) -> np.ndarray:
     """`rows` frame indices spread over the middle 70 % of an n-frame clip (its ends are lead-in and out)."""
     return np.linspace(0.15 * (n - 1), 0.85 * (n - 1), rows).round().astype(int)
+
+
+def zoom_box(size: int, zoom: float, centre_y: float = 0.4) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of a size/zoom square around the horizontal centre and centre_y of a size² frame."""
+    side = max(16, min(size, int(round(size / max(zoom, 1.0)))))
+    x0 = (size - side) // 2
+    y0 = int(np.clip(round(centre_y * size - side / 2), 0, size - side))
+    return y0, y0 + side, x0, x0 + side
 
 
 def label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -46,10 +57,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--identity", default="obama")
     ap.add_argument("--text", default=TEXT)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--rows", type=int, default=3)
+    ap.add_argument("--zoom", type=float, default=1.5)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "emotion_grid_obama.png")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "emotion_grid_obama.jpg")
     a = ap.parse_args()
 
     columns = []
@@ -59,7 +71,8 @@ def main() -> int:
                                        watermark=False, device=a.device))
         frames = read_frames(res.video)
         rows = pick_frames(len(frames), a.rows)
-        tiles = [np.ascontiguousarray(frames[i][..., ::-1]) for i in rows]
+        y0, y1, x0, x1 = zoom_box(frames.shape[1], a.zoom)
+        tiles = [np.ascontiguousarray(frames[i, y0:y1, x0:x1, ::-1]) for i in rows]
         tiles[0] = label(tiles[0], name)
         columns.append(np.concatenate(tiles, 0))
         print(f"{name}: {len(frames)} frames, rows {rows.tolist()}", flush=True)
