@@ -239,7 +239,7 @@ class TalkingGaussians(nn.Module):
                 lips = torch.minimum(torch.maximum(self.lip_driver(fr.audio), self.lip_lo), self.lip_hi)
         if emotional and not self.training and self.settings.lip_open_gain != 1.0:
             lips = scale_opening(lips, self.opening_floor(), self.settings.lip_open_gain)
-        if emotional and self.switches.jaw_drop:  # opens toward lip_hi, never closes what is past it
+        if emotional and self.switches.jaw_drop:  # lifts open frames by a share of lip_hi, never closes
             lips = dropped_jaw(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)
         if emotional and self.switches.lip_offset:
             lips = emotional_lips(lips, fr.emotion, fr.gain, self.lip_lo, self.lip_hi)

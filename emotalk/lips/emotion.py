@@ -149,16 +149,16 @@ def emotion_lip_offset(va: Tensor, intensity: Tensor | float = 1.0, path: str | 
 
 # -- emotion's dropped jaw -------------------------------------------------------------------------
 
-OPENING = {  # emotion's opening at full intensity: per lip parameter, the share of the way from the speech's
-    # code to the identity's most open trained code (lip_hi) that the mouth opens further
+OPENING = {  # emotion's opening at full intensity: per lip parameter, the share of the identity's headroom
+    # above its mean code (lip_hi, z; the code is z-scored per identity) that every open frame is lifted by
     "surprised": {"gap": 0.5, "jaw": 0.5, "round": 0.25},  # FACS surprise: jaw drop (AU26/27), rounder
     "fear": {"gap": 0.5, "jaw": 0.5},  # FACS fear: jaw drop (AU26) with stretched lips (not drawn: a wider
     # code renders as a grin, see WIDEN_NEGATIVE)
 }  # every other category opens by 0. Why: surprise and fear read nowhere without it (the expression model
 # leaves the jaw to speech). A share of the identity's own headroom, not a fixed offset: a fixed +2 z
 # pushed 15-19 % of obama's speech frames into his trained maximum (sync fell to 0.79x neutral) while
-# reagan's range had room to spare; the share keeps the speech's order (a monotonic map) on any identity
-MAX_SHARE = 0.9  # the largest share (intensity 1.5 asks 0.75): the mouth keeps moving with speech
+# reagan's range had room to spare
+MAX_SHARE = 0.9  # the largest share (intensity 1.5 asks 0.75)
 OPEN_FADE = 1.5  # z above the identity's most closed trained gap (lip_lo) over which the opening fades in:
 # a p/b/m closure or a paused mouth near that gap stays (nearly) shut, an open vowel opens further
 
@@ -185,13 +185,14 @@ def emotion_opening(va: Tensor, intensity: Tensor | float = 1.0) -> Tensor:
 
 
 def open_lips(lips: Tensor, share: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """Lip code [B,M] moved the opening share [B or 1,M] of the way to the identity's most open code hi [M],
-    faded in by the speech's own gap (smoothstep over `OPEN_FADE` z above lo's gap): monotonic in the speech's
-    code, so its order (and sync) is kept; a code already past hi stays as it is; entries with no share are
+    """Lip code [B,M] with every open frame lifted by the opening share [B or 1,M] of the identity's headroom
+    above its mean code (hi [M], z), faded in by the speech's own gap (smoothstep over `OPEN_FADE` z above
+    lo's gap). One lift for all open frames keeps the speech's own movement among them: moving each frame
+    part of the way to hi (until 2026-11-29) halved it, and sync at surprise and fear fell to 0.79-0.85x
+    neutral (reagan 0.81 / 0.84 -> 0.89 / 0.96 with the lift, BENCHMARKS.md "Fourteenth session").
+    Monotonic in the speech's code; never below it; closures near lo stay shut; entries with no share are
     returned exactly as given. A torch function of tensors only (CUDA graphs capture it)."""
     g = NAMES.index("gap")
     x = ((lips[:, g:g + 1] - lo[g]) / OPEN_FADE).clamp(0, 1)  # [B,1]
-    moved = lips + share * (x * x * (3 - 2 * x)) * (hi - lips).clamp_min(0)
-    # into [lo, hi], but never below the speech's own code: an identity's opening gain
-    # (`emotalk.lips.scale_opening`) takes codes past hi, and clamping them back flattened surprise's peaks
-    return torch.where(share != 0, torch.maximum(torch.minimum(torch.maximum(moved, lo), hi), lips), lips)
+    moved = lips + share * (x * x * (3 - 2 * x)) * hi.clamp_min(0)
+    return torch.where(share != 0, moved, lips)
