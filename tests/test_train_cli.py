@@ -48,6 +48,10 @@ def test_opening_line_reports_the_fitted_gain() -> None:
     why = "no mouth measure: No module named 'mediapipe'"
     note = {"gain": 1.0, "ratio": {}, "frames": 0, "note": why}
     assert opening_line(note) == f"mouth opening: gain left at 1.0 ({why})"
+    chosen = dict(rec, gain=1.2, fitted_gain=1.1, chosen="audio-driven renders opened too little")
+    assert opening_line(chosen) == ("mouth opening: gain 1.2 (renders open 0.92x as wide as the clip's "
+                                    "open frames); set over the fitted 1.1: audio-driven renders opened too "
+                                    "little")
 
 
 def test_render_refuses_a_nan_emotion(tmp_path, capsys) -> None:

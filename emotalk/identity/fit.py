@@ -124,18 +124,24 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
     return path, summary, thumb[0]
 
 
-def fit_lip_opening(model, data) -> dict:
+def fit_lip_opening(model, data, chosen: tuple[float, str] | None = None) -> dict:
     """Fit and set `model`'s lip_open_gain; -> what identity.json keeps of it (the gain, the rendered /
-    real opening per candidate gain, and held-out PSNR with the gain, beside training's without it)."""
+    real opening per candidate gain, and held-out PSNR with the gain, beside training's without it).
+    `chosen` (gain, why): measure as usual but set this gain, keeping the fitted one and the reason (the fit
+    sees only the renderer, tracked code -> pixels; a gain chosen on audio-driven renders also makes up for
+    a lip driver that opens this person's mouth too little on other voices)."""
     from emotalk.training.opening import fit_opening_gain
 
     fit = fit_opening_gain(model, data)
-    model.settings = replace(model.settings, lip_open_gain=fit.gain)
-    out = {"gain": fit.gain, "ratio": {str(g): round(r, 3) for g, r in fit.ratio.items()},
+    gain = fit.gain if chosen is None else float(chosen[0])
+    model.settings = replace(model.settings, lip_open_gain=gain)
+    out = {"gain": gain, "ratio": {str(g): round(r, 3) for g, r in fit.ratio.items()},
            "frames": fit.n_frames}
     if fit.note:
         out["note"] = fit.note
-    if fit.gain != 1.0 and len(data.val_idx):
+    if chosen is not None:
+        out["fitted_gain"], out["chosen"] = fit.gain, chosen[1]
+    if gain != 1.0 and len(data.val_idx):
         model.eval()
         out["val_psnr"] = round(evaluate(model, data, data.val_idx)[1]["psnr"], 3)
     return out

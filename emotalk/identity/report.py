@@ -23,7 +23,8 @@ def opening_line(rec: dict) -> str:
     if rec.get("frames"):
         g, r = rec["gain"], (rec.get("ratio") or {}).get(str(float(rec["gain"])))
         wide = f" (renders open {r:.2f}x as wide as the clip's open frames)" if r is not None else ""
-        return f"mouth opening: gain {g}{wide}"
+        why = f"; set over the fitted {rec['fitted_gain']}: {rec['chosen']}" if rec.get("chosen") else ""
+        return f"mouth opening: gain {g}{wide}{why}"
     return f"mouth opening: gain left at 1.0 ({rec.get('note') or 'not a lip-code identity'})"
 
 
