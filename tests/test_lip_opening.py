@@ -184,3 +184,22 @@ def test_save_identity_variant_copies_an_identity_with_new_settings(tiny_identit
     assert set(before) < set(v.meta["metrics"])
     assert (out / "model.safetensors").read_bytes() == (tiny_identity / "model.safetensors").read_bytes()
     assert [p.name for p in out.parent.iterdir()] == ["v"]
+
+
+def test_a_gain_chosen_on_audio_driven_renders_is_set_and_the_fitted_one_kept(monkeypatch):
+    """scripts/fit_lip_opening.py --gain: the fit still runs and is kept beside the chosen gain and why."""
+    from types import SimpleNamespace
+
+    from emotalk.gaussians.model import ModelSettings
+    from emotalk.identity.fit import fit_lip_opening
+    from emotalk.training import opening
+
+    fitted = opening.OpeningFit(1.0, {1.0: 0.951}, 16)
+    monkeypatch.setattr(opening, "fit_opening_gain", lambda model, data: fitted)
+    model = SimpleNamespace(settings=ModelSettings())
+    data = SimpleNamespace(val_idx=np.array([], int))  # nothing held out: no PSNR to add
+    rec = fit_lip_opening(model, data, (1.6, "other voices open his code too little"))
+    assert model.settings.lip_open_gain == 1.6
+    assert rec == {"gain": 1.6, "ratio": {"1.0": 0.951}, "frames": 16, "fitted_gain": 1.0,
+                   "chosen": "other voices open his code too little"}
+    assert fit_lip_opening(model, data)["gain"] == 1.0 and model.settings.lip_open_gain == 1.0  # as fitted
