@@ -93,7 +93,7 @@ def test_train_command_runs_the_pipeline_recipe_with_its_flags(may_dataset_64, t
 def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path) -> None:
     """One report for the train CLI and the app: each line from identity.json's metrics, and a line that
     says so when there was no emotion stage (every emotion renders neutral)."""
-    from emotalk.identity.report import fit_report, identity_report
+    from emotalk.identity.report import fit_report
 
     fid = {"mean": {"amplitude": 0.64, "fidelity": 0.4}, "happy": {"amplitude": 0.7, "fidelity": 0.5},
            "angry": {"amplitude": 0.47, "fidelity": 0.3}}
@@ -108,9 +108,7 @@ def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path
                      "emotion stage: the emotion field draws 64 % of its targets' expression change on "
                      "average (weakest: angry, 47 %)"]
     (tmp_path / "phone_lips.json").write_text("{}")
-    (tmp_path / "identity.json").write_text(json.dumps({"metrics": {"val_psnr": 30.0}}))
-    assert identity_report(tmp_path) == [
+    assert fit_report({"val_psnr": 30.0}, tmp_path) == [
         "held-out PSNR 30.00 dB", "mouth opening: gain left at 1.0 (not a lip-code identity)",
         "phone lips: this person's own phone targets (phone_lips.json)",
         "emotions: no emotion stage ran, so every emotion renders as neutral"]
-    assert identity_report(tmp_path / "missing") == []

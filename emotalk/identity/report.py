@@ -1,10 +1,9 @@
 """What a fit made of an identity, in a few lines for the user: held-out quality, the fitted mouth-opening
 gain, whose phone targets drive the lips, and how much of its emotion targets the emotion field draws.
-The train CLI prints these lines and the app's Fine-tune tab shows them, from identity.json's metrics."""
+The train CLI prints these lines and the app's Fine-tune tab shows them (identity.json keeps the metrics)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -54,12 +53,3 @@ def fit_report(summary: dict, folder: str | Path) -> list[str]:
              phone_line((Path(folder) / "phone_lips.json").is_file()), emotion_line(summary)]
     return [x for x in lines if x]
 
-
-def identity_report(folder: str | Path) -> list[str]:
-    """fit_report from an identity folder's identity.json (its "metrics"); [] when it has none."""
-    p = Path(folder) / "identity.json"
-    try:
-        metrics = json.loads(p.read_text()).get("metrics") or {}
-    except (OSError, ValueError):
-        return []
-    return fit_report(metrics, folder) if metrics else []
