@@ -1,5 +1,6 @@
 """The emotion grid in docs/: a shipped identity saying one typed sentence at every category, rendered through
-the app's path (`pipeline.synthesize`: Piper speech, phone-aware lips), the same moments in every column.
+the app's path (`pipeline.synthesize`: the sentence spoken once by Piper and given with its transcript, so
+phone-aware lips), the same moments of the same audio in every column.
 Renders only: no frame of the identity's clip is shown.
 
     .venv/bin/python scripts/emotion_grid.py [--identity obama] [--text "..."] [--size 384] [--rows 3]
@@ -51,7 +52,7 @@ def main() -> int:
 
     from emotalk.emotion import CATEGORIES
     from emotalk.media.decode import read_frames
-    from emotalk.pipeline import synthesize
+    from emotalk.pipeline import speak, synthesize
     from emotalk.requests import RenderRequest
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,11 +65,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "emotion_grid_obama.jpg")
     a = ap.parse_args()
 
+    speech = speak(a.text).wav  # spoken once: every column says the same audio, frame for frame
     columns = []
     for name in COLUMNS:
         v, ar = CATEGORIES[name]
-        res = synthesize(RenderRequest(identity=a.identity, text=a.text, valence=v, arousal=ar, size=a.size,
-                                       watermark=False, device=a.device))
+        res = synthesize(RenderRequest(identity=a.identity, audio=str(speech), transcript=a.text, valence=v,
+                                       arousal=ar, size=a.size, watermark=False, device=a.device))
         frames = read_frames(res.video)
         rows = pick_frames(len(frames), a.rows)
         y0, y1, x0, x1 = zoom_box(frames.shape[1], a.zoom)
