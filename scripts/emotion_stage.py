@@ -4,6 +4,7 @@
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--highpass H] [--mask INNER OUTER]
                                     [--no-mouth-warp] [--warp-only] [--fidelity-only]
+                                    [--calibrate-only JSON] [--strengths JSON] [--no-calibration]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
 folder (e.g. checkpoints/obama). The speech fields and Gaussians are kept; the emotion field is dropped
@@ -14,6 +15,10 @@ gives it emotion's mouth warp (its face landmarks from DATASET; no training, sec
 IDENTITY's files with the new model weights and settings (body track and thumbnail copied). Every run
 prints the field's fidelity to its targets per category (`target_fidelity`); --fidelity-only only measures
 it for IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
+The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
+recogniser and dlib, CPU): --calibrate-only JSON does only that and writes the result, --strengths JSON
+uses such a file instead (e.g. calibrated on a CPU for a GPU host without dlib), --no-calibration runs
+every category at the preset's strength.
 """
 
 from __future__ import annotations
@@ -38,6 +43,26 @@ def drop_emotion_field(model) -> None:
                              emotion_mouth_warp=False)
 
 
+def calibrate_only(ds, s, out: Path) -> int:
+    """Choose and write the per-category strengths (JSON, as `Calibration.summary`); print the table."""
+    import json
+
+    from emotalk.training.emotion_calibration import calibrate_dataset
+
+    cal = calibrate_dataset(ds, s.generator, s.calibration,
+                            progress=lambda m, f: print(m, flush=True))
+    summ = cal.summary()
+    for c, d in summ["categories"].items():
+        b, k = d["base"], d["chosen"]
+        print(f"{c:10s} gain x{summ['category_gain'][c]:.1f} texture x{summ['category_texture'][c]:.1f}: "
+              f"p {b['p']:.2f} -> {k['p']:.2f}, read {b['accuracy']:.2f} -> {k['accuracy']:.2f}, "
+              f"identity {b['identity']:.3f} -> {k['identity']:.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summ, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     from emotalk.dataset.format import load_dataset
     from emotalk.identity.checkpoint import load_identity, save_identity_variant
@@ -60,6 +85,11 @@ def main() -> int:
                     help="keep the trained emotion field; only add the mouth warp (no training)")
     ap.add_argument("--fidelity-only", action="store_true",
                     help="measure IDENTITY's field against the preset's targets; write nothing")
+    ap.add_argument("--calibrate-only", type=Path, default=None, metavar="JSON",
+                    help="choose the per-category strengths on DATASET, write them here, stop")
+    ap.add_argument("--strengths", type=Path, default=None, metavar="JSON",
+                    help="per-category strengths from --calibrate-only (no calibration here)")
+    ap.add_argument("--no-calibration", action="store_true", help="every category at the preset's strength")
     ap.add_argument("--face-weight", type=float, default=None, help="face_weight")
     ap.add_argument("--lr", type=float, default=None, help="learning rate")
     ap.add_argument("--colour", type=float, default=None, help="colour_weight")
@@ -88,8 +118,18 @@ def main() -> int:
     for k, v in (("texture", args.texture), ("gain", args.gain), ("texture_highpass", args.highpass)):
         if v is not None:
             s = replace(s, generator=replace(s.generator, **{k: v}))
-    ident = load_identity(args.identity, args.device)
+    if args.no_calibration:
+        s = replace(s, calibration=replace(s.calibration, enabled=False))
+    if args.strengths is not None:
+        import json
+
+        st = json.loads(args.strengths.read_text())
+        s = replace(s, generator=replace(s.generator, category_gain=st["category_gain"],
+                                         category_texture=st["category_texture"]))
     ds = load_dataset(args.dataset)
+    if args.calibrate_only is not None:
+        return calibrate_only(ds, s, args.calibrate_only)
+    ident = load_identity(args.identity, args.device)
     model = ident.model
     if args.fidelity_only:
         from emotalk.training.data import load_train_data
@@ -123,10 +163,13 @@ def main() -> int:
               f"{(time.time() - t0) / 60:.1f} min; "
               f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
         print("fidelity/amplitude " + fidelity_line(res["fidelity"]))
+        s = res["settings"]
 
     if res is not None:
         stage = {"steps": s.steps, "minutes": round(res["minutes"], 2), "targets": res["n_targets"],
                  "settings": asdict(s), "fidelity": rounded(res["fidelity"])}
+        if res.get("strengths") is not None:
+            stage["strengths"] = res["strengths"]
     else:
         stage = {**ident.meta["metrics"].get("emotion_stage", {}), "mouth_warp": {
             "gain": s.generator.gain, "face_from": f"{args.dataset.name} (median of its training frames)"}}

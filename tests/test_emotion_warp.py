@@ -5,6 +5,7 @@ off, the inner lips moving as pairs, the fast path equal to the plain one, saved
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -244,3 +245,15 @@ def test_torch_basis_matches_the_numpy_reference_and_its_jacobian():
     # central differences of r² log r² are rough next to a landmark: a loose bound, but far below the values
     np.testing.assert_allclose(jac.numpy(), ref_jac, atol=1e-3 * np.abs(ref_jac).max())
     assert np.abs(ref_jac).max() > 0.05  # the warp really stretches somewhere
+
+
+def test_per_category_factors_scale_that_category_only():
+    """An identity's calibrated strengths (ModelSettings.emotion_category_gain) scale the warp per category."""
+    m, _ = _model()
+    happy, sad = torch.tensor([list(CATEGORIES["happy"])]), torch.tensor([list(CATEGORIES["sad"])])
+    h1, s1 = m.mouth_warp(happy), m.mouth_warp(sad)
+    m.settings = dataclasses.replace(m.settings, emotion_category_gain={"happy": 1.8})
+    h2, s2 = m.mouth_warp(happy), m.mouth_warp(sad)
+    torch.testing.assert_close(h2[..., :3], 1.8 * h1[..., :3], atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(s2, s1)
+    assert float(h1[..., :3].abs().max()) > 1e-3  # the smile really moves

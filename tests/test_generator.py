@@ -9,7 +9,7 @@ from emotalk.emotion import CATEGORIES
 from emotalk.errors import InputError
 from emotalk.face.expression import ExpressionModel
 from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
-from emotalk.face.landmarks import INNER_LIP_PAIRS, INNER_LIP_RING
+from emotalk.face.landmarks import INNER_LIP_PAIRS, INNER_LIP_RING, MOUTH_CORNERS
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from tests.conftest import shared
 
@@ -130,3 +130,29 @@ def test_real_face_smiles_and_frowns():
     brow_down = lambda d: d["browDownLeft"] + d["browDownRight"]  # noqa: E731
     assert smile(happy) > smile(bs0) + 0.05
     assert brow_down(angry) > brow_down(bs0) + 0.05
+
+
+def test_category_factors_scale_one_emotion_and_blend_between_neighbours():
+    """GeneratorSettings.category_gain / category_texture: an identity's own strength per category."""
+    img, lmk = _synthetic_face()
+    base = GeneratorSettings(gain=2.0, texture=0.0, max_offset=10.0)  # no saturation: motion is linear
+    strong = GeneratorSettings(gain=2.0, texture=0.0, max_offset=10.0, category_gain={"happy": 1.5})
+    g0, g1 = EmotionalFaceGenerator(settings=base), EmotionalFaceGenerator(settings=strong)
+    for c, f in (("happy", 1.5), ("sad", 1.0)):
+        a, b = g0(img, lmk, None, *CATEGORIES[c]), g1(img, lmk, None, *CATEGORIES[c])
+        corners = list(MOUTH_CORNERS)  # away from the lids' limits: the motion is linear in the gain
+        assert np.abs(a.offsets_px[corners]).max() > 1.0
+        np.testing.assert_allclose(b.offsets_px[corners], f * a.offsets_px[corners], rtol=0.03, atol=0.05)
+        np.testing.assert_allclose(b.blendshape_delta, f * a.blendshape_delta, atol=1e-5)
+    m = ExpressionModel.load()  # between two categories the factor blends with the weights: continuous
+    v, a = CATEGORIES["happy"]
+    eps = 1e-4
+    w_in = m.weights(v + eps, a, {"happy": 1.5})
+    w_at = m.weights(v, a, {"happy": 1.5})
+    assert np.abs(w_in - w_at).max() < 1e-2 and not m.weights(0.0, 0.0, {"happy": 1.5}).any()
+    k = m.categories.index("happy")
+    assert w_at[k] == pytest.approx(1.5 * m.weights(v, a)[k])
+    # texture factors reach the ratio image the same way
+    tex = EmotionalFaceGenerator(settings=GeneratorSettings(texture=1.0)).texture
+    np.testing.assert_allclose(tex.at(*CATEGORIES["angry"], {"angry": 2.0}), 2 * tex.at(*CATEGORIES["angry"]),
+                               atol=1e-6)

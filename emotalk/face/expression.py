@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,10 +153,21 @@ class ExpressionModel:
         return cls(theta[order].astype(np.float32), (meas / r).astype(np.float32), list(blendshape_names),
                    [cats[i] for i in order], meas, neutral_shape.astype(np.float32), dict(info or {}))
 
-    def weights(self, valence: float, arousal: float) -> np.ndarray:
+    def factor_row(self, factors: Mapping[str, float] | None) -> np.ndarray:
+        """Per-category factors {name: f} -> [K] in `categories` order (a missing category: 1)."""
+        return np.array([float((factors or {}).get(c, 1.0)) for c in self.categories], np.float64)
+
+    def weights(self, valence: float, arousal: float, factors: Mapping[str, float] | None = None
+                ) -> np.ndarray:
         """Weights [K] of the rows of `per_radius` that make the change at (v, a) (clamped onto the disc):
         at most two non-zero, all zero at neutral. The map is linear in `per_radius`, so anything linear
-        made from its rows (a warp of each category's change) blends with the same weights."""
+        made from its rows (a warp of each category's change) blends with the same weights. factors
+        scales each category's change ({name: f}, e.g. an identity's calibrated strengths); between two
+        categories the factor blends with the change, so the map stays continuous."""
+        w = self._weights(valence, arousal)
+        return w if not factors else w * self.factor_row(factors)
+
+    def _weights(self, valence: float, arousal: float) -> np.ndarray:
         w = np.zeros(len(self.angles), np.float64)
         v, a, _ = clamp_to_disc(valence, arousal)
         r = math.hypot(v, a)
@@ -173,13 +185,17 @@ class ExpressionModel:
         w[j] += r * s
         return w
 
-    def vector(self, valence: float, arousal: float) -> np.ndarray:
-        """Raw output [D] at (v, a) (clamped onto the disc)."""
-        return (self.weights(valence, arousal) @ self.per_radius.astype(np.float64)).astype(np.float32)
+    def vector(self, valence: float, arousal: float, factors: Mapping[str, float] | None = None
+               ) -> np.ndarray:
+        """Raw output [D] at (v, a) (clamped onto the disc), each category scaled by `factors`."""
+        w = self.weights(valence, arousal, factors)
+        return (w @ self.per_radius.astype(np.float64)).astype(np.float32)
 
-    def change(self, valence: float, arousal: float) -> ExpressionChange:
-        """Expression change at (v, a): landmark offsets (lip opening kept) and blendshape deltas."""
-        vec = self.vector(valence, arousal)
+    def change(self, valence: float, arousal: float, factors: Mapping[str, float] | None = None
+               ) -> ExpressionChange:
+        """Expression change at (v, a): landmark offsets (lip opening kept) and blendshape deltas; each
+        category's change scaled by `factors` ({name: f}, missing: 1)."""
+        vec = self.vector(valence, arousal, factors)
         off = keep_lip_gap(vec[: self.n_lmk].reshape(478, 3))
         bs = vec[self.n_lmk:].copy()
         keep = np.array([n in EXPRESSION_BLENDSHAPES for n in self.blendshape_names])

@@ -18,6 +18,7 @@ Fitted by `scripts/fit_expression_texture.py` -> `emotalk/models/expression_text
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,9 +219,10 @@ class ExpressionTexture:
         flat = {c: self.log_ratio[k].reshape(-1) for k, c in enumerate(self.categories)}
         self._disc = ExpressionModel.fit(flat, [], np.zeros((478, 3), np.float32))
 
-    def at(self, valence: float, arousal: float) -> np.ndarray:
-        """Log ratio image [S,S,C] float32 at (v, a) (clamped onto the disc); all zero at neutral."""
-        return self._disc.vector(valence, arousal).reshape(self.log_ratio.shape[1:])
+    def at(self, valence: float, arousal: float, factors: Mapping[str, float] | None = None) -> np.ndarray:
+        """Log ratio image [S,S,C] float32 at (v, a) (clamped onto the disc), each category's ratio scaled
+        by `factors` ({name: f}, missing: 1); all zero at neutral."""
+        return self._disc.vector(valence, arousal, factors).reshape(self.log_ratio.shape[1:])
 
     def save(self, path: str | Path) -> Path:
         """Small .npz: log ratios rounded to 1/512 and stored as float16 (compresses well)."""
@@ -299,7 +301,8 @@ class ExpressionTexture:
 
     def apply(self, image: np.ndarray, lmk: np.ndarray, weight: np.ndarray, valence: float,
               arousal: float, strength: float = 1.0, colour: float = 1.0, mouth_feather: float = 0.03,
-              grid_step: int = 4, highpass: float = 0.0) -> np.ndarray:
+              grid_step: int = 4, highpass: float = 0.0, factors: Mapping[str, float] | None = None
+              ) -> np.ndarray:
         """Multiply the emotion's ratio image into a face: image [H,W,3] uint8 -> [H,W,3] uint8.
 
         lmk [478,2+] px: the face's landmarks in `image` (after any warp); weight [H,W] float32 in [0,1]:
@@ -307,11 +310,12 @@ class ExpressionTexture:
         strength scales the log ratio; colour scales its chroma part (per-channel deviation from the
         channel mean: 0 = luminance only). The inner mouth (inner-lip polygon) is kept exactly, and the
         weight rises from 0 at its edge over mouth_feather × face height. highpass: see `highpass` (0: off).
+        factors: per-category strength factors on top of `strength` (see `at`).
         """
         import cv2
 
         H, W = image.shape[:2]
-        lr = self.at(valence, arousal)
+        lr = self.at(valence, arousal, factors)
         if strength == 0.0 or not np.any(lr):
             return image.copy()
         lr = self.highpass(lr, highpass)

@@ -14,7 +14,7 @@ multiplied into the face inside the same soft mask, never in the inner mouth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,6 +66,10 @@ class GeneratorSettings:
     # broad shading into the ratios, which reads as patches on another face; 0 = off
     texture_mouth_feather: float = 0.03  # the texture fades in from the inner-lip edge over this fraction
     # of the face height (the inner mouth itself is never changed)
+    category_gain: dict[str, float] = field(default_factory=dict)  # per-category factor on `gain`
+    # ({"happy": 1.8}; missing: 1), blended between categories as the change is: an identity's own
+    # strengths, calibrated on its frames by the recogniser (emotalk.training.emotion_calibration)
+    category_texture: dict[str, float] = field(default_factory=dict)  # per-category factor on `texture`
 
 
 @dataclass
@@ -211,7 +215,7 @@ class EmotionalFaceGenerator:
             raise InputError("The face landmarks contain NaN or infinite values (was a face found?).")
         v, a, _ = clamp_to_disc(valence, arousal)
         s = self.settings
-        change = self.model.change(v, a)
+        change = self.model.change(v, a, s.category_gain)
         src = lmk[:478, :2].astype(np.float32)
         off3 = change.offsets * s.gain  # [478,3] head frame, eye-distance units
         upper = self.model.neutral_shape[:, 1] < self.model.neutral_shape[NOSE_TIP, 1]  # brows, lids, cheeks
@@ -236,7 +240,7 @@ class EmotionalFaceGenerator:
         if self.texture is not None and s.texture != 0:
             out = self.texture.apply(out, moved, mask, v, a, strength=s.texture, colour=s.texture_colour,
                                      mouth_feather=s.texture_mouth_feather, grid_step=s.grid_step,
-                                     highpass=s.texture_highpass)
+                                     highpass=s.texture_highpass, factors=s.category_texture)
         return GeneratedFace(out, moved.astype(np.float32), (moved - src).astype(np.float32),
                              (change.blendshapes * s.gain).astype(np.float32), change.blendshape_names,
                              v, a, mask)

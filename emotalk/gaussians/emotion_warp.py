@@ -122,9 +122,11 @@ def axis_log_stretch(jac: Tensor, rot: Tensor) -> Tensor:
     return torch.linalg.vector_norm((eye + jac) @ rot, dim=-2).clamp_min(1e-3).log()
 
 
-def category_weights(model: ExpressionModel, emotion: np.ndarray) -> np.ndarray:
-    """Expression-model weights [B,K] of emotion rows [B,2] (valence, arousal)."""
-    return np.stack([model.weights(float(v), float(a)) for v, a in np.asarray(emotion, np.float64)])
+def category_weights(model: ExpressionModel, emotion: np.ndarray, factors: dict[str, float] | None = None
+                     ) -> np.ndarray:
+    """Expression-model weights [B,K] of emotion rows [B,2] (valence, arousal), each category scaled by
+    `factors` ({name: f}, missing: 1)."""
+    return np.stack([model.weights(float(v), float(a), factors) for v, a in np.asarray(emotion, np.float64)])
 
 
 class MouthWarp:
@@ -139,16 +141,18 @@ class MouthWarp:
         self.basis, self.jac = warp_basis_torch(face, changes, means, jacobian=quats is not None)
         self.rot = None if quats is None else quat_to_rotmat(quats.detach().float())  # [N,3,3]
 
-    def weights(self, emotion: Tensor) -> Tensor:
-        """Expression-model weights [B,K] of emotion rows [B,2], on the basis' device."""
-        w = category_weights(self.model, emotion.detach().float().cpu().numpy())
+    def weights(self, emotion: Tensor, factors: dict[str, float] | None = None) -> Tensor:
+        """Expression-model weights [B,K] of emotion rows [B,2] (categories scaled by `factors`), on the
+        basis' device."""
+        w = category_weights(self.model, emotion.detach().float().cpu().numpy(), factors)
         return torch.as_tensor(w, dtype=self.basis.dtype, device=self.basis.device)
 
-    def __call__(self, emotion: Tensor, gain: Tensor | float = 1.0, stretch: bool = True
-                 ) -> tuple[Tensor, Tensor | None]:
+    def __call__(self, emotion: Tensor, gain: Tensor | float = 1.0, stretch: bool = True,
+                 factors: dict[str, float] | None = None) -> tuple[Tensor, Tensor | None]:
         """Offsets [B,N,3] of the Gaussians at emotion [B,2] × gain (scalar or [N,1]: 1 = as measured on
-        MEAD), and the log-stretch [B,N,3] of their axes (None without rotations, or not `stretch`)."""
-        w = self.weights(emotion)
+        MEAD; each category's change also × factors[name]), and the log-stretch [B,N,3] of their axes (None
+        without rotations, or not `stretch`)."""
+        w = self.weights(emotion, factors)
         off = torch.einsum("bk,knc->bnc", w, self.basis) * gain
         if not stretch or self.jac is None or self.rot is None:
             return off, None
@@ -183,9 +187,11 @@ def warp_deltas(model, emotion: Tensor, branch: str = "face") -> Tensor | None:
             return None  # made from settings and not loaded yet: no landmarks
         cache[branch] = (key, MouthWarp(f, means, quats if branch == "face" else None))
     warp = cache[branch][1]
+    factors = model.settings.emotion_category_gain  # the identity's calibrated strengths (may be empty)
     if branch != "face":
-        return warp(emotion, model.emotion_warp_gain)[0]  # [B,Nm,3]
-    off, stretch = warp(emotion, model.emotion_warp_gain * (1 - keep), model.switches.warp_stretch)  # [B,N,3]
+        return warp(emotion, model.emotion_warp_gain, factors=factors)[0]  # [B,Nm,3]
+    off, stretch = warp(emotion, model.emotion_warp_gain * (1 - keep), model.switches.warp_stretch,
+                        factors)  # [B,N,3]
     d = off.new_zeros(*off.shape[:2], 13)
     d[..., :3] = off
     if stretch is not None:

@@ -113,6 +113,8 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
         summary["emotion_stage"] = {"steps": emotion.steps, "minutes": round(es["minutes"], 2),
                                     "targets": es["n_targets"], "size": emotion.size or settings.size,
                                     "fidelity": rounded(es["fidelity"])}
+        if es["strengths"] is not None:
+            summary["emotion_stage"]["strengths"] = es["strengths"]
     summary.update(notes or {})
     thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
     model.eval()  # as it renders for users (the fitted opening gain on)

@@ -166,8 +166,10 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
     if settings.mouth_mask:
         keep = mouth_keep(mouth_distance(means, lmk3d), settings.mouth_mask_inner, settings.mouth_mask_outer)
         model.set_mouth_mask(torch.as_tensor(keep))
-        if settings.mouth_warp:
+        if settings.mouth_warp:  # at the targets' strengths (the generator's gain and per-category factors)
             model.set_mouth_warp(torch.as_tensor(head_face(lmk3d)), settings.generator.gain)
+            model.settings = replace(model.settings,
+                                     emotion_category_gain=dict(settings.generator.category_gain))
     knn = (torch.as_tensor(neighbours(means), device=dev)
            if settings.colour_smooth_weight > 0 and len(means) > 1 else None)
     zone = (torch.as_tensor(targets.lip_zone, device=dev)
@@ -302,14 +304,24 @@ def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSe
     """After `emotalk.training.loop.train`: build the targets; fine-tune the emotion input of `model`.
 
     size: the training size (None: the dataset's), used unless settings.size is set; audio_code as given
-    to train (None: computed/cached). The result has the trained field's fidelity to its targets
-    (`target_fidelity`) besides the loss history.
+    to train (None: computed/cached). With `settings.calibration` on, each category's strength is first
+    chosen on the identity's frames (`emotion_calibration`). The result has the trained field's fidelity
+    to its targets (`target_fidelity`), the strengths chosen and the settings as run besides the loss
+    history.
     """
     from emotalk.training.data import dataset_audio_code, load_train_data
 
     code = audio_code if audio_code is not None else dataset_audio_code(ds)
     data = load_train_data(ds, settings.size or size, code, device)
+    cal = None
+    if settings.calibration.enabled and not settings.generator.category_gain:
+        from emotalk.training.emotion_calibration import calibrate_dataset, calibrated
+
+        cal = calibrate_dataset(ds, settings.generator, settings.calibration, progress=progress)
+        settings = replace(settings, generator=calibrated(settings.generator, cal))
     targets = make_targets(ds, data.size, settings, progress)
     res = emotion_stage(model, ds, data, targets, settings, backend=backend, progress=progress)
     res["fidelity"] = target_fidelity(model, data, targets, settings, backend=backend)
+    res["strengths"] = None if cal is None else cal.summary()
+    res["settings"] = settings  # as run (with the calibrated strengths)
     return res

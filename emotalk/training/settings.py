@@ -60,6 +60,25 @@ class DensifySettings:
 
 
 @dataclass
+class CalibrationSettings:
+    """Per-identity emotion strengths, chosen by the recogniser on the identity's own frames before the
+    emotion stage makes its targets (emotalk.training.emotion_calibration)."""
+
+    enabled: bool = True  # off: every category at the generator's own gain and texture
+    gain_factors: tuple[float, ...] = (1.0, 1.4, 1.8)  # candidate factors on the generator's gain (obama:
+    # happy read on 0/6 frames at 1, 5/6 at 1.8; beyond, the warp tears brows into the hair)
+    texture_factors: tuple[float, ...] = (0.5, 1.0)  # candidate factors on its texture strength (obama:
+    # more texture pulls every category towards sad)
+    n_frames: int = 6  # training frames each candidate is made from (spread over the clip)
+    identity_slack: float = 0.025  # a candidate may keep the person this much less (dlib similarity to its
+    # original frame) than real MEAD actors' emotional faces keep theirs, per category
+    min_lift: float = 0.08  # a candidate replaces the stage's own strength only if its mean p(category) is
+    # this much higher (a smaller change wins a tie; obama's surprise gained 0.05 for 0.012 of identity)
+    enough: float = 0.8  # a category that already reads on this share of the frames keeps its strength
+    # (obama's sad read 6/6 at 1, and 1.4 cost 0.013 of identity for nothing a viewer would see)
+
+
+@dataclass
 class EmotionStageSettings:
     """The emotion fine-tuning stage."""
 
@@ -90,6 +109,8 @@ class EmotionStageSettings:
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
     # Gaussians' mean: smooth shading, not blotches
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)  # per-category strengths
+    # of the targets, chosen on this identity's frames (skipped when `generator` already has them)
     seed: int = 0  # frame / emotion sampling
 
 
@@ -189,8 +210,10 @@ EMOTION_PRESETS: dict[str, EmotionStageSettings] = {
     "full": EmotionStageSettings(steps=3000, n_frames=12),  # a GPU identity (as the shipped ones)
     # a CPU preview: 8 frames x 10 emotions at 96 px; 33 s of the 2 min the "cpu" recipe takes for the 5 s
     # clip on the idle 2-core dev CPU (identity/fit.py SPEEDS): coarse but visible emotions
-    "cpu": EmotionStageSettings(steps=300, batch=2, n_frames=8, n_random=2, size=96),
-    "test": EmotionStageSettings(steps=2, batch=2, n_frames=1, n_random=0),  # tests: seconds
+    "cpu": EmotionStageSettings(steps=300, batch=2, n_frames=8, n_random=2, size=96,
+                                calibration=CalibrationSettings(n_frames=3)),
+    "test": EmotionStageSettings(steps=2, batch=2, n_frames=1, n_random=0,
+                                 calibration=CalibrationSettings(enabled=False)),  # tests: seconds
 }
 
 CPU_TRAIN = replace(PRESETS["fast"], size=128, steps=600, batch=2, loss=LossSettings(lpips=False),

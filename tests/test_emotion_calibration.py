@@ -1,0 +1,56 @@
+"""Per-identity emotion strengths: the recogniser picks each category's strength on the identity's frames."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emotalk.emotion import FER_CLASSES
+from emotalk.face.generator import GeneratorSettings
+from emotalk.training.emotion_calibration import Candidate, calibrate, calibrated, grid, identity_bar, pick
+from emotalk.training.settings import EMOTION_PRESETS, CalibrationSettings
+from tests.conftest import shared
+
+def test_pick_reads_best_within_the_identity_floor_and_keeps_the_base_on_a_tie():
+    base = Candidate(1.0, 1.0, 0.30, 0.2, 0.96)
+    strong = Candidate(1.8, 1.0, 0.60, 0.8, 0.95)
+    stronger = Candidate(1.8, 0.5, 0.70, 0.9, 0.90)  # reads best but loses the person
+    assert pick([base, strong, stronger], floor=0.94, min_lift=0.03) is strong
+    assert pick([base, strong, stronger], floor=0.89, min_lift=0.03) is stronger
+    assert pick([base, Candidate(1.4, 1.0, 0.32, 0.2, 0.96)], floor=0.9, min_lift=0.03) is base  # no real lift
+    assert pick([base, strong], floor=0.99, min_lift=0.03) is base  # nothing keeps the person: unchanged
+    reads = Candidate(1.0, 1.0, 0.60, 0.9, 0.96)
+    assert pick([reads, Candidate(1.4, 1.0, 0.75, 1.0, 0.95)], 0.9, 0.03, enough=0.8) is reads  # enough
+
+def test_grid_starts_at_the_base_and_presets_say_where_it_runs():
+    pairs = grid(CalibrationSettings(gain_factors=(1.0, 2.0), texture_factors=(0.5, 1.0)))
+    assert pairs[0] == (1.0, 1.0) and len(pairs) == 4 and len(set(pairs)) == 4
+    assert EMOTION_PRESETS["full"].calibration.enabled and not EMOTION_PRESETS["test"].calibration.enabled
+    bar = identity_bar()
+    assert set(FER_CLASSES) <= set(bar) and all(0.9 < v < 1.0 for v in bar.values())
+
+def test_calibration_on_a_real_face_picks_a_stronger_happy_and_keeps_the_person():
+    """On a real neutral MEAD frame with the real recogniser and dlib: happy needs more than the stage's
+    strength to read on a calm face, and whatever is picked stays within the identity floor."""
+    from emotalk.face.tracking import track_video
+    from emotalk.media import read_frames
+
+    frame = read_frames(shared("emotion/mead_video/M030_front_neutral_level1_001.mp4"), max_frames=1)[0]
+    tr = track_video([frame], 1)
+    assert tr.found[0]
+    s = CalibrationSettings(gain_factors=(1.0, 1.8), texture_factors=(1.0,), n_frames=1)
+    base = GeneratorSettings(gain=2.5)
+    cal = calibrate(frame[None], tr.lmk[:1], None, base, s)
+    bar = identity_bar()
+    assert set(cal.category_gain) == {c for c in FER_CLASSES if c != "neutral"}
+    for c, cands in cal.candidates.items():
+        assert [(x.gain_factor, x.texture_factor) for x in cands] == [(1.0, 1.0), (1.8, 1.0)]
+        assert all(0.0 <= x.p_target <= 1.0 and np.isfinite(x.identity) for x in cands)
+        if cal.category_gain[c] != 1.0:  # a change is only made if it reads better and keeps the person
+            k = cands[1]
+            assert k.p_target >= cands[0].p_target + s.min_lift and cands[0].accuracy < s.enough
+            assert k.identity >= bar[c] - s.identity_slack
+    assert cal.candidates["happy"][1].p_target > cal.candidates["happy"][0].p_target  # a bigger smile reads
+    g = calibrated(base, cal)
+    assert g.gain == 2.5 and g.category_gain == cal.category_gain
+    summ = cal.summary()
+    assert set(summ["categories"]["happy"]) == {"base", "chosen"}
