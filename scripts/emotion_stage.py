@@ -118,12 +118,14 @@ def main() -> int:
     for k, v in (("texture", args.texture), ("gain", args.gain), ("texture_highpass", args.highpass)):
         if v is not None:
             s = replace(s, generator=replace(s.generator, **{k: v}))
+    given = None  # strengths read from --strengths (kept in identity.json as the stage's)
     if args.no_calibration:
         s = replace(s, calibration=replace(s.calibration, enabled=False))
     if args.strengths is not None:
         import json
 
         st = json.loads(args.strengths.read_text())
+        given = st
         s = replace(s, generator=replace(s.generator, category_gain=st["category_gain"],
                                          category_texture=st["category_texture"]))
     ds = load_dataset(args.dataset)
@@ -168,8 +170,8 @@ def main() -> int:
     if res is not None:
         stage = {"steps": s.steps, "minutes": round(res["minutes"], 2), "targets": res["n_targets"],
                  "settings": asdict(s), "fidelity": rounded(res["fidelity"])}
-        if res.get("strengths") is not None:
-            stage["strengths"] = res["strengths"]
+        if res.get("strengths") is not None or given is not None:
+            stage["strengths"] = res.get("strengths") or {**given, "from": str(args.strengths)}
     else:
         stage = {**ident.meta["metrics"].get("emotion_stage", {}), "mouth_warp": {
             "gain": s.generator.gain, "face_from": f"{args.dataset.name} (median of its training frames)"}}

@@ -10,13 +10,15 @@ from emotalk.training.emotion_calibration import Candidate, calibrate, calibrate
 from emotalk.training.settings import EMOTION_PRESETS, CalibrationSettings
 from tests.conftest import shared
 
+
 def test_pick_reads_best_within_the_identity_floor_and_keeps_the_base_on_a_tie():
     base = Candidate(1.0, 1.0, 0.30, 0.2, 0.96)
     strong = Candidate(1.8, 1.0, 0.60, 0.8, 0.95)
     stronger = Candidate(1.8, 0.5, 0.70, 0.9, 0.90)  # reads best but loses the person
     assert pick([base, strong, stronger], floor=0.94, min_lift=0.03) is strong
     assert pick([base, strong, stronger], floor=0.89, min_lift=0.03) is stronger
-    assert pick([base, Candidate(1.4, 1.0, 0.32, 0.2, 0.96)], floor=0.9, min_lift=0.03) is base  # no real lift
+    small = Candidate(1.4, 1.0, 0.32, 0.2, 0.96)
+    assert pick([base, small], floor=0.9, min_lift=0.03) is base  # no real lift
     assert pick([base, strong], floor=0.99, min_lift=0.03) is base  # nothing keeps the person: unchanged
     reads = Candidate(1.0, 1.0, 0.60, 0.9, 0.96)
     assert pick([reads, Candidate(1.4, 1.0, 0.75, 1.0, 0.95)], 0.9, 0.03, enough=0.8) is reads  # enough

@@ -248,7 +248,7 @@ def test_torch_basis_matches_the_numpy_reference_and_its_jacobian():
 
 
 def test_per_category_factors_scale_that_category_only():
-    """An identity's calibrated strengths (ModelSettings.emotion_category_gain) scale the warp per category."""
+    """An identity's calibrated strengths (ModelSettings.emotion_category_gain) scale its category only."""
     m, _ = _model()
     happy, sad = torch.tensor([list(CATEGORIES["happy"])]), torch.tensor([list(CATEGORIES["sad"])])
     h1, s1 = m.mouth_warp(happy), m.mouth_warp(sad)

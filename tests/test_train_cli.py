@@ -112,3 +112,10 @@ def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path
         "held-out PSNR 30.00 dB", "mouth opening: gain left at 1.0 (not a lip-code identity)",
         "phone lips: this person's own phone targets (phone_lips.json)",
         "emotions: no emotion stage ran, so every emotion renders as neutral"]
+    read = lambda b, c: {"base": {"accuracy": b}, "chosen": {"accuracy": c}}  # noqa: E731
+    summary["emotion_stage"]["strengths"] = {"category_gain": {"happy": 1.8, "sad": 1.0, "fear": 1.0},
+                                             "categories": {"happy": read(0.0, 0.83), "sad": read(1.0, 1.0),
+                                                            "fear": read(0.17, 0.17)}}
+    assert fit_report(summary, tmp_path)[-1] == (
+        "emotion strengths: happy x1.8 (its targets read 0 -> 83 % of frames); the recogniser still rarely "
+        "reads fear on this face")

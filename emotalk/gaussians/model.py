@@ -48,8 +48,8 @@ class ModelSettings:
     emotion_mouth_warp: bool = False  # emotion's mouth is a smooth warp of the face Gaussians made from the
     # expression model (buffers emotion_face [478,3] head-frame landmarks, emotion_warp_gain [1];
     # `set_mouth_warp`, emotalk.gaussians.emotion_warp), acting where the mouth mask turns the field off
-    emotion_category_gain: dict[str, float] = dataclasses.field(default_factory=dict)  # the mouth warp's per-category
-    # factor on emotion_warp_gain (the generator's `category_gain` the emotion targets were made with)
+    emotion_category_gain: dict[str, float] = dataclasses.field(default_factory=dict)  # the mouth warp's
+    # per-category factor on emotion_warp_gain (the generator's `category_gain` the targets were made with)
     lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)

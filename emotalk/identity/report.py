@@ -1,5 +1,6 @@
 """What a fit made of an identity, in a few lines for the user: held-out quality, the fitted mouth-opening
-gain, whose phone targets drive the lips, and how much of its emotion targets the emotion field draws.
+gain, whose phone targets drive the lips, how much of its emotion targets the emotion field draws, and
+which emotions were made stronger for this face.
 The train CLI prints these lines and the app's Fine-tune tab shows them (identity.json keeps the metrics)."""
 
 from __future__ import annotations
@@ -47,9 +48,26 @@ def emotion_line(summary: dict) -> str:
             f"expression change on average{low}")
 
 
+def strength_line(summary: dict) -> str:
+    """Which emotions the stage made stronger for this face, and how the recogniser then read its targets
+    (emotalk.training.emotion_calibration); empty when no calibration ran."""
+    st = (summary.get("emotion_stage") or {}).get("strengths") or {}
+    cats = st.get("categories") or {}
+    if not cats:
+        return ""
+    raised = [f"{c} x{st['category_gain'][c]:g} (its targets read {100 * d['base']['accuracy']:.0f} -> "
+              f"{100 * d['chosen']['accuracy']:.0f} % of frames)"
+              for c, d in cats.items() if st["category_gain"].get(c, 1.0) != 1.0]
+    weak = [c for c, d in cats.items() if d["chosen"]["accuracy"] < 0.5]
+    said = ("emotion strengths: " + ", ".join(raised) if raised
+            else "emotion strengths: every emotion at the stage's own strength")
+    return said + (f"; the recogniser still rarely reads {', '.join(weak)} on this face" if weak else "")
+
+
 def fit_report(summary: dict, folder: str | Path) -> list[str]:
     """Every line above for the identity written to `folder` with training summary `summary`."""
     lines = [quality_line(summary), opening_line(summary.get("lip_opening") or {}),
-             phone_line((Path(folder) / "phone_lips.json").is_file()), emotion_line(summary)]
+             phone_line((Path(folder) / "phone_lips.json").is_file()), emotion_line(summary),
+             strength_line(summary)]
     return [x for x in lines if x]
 

@@ -7,7 +7,8 @@ strength; the recogniser reads every image (its crop placed by the generator's m
 descriptor compares it with its original frame. A category takes the candidate with the highest mean
 p(category) among those that keep the person (identity similarity no more than `identity_slack` below real
 MEAD actors' for that category), if it beats the stage's own strength by `min_lift`; otherwise, or when
-the stage's strength already reads on `enough` of the frames, it keeps that strength. Categories the recogniser has no class for (contempt) keep it too.
+the stage's strength already reads on `enough` of the frames, it keeps that strength.
+Categories the recogniser has no class for (contempt) keep it too.
 """
 
 from __future__ import annotations
