@@ -165,11 +165,14 @@ def main() -> int:
               f"{(time.time() - t0) / 60:.1f} min; "
               f"loss {res['loss_emotion'][0]:.4f} -> {res['loss_emotion'][-1]:.4f}")
         print("fidelity/amplitude " + fidelity_line(res["fidelity"]))
+        print("eye shrink (mean log-scale change at the eyes) "
+              + " ".join(f"{k} {v:+.3f}" for k, v in res["eye_shrink"].items()))
         s = res["settings"]
 
     if res is not None:
         stage = {"steps": s.steps, "minutes": round(res["minutes"], 2), "targets": res["n_targets"],
-                 "settings": asdict(s), "fidelity": rounded(res["fidelity"])}
+                 "settings": asdict(s), "fidelity": rounded(res["fidelity"]),
+                 "eye_shrink": {k: round(v, 3) for k, v in res["eye_shrink"].items()}}
         if res.get("strengths") is not None or given is not None:
             stage["strengths"] = res.get("strengths") or {**given, "from": str(args.strengths)}
     else:

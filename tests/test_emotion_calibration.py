@@ -56,3 +56,39 @@ def test_calibration_on_a_real_face_picks_a_stronger_happy_and_keeps_the_person(
     assert g.gain == 2.5 and g.category_gain == cal.category_gain
     summ = cal.summary()
     assert set(summ["categories"]["happy"]) == {"base", "chosen"}
+
+
+def test_eye_shrink_finds_a_field_that_shrinks_the_eyes_and_the_report_warns():
+    """german_anchor's fine-tuned field shrank its eyes' Gaussians and they rendered white: the stage
+    measures it per category and the fit report warns."""
+    import torch
+
+    from emotalk.face.expression import ExpressionModel
+    from emotalk.face.landmarks import EYE_RINGS
+    from emotalk.identity.report import eye_line
+    from emotalk.training.emotion_stage import eye_distance, eye_shrink
+
+    face = ExpressionModel.load().neutral_shape.astype(np.float32)  # [478,3]
+    means = torch.as_tensor(np.concatenate([face[EYE_RINGS[0]], face[EYE_RINGS[1]], face[[1, 152, 10]]]))
+    n_eye = len(EYE_RINGS[0]) + len(EYE_RINGS[1])
+
+    class Field:  # the emotion field's output: happy shrinks the eyes' Gaussians, sad grows the chin's
+        branches = {"face": {"means": means}}
+
+        def emotion_delta(self, cache, emotion):
+            d = torch.zeros(len(emotion), len(means), 13)
+            for k, (v, a) in enumerate(emotion.tolist()):
+                if v > 0.5 and a > 0:
+                    d[k, :n_eye, 7:10] = -0.3
+                if v < 0 and a < 0:
+                    d[k, n_eye:, 7:10] = -0.5
+            return d
+
+    dist = eye_distance(means.numpy(), face[None])
+    assert (dist[:n_eye] < 0.8).all() and (dist[n_eye:] > 0.8).all()  # eye rings near, nose tip and chin far
+    shrink = eye_shrink(Field(), face[None])
+    assert abs(shrink["happy"] + 0.3) < 1e-6 and shrink["sad"] == 0.0 and shrink["angry"] == 0.0
+    line = eye_line({"emotion_stage": {"eye_shrink": shrink}})
+    assert line.startswith("warning: the emotion field shrinks the eyes' Gaussians at happy (-0.30)")
+    assert "sad" not in line
+    assert eye_line({"emotion_stage": {"eye_shrink": {"happy": -0.01}}}) == ""

@@ -115,6 +115,7 @@ def train_identity(ds, settings: TrainSettings, out: str | os.PathLike, work_dir
                                     "fidelity": rounded(es["fidelity"])}
         if es["strengths"] is not None:
             summary["emotion_stage"]["strengths"] = es["strengths"]
+        summary["emotion_stage"]["eye_shrink"] = {k: round(v, 3) for k, v in es["eye_shrink"].items()}
     summary.update(notes or {})
     thumb_idx = data.val_idx[:1] if len(data.val_idx) else data.train_idx[:1]
     model.eval()  # as it renders for users (the fitted opening gain on)

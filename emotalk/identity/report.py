@@ -1,6 +1,6 @@
 """What a fit made of an identity, in a few lines for the user: held-out quality, the fitted mouth-opening
 gain, whose phone targets drive the lips, how much of its emotion targets the emotion field draws, and
-which emotions were made stronger for this face.
+which emotions were made stronger for this face, and a warning when its emotions may render holes.
 The train CLI prints these lines and the app's Fine-tune tab shows them (identity.json keeps the metrics)."""
 
 from __future__ import annotations
@@ -64,10 +64,23 @@ def strength_line(summary: dict) -> str:
     return said + (f"; the recogniser still rarely reads {', '.join(weak)} on this face" if weak else "")
 
 
+def eye_line(summary: dict) -> str:
+    """A warning when the emotion field shrinks the eyes' Gaussians (holes: white eyes at those emotions);
+    empty otherwise (`training.emotion_stage.eye_shrink`)."""
+    from emotalk.training.emotion_stage import EYE_SHRINK_WARN
+
+    shrink = (summary.get("emotion_stage") or {}).get("eye_shrink") or {}
+    bad = sorted((v, c) for c, v in shrink.items() if v < EYE_SHRINK_WARN)
+    if not bad:
+        return ""
+    return ("warning: the emotion field shrinks the eyes' Gaussians at " + ", ".join(f"{c} ({v:+.2f})"
+            for v, c in bad) + ": those emotions may render holes (white eyes); look at them before sharing")
+
+
 def fit_report(summary: dict, folder: str | Path) -> list[str]:
     """Every line above for the identity written to `folder` with training summary `summary`."""
     lines = [quality_line(summary), opening_line(summary.get("lip_opening") or {}),
              phone_line((Path(folder) / "phone_lips.json").is_file()), emotion_line(summary),
-             strength_line(summary)]
+             strength_line(summary), eye_line(summary)]
     return [x for x in lines if x]
 

@@ -23,7 +23,7 @@ import torch
 
 from emotalk.emotion import CATEGORIES
 from emotalk.face.generator import EmotionalFaceGenerator
-from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, MOUTH_LANDMARKS
+from emotalk.face.landmarks import EYE_CORNERS, EYE_RINGS, INNER_LIP_PAIRS, MOUTH_CORNERS, MOUTH_LANDMARKS
 from emotalk.gaussians.emotion import EmotionSwitches, mouth_keep
 from emotalk.training.settings import EmotionStageSettings
 
@@ -239,6 +239,38 @@ def stage_switches(model, settings: EmotionStageSettings) -> EmotionSwitches:
     return sw
 
 
+EYE_REACH = 0.8  # eye widths from an eye's centre within which `eye_shrink` looks (the eye and its lids)
+EYE_SHRINK_WARN = -0.1  # a mean log-scale change below this at the eyes renders holes (german_anchor:
+# -0.14 ... -0.61 and white eyes at angry, disgusted, happy and fear; obama and reagan -0.01 ... +0.03)
+
+
+def eye_distance(means: np.ndarray, lmk3d: np.ndarray) -> np.ndarray:
+    """Distance [N] of face Gaussians means [N,3] to the nearer eye's centre (mean of its ring) of the median
+    head-frame face of lmk3d [T,478,3], in that eye's widths (corner to corner)."""
+    L = head_face(lmk3d)
+    d = np.full(len(means), np.inf)
+    for ring, (a, b) in zip(EYE_RINGS, EYE_CORNERS):
+        width = max(float(np.linalg.norm(L[a] - L[b])), 1e-6)
+        d = np.minimum(d, np.linalg.norm(means - L[ring].mean(0), axis=1) / width)
+    return d
+
+
+@torch.no_grad()
+def eye_shrink(model, lmk3d: np.ndarray) -> dict[str, float]:
+    """Mean log-scale change the emotion field gives the face Gaussians at the eyes, per category (0: none).
+
+    A field can draw narrowed eyes by shrinking the eyes' Gaussians instead of moving the lids; shrunk
+    Gaussians leave holes through the face, which render as white or background-coloured eyes."""
+    means = model.branches["face"]["means"].detach()
+    near = torch.as_tensor(eye_distance(means.cpu().numpy(), lmk3d) < EYE_REACH, device=means.device)
+    if not bool(near.any()):
+        return {}
+    cats = [c for c in CATEGORIES if c != "neutral"]
+    emo = torch.tensor([CATEGORIES[c] for c in cats], dtype=torch.float32, device=means.device)
+    d = model.emotion_delta(None, emo)[..., 7:10].mean(-1)  # [C,N] mean log-scale change per Gaussian
+    return {c: float(d[k, near].mean()) for k, c in enumerate(cats)}
+
+
 def target_fidelity(model, data, targets: EmotionTargets, settings: EmotionStageSettings,
                     backend: str = "auto", batch: int = 8) -> dict[str, dict[str, float]]:
     """How much of its targets' change the emotion field draws, per category, over the generator's face
@@ -306,8 +338,8 @@ def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSe
     size: the training size (None: the dataset's), used unless settings.size is set; audio_code as given
     to train (None: computed/cached). With `settings.calibration` on, each category's strength is first
     chosen on the identity's frames (`emotion_calibration`). The result has the trained field's fidelity
-    to its targets (`target_fidelity`), the strengths chosen and the settings as run besides the loss
-    history.
+    to its targets (`target_fidelity`), the strengths chosen, how much it shrinks the eyes (`eye_shrink`)
+    and the settings as run besides the loss history.
     """
     from emotalk.training.data import dataset_audio_code, load_train_data
 
@@ -323,5 +355,6 @@ def run_emotion_stage(model, ds, settings: EmotionStageSettings = EmotionStageSe
     res = emotion_stage(model, ds, data, targets, settings, backend=backend, progress=progress)
     res["fidelity"] = target_fidelity(model, data, targets, settings, backend=backend)
     res["strengths"] = None if cal is None else cal.summary()
+    res["eye_shrink"] = eye_shrink(model, ds.lmk3d[np.asarray(ds.train_idx)])
     res["settings"] = settings  # as run (with the calibrated strengths)
     return res
