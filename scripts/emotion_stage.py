@@ -124,7 +124,14 @@ def main() -> int:
     if args.strengths is not None:
         import json
 
-        st = json.loads(args.strengths.read_text())
+        try:
+            st = json.loads(args.strengths.read_text())
+        except (OSError, ValueError) as e:
+            st = {"error": str(e)}
+        if not isinstance(st, dict) or not {"category_gain", "category_texture"} <= set(st):
+            print(f"--strengths {args.strengths}: not a strengths file written by --calibrate-only; "
+                  "make one with --calibrate-only JSON", file=sys.stderr)
+            return 2
         given = st
         s = replace(s, generator=replace(s.generator, category_gain=st["category_gain"],
                                          category_texture=st["category_texture"]))

@@ -1,5 +1,5 @@
 """What a fit made of an identity, in a few lines for the user: held-out quality, the fitted mouth-opening
-gain, whose phone targets drive the lips, how much of its emotion targets the emotion field draws, and
+gain, whose phone targets drive the lips, how much of its emotion targets the emotion field draws,
 which emotions were made stronger for this face, and a warning when its emotions may render holes.
 The train CLI prints these lines and the app's Fine-tune tab shows them (identity.json keeps the metrics)."""
 

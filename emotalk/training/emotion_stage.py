@@ -241,7 +241,8 @@ def stage_switches(model, settings: EmotionStageSettings) -> EmotionSwitches:
 
 EYE_REACH = 0.8  # eye widths from an eye's centre within which `eye_shrink` looks (the eye and its lids)
 EYE_SHRINK_WARN = -0.1  # a mean log-scale change below this at the eyes renders holes (german_anchor:
-# -0.14 ... -0.61 and white eyes at angry, disgusted, happy and fear; obama and reagan -0.01 ... +0.03)
+# -0.14 ... -0.54 at every category, white eyes at angry, disgusted, happy and fear; obama, reagan and macron
+# -0.055 ... +0.038)
 
 
 def eye_distance(means: np.ndarray, lmk3d: np.ndarray) -> np.ndarray:
