@@ -21,6 +21,7 @@ SWEEP = ("neutral", "happy", "surprised", "angry", "sad", "calm", "neutral")
 
 def main() -> int:
     import cv2
+    from emotion_grid import label  # this folder's docs helper (the script's own folder is on sys.path)
 
     from emotalk import media
     from emotalk.emotion import CATEGORIES, EmotionTrack
@@ -51,14 +52,8 @@ def main() -> int:
     if a.video:
         media.write_video(a.video, frames, ident.fps, audio=wav)
     pick = np.linspace(0, n - 1, a.frames + 2).round().astype(int)[1:-1]
-    tiles = []
-    for i in pick:
-        f = np.ascontiguousarray(frames[i][..., ::-1])
-        v, ar = emo[i]
-        label = f"t={i / ident.fps:.1f}s v={v:+.2f} a={ar:+.2f}"
-        cv2.rectangle(f, (0, 0), (f.shape[1], 22), (0, 0, 0), -1)
-        cv2.putText(f, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(f)
+    tiles = [label(frames[i][..., ::-1], f"t={i / ident.fps:.1f}s v={emo[i][0]:+.2f} a={emo[i][1]:+.2f}")
+             for i in pick]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(a.out), np.concatenate(tiles, 1))
     print(a.out)
