@@ -2,19 +2,20 @@
 
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
-                                    [--texture S] [--gain G] [--highpass H] [--mask INNER OUTER]
+                                    [--texture S] [--gain G] [--shrink W] [--highpass H] [--mask INNER OUTER]
                                     [--no-mouth-warp] [--warp-only] [--fidelity-only]
                                     [--calibrate-only JSON] [--strengths JSON] [--no-calibration]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
 folder (e.g. checkpoints/obama). The speech fields and Gaussians are kept; the emotion field is dropped
 and trained from scratch with the preset's EmotionStageSettings (training/settings.py EMOTION_PRESETS),
-as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour penalties), so
-old and new can be compared on the same identity. --warp-only keeps the trained emotion field and only
-gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a CPU). OUT gets
-IDENTITY's files with the new model weights and settings (body track and thumbnail copied). Every run
-prints the field's fidelity to its targets per category (`target_fidelity`); --fidelity-only only measures
-it for IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
+as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour or shrink
+penalties), so old and new can be compared on the same identity. --warp-only keeps the trained emotion
+field and only gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a
+CPU). OUT gets IDENTITY's files with the new model weights and settings (body track and thumbnail
+copied). Every run prints the field's fidelity to its targets per category (`target_fidelity`);
+--fidelity-only only measures it for IDENTITY's trained field against the preset's targets (OUT unused,
+nothing written).
 The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
 recogniser and dlib, CPU): --calibrate-only JSON does only that and writes the result, --strengths JSON
 uses such a file instead (e.g. calibrated on a CPU for a GPU host without dlib), --no-calibration runs
@@ -94,6 +95,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=None, help="learning rate")
     ap.add_argument("--colour", type=float, default=None, help="colour_weight")
     ap.add_argument("--colour-smooth", type=float, default=None, help="colour_smooth_weight")
+    ap.add_argument("--shrink", type=float, default=None,
+                    help="shrink_weight (0: the field may shrink Gaussians freely)")
     ap.add_argument("--texture", type=float, default=None, help="generator texture strength")
     ap.add_argument("--gain", type=float, default=None, help="generator warp gain")
     ap.add_argument("--highpass", type=float, default=None, help="generator texture_highpass")
@@ -103,13 +106,13 @@ def main() -> int:
 
     s = EMOTION_PRESETS[args.preset]
     if args.old:
-        s = replace(s, mouth_mask=False, colour_weight=0.0, colour_smooth_weight=0.0)
+        s = replace(s, mouth_mask=False, colour_weight=0.0, colour_smooth_weight=0.0, shrink_weight=0.0)
     if args.no_mouth_mask:
         s = replace(s, mouth_mask=False)
     if args.no_mouth_warp:
         s = replace(s, mouth_warp=False)
     for k, v in (("steps", args.steps), ("colour_weight", args.colour), ("face_weight", args.face_weight),
-                 ("lr", args.lr),
+                 ("lr", args.lr), ("shrink_weight", args.shrink),
                  ("colour_smooth_weight", args.colour_smooth)):
         if v is not None:
             s = replace(s, **{k: v})

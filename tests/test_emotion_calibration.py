@@ -92,3 +92,28 @@ def test_eye_shrink_finds_a_field_that_shrinks_the_eyes_and_the_report_warns():
     assert line.startswith("warning: the emotion field shrinks the eyes' Gaussians at happy (-0.30)")
     assert "sad" not in line
     assert eye_line({"emotion_stage": {"eye_shrink": {"happy": -0.01}}}) == ""
+
+
+def test_shrink_penalty_charges_only_shrink_beyond_the_allowance():
+    """The stage's shrink penalty: free for growth, for flattening along one axis and for a shrink within
+    the allowance; charged, and pushed back to the allowance by its gradient, for a shrink beyond it."""
+    import torch
+
+    from emotalk.training.emotion_stage import shrink_penalty
+
+    free = torch.tensor([[[0.3, 0.3, 0.3], [-0.05, -0.05, -0.05], [-0.25, 0.1, 0.1]]])  # [1,3,3]
+    assert float(shrink_penalty(free, 0.1)) == 0.0
+    d = torch.full((1, 2, 3), -0.5, requires_grad=True)
+    assert abs(float(shrink_penalty(d, 0.1)) - 0.4 ** 2) < 1e-6
+    opt = torch.optim.SGD([d], lr=1.0)
+    for _ in range(200):
+        opt.zero_grad()
+        shrink_penalty(d, 0.1).backward()
+        opt.step()
+    assert abs(float(d.mean()) + 0.1) < 0.01
+
+
+def test_every_emotion_preset_limits_the_shrink():
+    from emotalk.training.settings import EMOTION_PRESETS
+
+    assert all(s.shrink_weight > 0 for s in EMOTION_PRESETS.values())

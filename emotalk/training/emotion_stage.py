@@ -120,6 +120,13 @@ def colour_penalties(dcol: torch.Tensor, knn: torch.Tensor | None) -> tuple[torc
     return size, ((dcol - dcol[:, knn].mean(2)) ** 2).mean()
 
 
+def shrink_penalty(dscale: torch.Tensor, allowance: float) -> torch.Tensor:
+    """Mean squared shrink beyond `allowance` of the emotion field's log-scale deltas dscale [B,N,3]
+    (averaged over the axes, as `eye_shrink` measures): Gaussians that shrink open holes through the face
+    (white eyes), where moving them would have drawn the expression. Growth and anisotropy are free."""
+    return ((-dscale.mean(-1) - allowance).clamp(min=0) ** 2).mean()
+
+
 def neighbours(means: np.ndarray, k: int = 8) -> np.ndarray:
     """[N,k] indices of each point's k nearest other points (means [N,3])."""
     from scipy.spatial import cKDTree
@@ -208,10 +215,13 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
             err = (pred - gt).abs().mean(-1) * w  # [B,S,S]
             per = err.flatten(1).sum(1) / w.flatten(1).sum(1)  # [B]
             loss = per.mean()
-            if settings.colour_weight > 0 or knn is not None:
-                dcol = model.emotion_delta(None, tgt_va[j])[..., 10:]  # [b,N,3]
-                size, blotch = colour_penalties(dcol, knn)
+            if settings.colour_weight > 0 or knn is not None or settings.shrink_weight > 0:
+                delta = model.emotion_delta(None, tgt_va[j])  # [b,N,13]
+                size, blotch = colour_penalties(delta[..., 10:], knn)
                 loss = loss + settings.colour_weight * size + settings.colour_smooth_weight * blotch
+                if settings.shrink_weight > 0:
+                    loss = loss + settings.shrink_weight * shrink_penalty(delta[..., 7:10],
+                                                                          settings.shrink_allowance)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -109,6 +109,10 @@ class EmotionStageSettings:
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
     # Gaussians' mean: smooth shading, not blotches
+    shrink_weight: float = 20.0  # penalty on the field shrinking a face Gaussian (mean log-scale change over
+    # its axes) by more than `shrink_allowance`: shrunk Gaussians open holes through the face, white eyes on
+    # german_anchor (eye shrink -0.14 ... -0.54 without it; training.emotion_stage.eye_shrink); 0 = off
+    shrink_allowance: float = 0.1  # log-scale shrink allowed free (about 10 % smaller)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)  # per-category strengths
     # of the targets, chosen on this identity's frames (skipped when `generator` already has them)
     seed: int = 0  # frame / emotion sampling
