@@ -58,6 +58,11 @@ def calibrate_only(ds, s, out: Path) -> int:
         print(f"{c:10s} gain x{summ['category_gain'][c]:.1f} texture x{summ['category_texture'][c]:.1f}: "
               f"p {b['p']:.2f} -> {k['p']:.2f}, read {b['accuracy']:.2f} -> {k['accuracy']:.2f}, "
               f"identity {b['identity']:.3f} -> {k['identity']:.3f}")
+    rest = summ.get("rest") or {}
+    if rest:
+        print(f"its frames read {rest['reads']} ({100 * rest['share']:.0f} %); taken out at the others: "
+              f"x{rest['factor']:g}" + (f" (p {rest['p_others'][0]:.2f} -> {rest['p_others'][1]:.2f})"
+                                        if rest.get("p_others") else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summ, indent=1))
     print(f"wrote {out}")

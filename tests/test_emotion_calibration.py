@@ -52,6 +52,7 @@ def test_calibration_on_a_real_face_picks_a_stronger_happy_and_keeps_the_person(
             assert k.p_target >= cands[0].p_target + s.min_lift and cands[0].accuracy < s.enough
             assert k.identity >= bar[c] - s.identity_slack
     assert cal.candidates["happy"][1].p_target > cal.candidates["happy"][0].p_target  # a bigger smile reads
+    assert cal.rest["reads"] in FER_CLASSES and 0.0 <= cal.rest["share"] <= 1.0  # how the frame reads
     g = calibrated(base, cal)
     assert g.gain == 2.5 and g.category_gain == cal.category_gain
     summ = cal.summary()
@@ -117,3 +118,70 @@ def test_every_emotion_preset_limits_the_shrink():
     from emotalk.training.settings import EMOTION_PRESETS
 
     assert all(s.shrink_weight > 0 for s in EMOTION_PRESETS.values())
+
+
+def test_a_resting_expression_is_taken_out_away_from_it_and_nowhere_else():
+    """"rest_happy": f subtracts f x happy's change in proportion to the distance from neutral and from
+    happy: nothing at neutral or at happy, f x r at the other categories, continuous in between."""
+    from emotalk.emotion import CATEGORIES
+    from emotalk.face.expression import ExpressionModel
+
+    m = ExpressionModel.load()
+    h = m.categories.index("happy")
+    rest = {"rest_happy": 0.5}
+    assert not m.weights(0.0, 0.0, rest).any()
+    assert np.allclose(m.weights(*CATEGORIES["happy"], rest), m.weights(*CATEGORIES["happy"]))
+    va = np.asarray(CATEGORIES["angry"]) * 0.6
+    w0, w1 = m.weights(*va), m.weights(*va, rest)
+    r = float(np.hypot(*va))  # the distance from neutral
+    assert abs((w1 - w0)[h] + 0.5 * r) < 1e-6 and np.allclose(np.delete(w1 - w0, h), 0)
+    assert np.allclose(m.weights(*va, {"rest_happy": 0.5, "angry": 1.4})[m.categories.index("angry")],
+                       1.4 * w0[m.categories.index("angry")])
+    th = np.arctan2(*CATEGORIES["happy"][::-1])  # walk away from happy: the taken-out share grows smoothly
+    steps = [m.weights(np.cos(t), np.sin(t), rest)[h] - m.weights(np.cos(t), np.sin(t))[h]
+             for t in th + np.linspace(0, 0.6, 25)]
+    assert abs(steps[0]) < 1e-9 and np.all(np.diff(steps) <= 1e-9) and np.abs(np.diff(steps)).max() < 0.15
+    d = m.change(*va, rest).offsets - m.change(*va).offsets  # the generator and the mouth warp get it
+    assert np.abs(d).max() > 0
+
+
+class SmileReader:
+    """A stand-in recogniser that reads happy while the mouth corners sit above the lip middle (a resting
+    smile) and spreads the rest evenly; a stand-in embedder that keeps every face the same person."""
+
+    def probs(self, image, lmk):
+        from emotalk.face.landmarks import LIP_MID, MOUTH_CORNERS
+
+        lift = float(lmk[list(LIP_MID), 1].mean() - lmk[list(MOUTH_CORNERS), 1].mean())  # px, + = corners up
+        p_happy = 1.0 / (1.0 + np.exp(-lift))
+        p = np.full(len(FER_CLASSES), (1 - p_happy) / (len(FER_CLASSES) - 1))
+        p[FER_CLASSES.index("happy")] = p_happy
+        return p
+
+    def embed(self, images, landmarks=None):
+        return np.ones((len(images), 128), np.float32)
+
+
+def test_a_face_that_rests_smiling_loses_the_smile_at_the_other_emotions():
+    """A frame whose corners were lifted (it reads happy to the stand-in recogniser) gets happy's change
+    taken out at the other categories when that lifts their reading; a calm frame is left alone."""
+    from emotalk.face.expression import ExpressionModel
+    from emotalk.face.landmarks import LIP_MID, MOUTH_CORNERS
+
+    neutral = ExpressionModel.load().neutral_shape  # a plausible face: the model's own, scaled into the image
+    lmk = np.zeros((478, 3), np.float32)
+    lmk[:, :2] = (neutral[:, :2] - neutral[:, :2].mean(0)) * 120 + 256
+    frame = np.full((512, 512, 3), 128, np.uint8)
+    s = CalibrationSettings(gain_factors=(1.0,), texture_factors=(1.0,), n_frames=1, min_lift=0.01)
+    base = GeneratorSettings(gain=2.5, texture=0.0)
+    smiling = lmk.copy()
+    smiling[list(MOUTH_CORNERS), 1] = lmk[list(LIP_MID), 1].mean() - 3.0  # corners 3 px above the middle
+    r = SmileReader()
+    cal = calibrate(np.stack([frame]), smiling[None], None, base, s, recognizer=r, embedder=r)
+    assert cal.rest["reads"] == "happy" and cal.rest["factor"] in s.rest_factors
+    assert cal.category_gain["rest_happy"] == cal.rest["factor"]
+    assert cal.rest["p_others"][1] >= cal.rest["p_others"][0] + s.min_lift
+    calm = lmk.copy()
+    calm[list(MOUTH_CORNERS), 1] = lmk[list(LIP_MID), 1].mean() + 3.0
+    cal = calibrate(np.stack([frame]), calm[None], None, base, s, recognizer=r, embedder=r)
+    assert cal.rest["factor"] == 0.0 and "rest_happy" not in cal.category_gain

@@ -119,3 +119,9 @@ def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path
     assert fit_report(summary, tmp_path)[-1] == (
         "emotion strengths: happy x1.8 (its targets read 0 -> 83 % of frames); the recogniser still rarely "
         "reads fear on this face")
+    summary["emotion_stage"]["strengths"]["rest"] = {"reads": "happy", "share": 0.67, "factor": 0.5,
+                                                     "p_others": [0.18, 0.27]}
+    assert fit_report(summary, tmp_path)[-1] == (
+        "emotion strengths: happy x1.8 (its targets read 0 -> 83 % of frames); this face rests looking happy "
+        "(to the recogniser), so that is taken out at the other emotions (x0.5: they read p 0.18 -> 0.27); "
+        "the recogniser still rarely reads fear on this face")

@@ -40,6 +40,15 @@ EXPRESSION_BLENDSHAPES: tuple[str, ...] = (
 )
 
 
+REST_PREFIX = "rest_"  # factors key "rest_happy": the identity's resting expression, removed away from it
+
+
+def rest_offsets(factors: Mapping[str, float] | None) -> dict[str, float]:
+    """{category: f} of the "rest_<category>" keys of a factors dict (see `ExpressionModel.weights`)."""
+    return {k[len(REST_PREFIX):]: float(v) for k, v in (factors or {}).items()
+            if k.startswith(REST_PREFIX) and float(v) != 0.0}
+
+
 def normalise_faces(lmk: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Landmarks [T,478,3] (px) -> the head frame of `ref` [478,3]: pose removed through the rigid points.
 
@@ -163,9 +172,18 @@ class ExpressionModel:
         at most two non-zero, all zero at neutral. The map is linear in `per_radius`, so anything linear
         made from its rows (a warp of each category's change) blends with the same weights. factors
         scales each category's change ({name: f}, e.g. an identity's calibrated strengths); between two
-        categories the factor blends with the change, so the map stays continuous."""
+        categories the factor blends with the change, so the map stays continuous. A factors key
+        "rest_<category>" = f subtracts f × that category's change, in proportion to how far (v, a) is
+        from neutral and from that category: a face that rests smiling loses the smile at angry."""
         w = self._weights(valence, arousal)
-        return w if not factors else w * self.factor_row(factors)
+        if not factors:
+            return w
+        out = w * self.factor_row(factors)
+        for c, f in rest_offsets(factors).items():  # the face's resting expression, taken out elsewhere
+            if c in self.categories:
+                k = self.categories.index(c)
+                out[k] -= f * (w.sum() - w[k])
+        return out
 
     def _weights(self, valence: float, arousal: float) -> np.ndarray:
         w = np.zeros(len(self.angles), np.float64)

@@ -61,6 +61,11 @@ def strength_line(summary: dict) -> str:
     weak = [c for c, d in cats.items() if d["chosen"]["accuracy"] < 0.5]
     said = ("emotion strengths: " + ", ".join(raised) if raised
             else "emotion strengths: every emotion at the stage's own strength")
+    rest = st.get("rest") or {}
+    if rest.get("factor"):
+        before, after = rest["p_others"]
+        said += (f"; this face rests looking {rest['reads']} (to the recogniser), so that is taken out at "
+                 f"the other emotions (x{rest['factor']:g}: they read p {before:.2f} -> {after:.2f})")
     return said + (f"; the recogniser still rarely reads {', '.join(weak)} on this face" if weak else "")
 
 

@@ -9,23 +9,30 @@ p(category) among those that keep the person (identity similarity no more than `
 MEAD actors' for that category), if it beats the stage's own strength by `min_lift`; otherwise, or when
 the stage's strength already reads on `enough` of the frames, it keeps that strength.
 Categories the recogniser has no class for (contempt) keep it too.
+A face whose own frames already read as an emotion (a news anchor resting with a smile reads happy) keeps
+that reading under every other emotion: then that emotion's change is also taken out away from it
+(`ExpressionModel.weights`, key "rest_<category>"), by the factor that reads best, if it lifts the other
+categories' mean p(category) by `min_lift` and keeps the person.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from emotalk.emotion import CATEGORIES, FER_CLASSES
+from emotalk.face.expression import REST_PREFIX
 from emotalk.face.generator import EmotionalFaceGenerator, GeneratorSettings
 from emotalk.training.settings import CalibrationSettings
 
 MEAD_IDENTITY_BAR = Path(__file__).resolve().parents[1] / "models" / "identity_similarity_mead.json"
 Progress = Callable[[str, float], None]
+REST_SLACK = 0.01  # taking the resting expression out may cost a category already below its identity floor
+# this much more (german_anchor's fear: 0.946 -> 0.944 at 0.5, its floor 0.949; angry then read 0.40 -> 0.72)
 
 
 @dataclass
@@ -47,11 +54,13 @@ class Calibration:
     category_texture: dict[str, float]  # factor on its texture strength, per category
     candidates: dict[str, list[Candidate]]  # category -> every candidate tried, in grid order
     frames: list[int]  # dataset frames the candidates were made from
+    rest: dict = field(default_factory=dict)  # the frames' own reading and the resting expression taken
+    # out: {"reads": category, "share": s, "factor": f (0: none), "p_others": [before, after]}; {} = not tried
 
     def summary(self) -> dict:
         """JSON-ready: the chosen factors and, per category, the base's and the chosen candidate's reading."""
         out = {"category_gain": self.category_gain, "category_texture": self.category_texture,
-               "frames": self.frames, "categories": {}}
+               "frames": self.frames, "categories": {}, "rest": self.rest}
         for c, cands in self.candidates.items():
             base, pick = cands[0], chosen(cands, self.category_gain[c], self.category_texture[c])
             out["categories"][c] = {k: {"p": round(x.p_target, 3), "accuracy": round(x.accuracy, 3),
@@ -116,11 +125,51 @@ def calibrate(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None, b
         if progress:
             progress(f"emotion strengths: candidate {n + 1}/{len(pairs)}", (n + 1) / len(pairs))
     gains, textures = {}, {}
+    floors = {c: bar.get(c, bar["neutral"]) - settings.identity_slack for c in cats}
     for c in cats:
-        best = pick(cands[c], bar.get(c, bar["neutral"]) - settings.identity_slack, settings.min_lift,
-                    settings.enough)
+        best = pick(cands[c], floors[c], settings.min_lift, settings.enough)
         gains[c], textures[c] = best.gain_factor, best.texture_factor
-    return Calibration(gains, textures, cands, list(frame_ids or range(len(frames))))
+    cal = Calibration(gains, textures, cands, list(frame_ids or range(len(frames))))
+    if settings.rest_factors:
+        cal.rest = rest_expression(frames, lmk, parsing, base, cal, floors, settings, rec, emb, e0)
+        if cal.rest.get("factor"):
+            cal.category_gain[REST_PREFIX + cal.rest["reads"]] = cal.rest["factor"]
+    return cal
+
+
+def rest_expression(frames, lmk, parsing, base: GeneratorSettings, cal: Calibration, floors: dict[str, float],
+                    settings: CalibrationSettings, rec, emb, e0: np.ndarray) -> dict:
+    """How the frames themselves read and, when mostly as one emotion, the factor (of settings.rest_factors,
+    or 0) by which that emotion's change is taken out at the other categories (see the module docstring)."""
+    from emotalk.face.identity_embedding import identity_similarity
+
+    p0 = np.stack([rec.probs(frames[k], lmk[k]) for k in range(len(frames))])  # [N,7]
+    top = FER_CLASSES[int(p0.mean(0).argmax())]
+    share = float(np.mean(p0.argmax(1) == FER_CLASSES.index(top)))
+    out = {"reads": top, "share": round(share, 3), "factor": 0.0}
+    if top == "neutral" or share < settings.rest_share:
+        return out
+    others = [c for c in cal.candidates if c != top]
+    base_cands = {c: chosen(cal.candidates[c], cal.category_gain[c], cal.category_texture[c]) for c in others}
+    before = float(np.mean([base_cands[c].p_target for c in others]))
+    best, best_p = 0.0, before + settings.min_lift
+    for f in settings.rest_factors:
+        gen = EmotionalFaceGenerator(settings=replace(
+            base, category_gain={**cal.category_gain, REST_PREFIX + top: f},
+            category_texture=dict(cal.category_texture)))
+        ps, kept = [], True
+        for c in others:
+            g = [gen(frames[k], lmk[k], None if parsing is None else parsing[k], *CATEGORIES[c])
+                 for k in range(len(frames))]
+            ps.append(float(np.mean([rec.probs(x.image, x.lmk)[FER_CLASSES.index(c)] for x in g])))
+            sim = identity_similarity(e0, emb.embed(np.stack([x.image for x in g]),
+                                                     landmarks=np.stack([x.lmk for x in g])))
+            ident = float(np.nanmean(sim)) if np.isfinite(sim).any() else float("nan")
+            kept = kept and ident >= min(floors[c], base_cands[c].identity - REST_SLACK)
+        if kept and np.mean(ps) >= best_p:
+            best, best_p = f, float(np.mean(ps))
+    out.update(factor=best, p_others=[round(before, 3), round(best_p if best else before, 3)])
+    return out
 
 
 def calibrate_dataset(ds, base: GeneratorSettings, settings: CalibrationSettings = CalibrationSettings(),
