@@ -59,10 +59,11 @@ def calibrate_only(ds, s, out: Path) -> int:
               f"p {b['p']:.2f} -> {k['p']:.2f}, read {b['accuracy']:.2f} -> {k['accuracy']:.2f}, "
               f"identity {b['identity']:.3f} -> {k['identity']:.3f}")
     rest = summ.get("rest") or {}
-    if rest:
-        print(f"its frames read {rest['reads']} ({100 * rest['share']:.0f} %); taken out at the others: "
-              f"x{rest['factor']:g}" + (f" (p {rest['p_others'][0]:.2f} -> {rest['p_others'][1]:.2f})"
-                                        if rest.get("p_others") else ""))
+    if rest.get("p_others"):
+        before, after = rest["p_others"]
+        print(f"its frames read {rest['reads']} ({100 * rest['share']:.0f} %): "
+              + (f"taken out at the other emotions x{rest['factor']:g} (their p {before:.2f} -> {after:.2f})"
+                 if rest["factor"] else f"kept (taking it out did not lift the others' p {before:.2f})"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summ, indent=1))
     print(f"wrote {out}")

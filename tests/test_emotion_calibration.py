@@ -185,3 +185,19 @@ def test_a_face_that_rests_smiling_loses_the_smile_at_the_other_emotions():
     calm[list(MOUTH_CORNERS), 1] = lmk[list(LIP_MID), 1].mean() + 3.0
     cal = calibrate(np.stack([frame]), calm[None], None, base, s, recognizer=r, embedder=r)
     assert cal.rest["factor"] == 0.0 and "rest_happy" not in cal.category_gain
+
+
+def test_the_fit_estimate_counts_the_calibration():
+    """The fine-tune's up-front time includes the strength calibration where the recipe runs it."""
+    from dataclasses import replace
+
+    from emotalk.identity.fit import SPEEDS, estimate_parts
+    from emotalk.training.settings import RECIPES
+
+    r = RECIPES["cpu"]
+    off = replace(r, emotion=replace(r.emotion, calibration=replace(r.emotion.calibration, enabled=False)))
+    cal = r.emotion.calibration
+    extra = cal.n_frames * (len(grid(cal)) * 6 + len(cal.rest_factors) * 5) * SPEEDS["cpu"].calibration_image
+    assert abs(estimate_parts(r, 5.0, "cpu")["emotion"] - estimate_parts(off, 5.0, "cpu")["emotion"]
+               - extra) < 1e-6
+    assert 30 < extra < 120  # the cpu preset's 3 frames: about a minute (67 s measured)

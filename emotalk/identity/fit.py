@@ -22,6 +22,7 @@ import numpy as np
 from emotalk.dataset import clip_check
 from emotalk.identity.store import IdentityInfo
 from emotalk.training.data import dataset_audio_code, load_train_data
+from emotalk.training.emotion_calibration import grid
 from emotalk.training.emotion_stage import EmotionStageSettings
 from emotalk.training.loop import SampleHook, evaluate, train
 from emotalk.training.settings import Recipe, TrainSettings, TrainStatus
@@ -40,6 +41,9 @@ class Speed:
     emotion_target: float  # seconds per generated emotion target
     emotion_step: float  # seconds per emotion-stage step at `emotion_ref` pixels x batch
     emotion_ref: int  # pixels x batch of that measurement
+    calibration_image: float = 0.45  # seconds per candidate image of the strength calibration (generate,
+    # recognise, dlib; german_anchor's 512 px frames, "cpu" preset: 138 images in 67 s on the idle 2-core
+    # dev CPU, 2026-11-29)
 
 
 SPEEDS = {
@@ -82,6 +86,11 @@ def estimate_parts(recipe: Recipe, clip_seconds: float | None, device: str) -> d
         n_targets = e.n_frames * (8 + e.n_random)  # 7 categories and calm, and the random points
         e_step = sp.emotion_step * max(1 / 3, (e.size or recipe.size) ** 2 * e.batch / sp.emotion_ref)
         emo = n_targets * sp.emotion_target + e.steps * e_step
+        cal = e.calibration
+        if cal.enabled and not e.generator.category_gain:  # each candidate's 6 categories, and at most the
+            # resting expression's factors at the 5 others (emotalk.training.emotion_calibration)
+            per_frame = len(grid(cal)) * 6 + len(cal.rest_factors) * 5
+            emo += cal.n_frames * per_frame * sp.calibration_image
     return {"preprocess": sp.preprocess * (clip_seconds or 0.0), "train": t.steps * step, "emotion": emo}
 
 
