@@ -156,3 +156,28 @@ def test_category_factors_scale_one_emotion_and_blend_between_neighbours():
     tex = EmotionalFaceGenerator(settings=GeneratorSettings(texture=1.0)).texture
     np.testing.assert_allclose(tex.at(*CATEGORIES["angry"], {"angry": 2.0}), 2 * tex.at(*CATEGORIES["angry"]),
                                atol=1e-6)
+
+
+def test_brows_never_cross_the_upper_lids():
+    """A brow pulled down past its eye would fold the lid over the eye: the upper face's motion is scaled
+    down until every brow point keeps brow_gap_min of its own gap; the lower face and small motions stay."""
+    from emotalk.face.generator import brow_lid_gaps, limit_brows
+    from emotalk.face.landmarks import BROW_LOWER, NOSE_TIP
+
+    m = ExpressionModel.load()
+    _, lmk = _synthetic_face()
+    upper = m.neutral_shape[:, 1] < m.neutral_shape[NOSE_TIP, 1]
+    g0 = brow_lid_gaps(lmk, lmk)
+    assert (g0 > 0).all()  # the model's brows sit above its lids
+    off = np.zeros((478, 2), np.float32)
+    brows = np.concatenate(BROW_LOWER)
+    off[brows, 1] = 1.5 * g0.max()  # every brow point well past its lid
+    off[list(MOUTH_CORNERS), 0] = 3.0  # and a lower-face motion
+    out = limit_brows(off, upper, lmk, 0.15)
+    g1 = brow_lid_gaps(lmk + out, lmk)
+    assert (g1 >= 0.15 * g0 - 1e-4).all() and np.isclose(g1 / g0, 0.15, atol=1e-3).any()  # just enough
+    assert np.array_equal(out[list(MOUTH_CORNERS)], off[list(MOUTH_CORNERS)])
+    small = off * 0.0
+    small[brows, 1] = 0.2 * g0.min()
+    assert np.array_equal(limit_brows(small, upper, lmk, 0.15), small)
+    assert np.array_equal(limit_brows(off, upper, lmk, 0.0), off)  # off

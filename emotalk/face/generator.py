@@ -6,7 +6,8 @@ rigid landmarks (so a turned head gets turned offsets), and the image is moved b
 a thin-plate spline through the moved landmarks (backward map), faded to zero outside the face by a
 soft mask from the face parsing, so background, hair, ears, neck and torso stay still and nothing tears.
 Each inner-lip upper/lower pair moves together vertically, so the mouth opening of the original frame -
-the audio's business - is kept. A landmark warp can move brows, lids and mouth corners; it cannot add
+the audio's business - is kept, and no brow is pulled down past its upper lid (a low brow would fold the
+lid over the eye). A landmark warp can move brows, lids and mouth corners; it cannot add
 wrinkles or shading: after the warp, the emotion's expression ratio image (`emotalk.face.expression_texture`,
 measured on MEAD: brow furrows, nasolabial folds, nose wrinkles) is mapped onto the moved landmarks and
 multiplied into the face inside the same soft mask, never in the inner mouth.
@@ -23,13 +24,16 @@ from emotalk.errors import InputError
 from emotalk.face.expression import ExpressionModel
 from emotalk.face.expression_texture import ExpressionTexture
 from emotalk.face.landmarks import (
+    BROW_LOWER,
     EYE_CORNERS,
+    EYE_OUTER,
     FACE_OVAL,
     INNER_LIP_PAIRS,
     LID_PAIRS,
     N_MESH,
     NOSE_TIP,
     STABLE_IDX,
+    UPPER_LIDS,
     face_height_px,
 )
 from emotalk.face.thin_plate import tps_eval, tps_fit
@@ -56,6 +60,10 @@ class GeneratorSettings:
     # it is kept in full, linear in between
     lid_gap_range: tuple[float, float] = (0.75, 1.5)  # an eye's opening stays within these multiples of
     # the frame's own (squinting further squashes the iris and smears the lashes)
+    brow_gap_min: float = 0.15  # each brow point keeps at least this share of its frame's gap above the
+    # upper lid (the upper face's motion is scaled down until it does): a low brow pulled further down
+    # crossed the lid and folded it over the eye (german_anchor at angry: gap -0.04 of its own on average);
+    # 0 = off
     texture: float = 2.0  # strength of the expression ratio image (wrinkles, folds, shading) multiplied
     # into the warped face: scales its log (0 = warp only, 1 = as measured on MEAD, averaged over actors).
     # 3 (before 2026-11-28) put bright and dark patches on new faces: audio-driven reagan renders fell to
@@ -140,6 +148,37 @@ def limit_eyelids(off: np.ndarray, lmk: np.ndarray, settings: GeneratorSettings)
     return out
 
 
+def brow_lid_gaps(lmk: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """[10] signed gap of each lower-brow point of landmarks lmk [478,2+] above the upper-lid point under it
+    (the nearest along the eye axis), along the face's down direction, both taken from ref [478,2+] (px)."""
+    ax = ref[EYE_OUTER[1], :2] - ref[EYE_OUTER[0], :2]
+    ax = ax / max(float(np.linalg.norm(ax)), 1e-9)
+    down = np.array([-ax[1], ax[0]])
+    down = down if down[1] >= 0 else -down  # image y grows downwards
+    out = []
+    for brow, lid in zip(BROW_LOWER, UPPER_LIDS):
+        under = lid[np.abs((ref[lid, :2] - ref[brow, None, :2]) @ ax).argmin(1)]  # [5]
+        out.append((lmk[under, :2] - lmk[brow, :2]) @ down)
+    return np.concatenate(out)
+
+
+def limit_brows(off: np.ndarray, upper: np.ndarray, lmk: np.ndarray, min_share: float) -> np.ndarray:
+    """Image offsets [478,2] with the upper face's (mask upper [478]) scaled down so that every brow point
+    keeps at least min_share of its gap above the upper lid (`brow_lid_gaps`) in frame landmarks lmk."""
+    g0 = brow_lid_gaps(lmk, lmk)
+    closing = g0 - brow_lid_gaps(lmk[:, :2] + off, lmk)  # [10] how much nearer each brow point comes
+    ok = g0 > 0
+    if min_share <= 0 or not ok.any():
+        return off
+    room = (1 - min_share) * g0[ok]
+    k = float(np.min(np.where(closing[ok] > room, room / np.maximum(closing[ok], 1e-9), 1.0)))
+    if k >= 1.0:
+        return off
+    out = off.copy()
+    out[upper] *= k
+    return out
+
+
 def face_mask(shape: tuple[int, int], lmk: np.ndarray, parsing: np.ndarray | None,
               settings: GeneratorSettings) -> np.ndarray:
     """Soft mask [H,W] float32 of the moving face: parsing's face classes (or the landmark oval), feathered.
@@ -221,6 +260,7 @@ class EmotionalFaceGenerator:
         upper = self.model.neutral_shape[:, 1] < self.model.neutral_shape[NOSE_TIP, 1]  # brows, lids, cheeks
         off3[upper] = saturate(off3[upper], s.max_offset)
         off = limit_eyelids(project_offsets(off3, self.model, lmk), src, s)  # [478,2] px
+        off = limit_brows(off, upper, src, s.brow_gap_min)
         # the projection mixes depth into image y: pin the inner-lip opening again, in the image
         pair_mean = 0.5 * (off[INNER_LIP_PAIRS[:, 0]] + off[INNER_LIP_PAIRS[:, 1]])
         off[INNER_LIP_PAIRS[:, 0]] = pair_mean

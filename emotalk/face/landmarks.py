@@ -31,6 +31,10 @@ LID_PAIRS = np.array([(161, 163), (160, 144), (159, 145), (158, 153), (157, 154)
                       (388, 390), (387, 373), (386, 374), (385, 380), (384, 381)])
 EYE_RINGS = (np.array([33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]),
              np.array([263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249]))
+# lower edge of each brow (right, left), outer to inner; and each eye's upper lid, corner to corner
+BROW_LOWER = (np.array([46, 53, 52, 65, 55]), np.array([276, 283, 282, 295, 285]))
+UPPER_LIDS = (np.array([33, 246, 161, 160, 159, 158, 157, 173, 133]),
+              np.array([263, 466, 388, 387, 386, 385, 384, 398, 362]))
 
 # mouth
 LIP_MID = (13, 14)  # inner upper / lower lip, middle: their gap is the mouth opening
