@@ -77,7 +77,7 @@ class CalibrationSettings:
     enough: float = 0.8  # a category that already reads on this share of the frames keeps its strength
     # (obama's sad read 6/6 at 1, and 1.4 cost 0.013 of identity for nothing a viewer would see)
     rest_factors: tuple[float, ...] = (0.25, 0.5)  # a face whose own frames read as an emotion (a news
-    # anchor who rests smiling: happy on every frame) has that emotion's change taken out at the others, by
+    # anchor who rests smiling: happy on 4 of 6 frames) has that emotion's change taken out at the others, by
     # the factor of these that reads best (ExpressionModel.weights "rest_<category>"); () = never
     rest_share: float = 0.5  # ... when at least this share of its frames reads as that emotion
 
