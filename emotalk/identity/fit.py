@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.dataset import clip_check
+from emotalk.emotion import FER_CLASSES
 from emotalk.identity.store import IdentityInfo
 from emotalk.training.data import dataset_audio_code, load_train_data
 from emotalk.training.emotion_calibration import grid
@@ -87,9 +88,10 @@ def estimate_parts(recipe: Recipe, clip_seconds: float | None, device: str) -> d
         e_step = sp.emotion_step * max(1 / 3, (e.size or recipe.size) ** 2 * e.batch / sp.emotion_ref)
         emo = n_targets * sp.emotion_target + e.steps * e_step
         cal = e.calibration
-        if cal.enabled and not e.generator.category_gain:  # each candidate's 6 categories, and at most the
-            # resting expression's factors at the 5 others (emotalk.training.emotion_calibration)
-            per_frame = len(grid(cal)) * 6 + len(cal.rest_factors) * 5
+        if cal.enabled and not e.generator.category_gain:  # each candidate at every recogniser category,
+            # and at most the resting expression's factors at the others (training.emotion_calibration)
+            n_cat = len(FER_CLASSES) - 1  # neutral is not generated
+            per_frame = len(grid(cal)) * n_cat + len(cal.rest_factors) * (n_cat - 1)
             emo += cal.n_frames * per_frame * sp.calibration_image
     return {"preprocess": sp.preprocess * (clip_seconds or 0.0), "train": t.steps * step, "emotion": emo}
 

@@ -96,12 +96,28 @@ def grid(settings: CalibrationSettings) -> list[tuple[float, float]]:
     return [(1.0, 1.0)] + [p for p in pairs if p != (1.0, 1.0)]
 
 
+def read_category(gen: EmotionalFaceGenerator, category: str, frames: np.ndarray, lmk: np.ndarray,
+                  parsing: np.ndarray | None, rec, emb, e0: np.ndarray) -> tuple[float, float, float]:
+    """Generate `category` from every frame and read it: (mean p(category), share of frames whose top class
+    it is, mean dlib similarity to the original frames with descriptors e0 [N,128]; NaN if no face)."""
+    from emotalk.face.identity_embedding import identity_similarity
+
+    j = FER_CLASSES.index(category)
+    out = [gen(frames[k], lmk[k], None if parsing is None else parsing[k], *CATEGORIES[category])
+           for k in range(len(frames))]
+    p = np.stack([rec.probs(g.image, g.lmk) for g in out])  # [N,7]
+    sim = identity_similarity(e0, emb.embed(np.stack([g.image for g in out]),
+                                            landmarks=np.stack([g.lmk for g in out])))  # [N] (NaN: no face)
+    return (float(p[:, j].mean()), float(np.mean(p.argmax(1) == j)),
+            float(np.nanmean(sim)) if np.isfinite(sim).any() else float("nan"))
+
+
 def calibrate(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None, base: GeneratorSettings,
               settings: CalibrationSettings = CalibrationSettings(), frame_ids: list[int] | None = None,
               recognizer=None, embedder=None, progress: Progress | None = None) -> Calibration:
     """Choose each category's strength on frames [N,H,W,3] uint8 (landmarks [N,478,2+] px, parsing
     [N,S,S] or None) around the generator settings `base`; see the module docstring."""
-    from emotalk.face.identity_embedding import default_embedder, identity_similarity
+    from emotalk.face.identity_embedding import default_embedder
     from emotalk.face.recognizer import EmotionRecognizer
 
     rec = recognizer or EmotionRecognizer()
@@ -114,14 +130,7 @@ def calibrate(frames: np.ndarray, lmk: np.ndarray, parsing: np.ndarray | None, b
     for n, (gf, tf) in enumerate(pairs):
         gen = EmotionalFaceGenerator(settings=replace(base, gain=base.gain * gf, texture=base.texture * tf))
         for c in cats:
-            j = FER_CLASSES.index(c)
-            out = [gen(frames[k], lmk[k], None if parsing is None else parsing[k], *CATEGORIES[c])
-                   for k in range(len(frames))]
-            p = np.stack([rec.probs(g.image, g.lmk) for g in out])  # [N,7]
-            e1 = emb.embed(np.stack([g.image for g in out]), landmarks=np.stack([g.lmk for g in out]))
-            sim = identity_similarity(e0, e1)  # [N] (NaN where no face)
-            cands[c].append(Candidate(gf, tf, float(p[:, j].mean()), float(np.mean(p.argmax(1) == j)),
-                                      float(np.nanmean(sim)) if np.isfinite(sim).any() else float("nan")))
+            cands[c].append(Candidate(gf, tf, *read_category(gen, c, frames, lmk, parsing, rec, emb, e0)))
         if progress:
             progress(f"emotion strengths: candidate {n + 1}/{len(pairs)}", (n + 1) / len(pairs))
     gains, textures = {}, {}
@@ -141,8 +150,6 @@ def rest_expression(frames, lmk, parsing, base: GeneratorSettings, cal: Calibrat
                     settings: CalibrationSettings, rec, emb, e0: np.ndarray) -> dict:
     """How the frames themselves read and, when mostly as one emotion, the factor (of settings.rest_factors,
     or 0) by which that emotion's change is taken out at the other categories (see the module docstring)."""
-    from emotalk.face.identity_embedding import identity_similarity
-
     p0 = np.stack([rec.probs(frames[k], lmk[k]) for k in range(len(frames))])  # [N,7]
     top = FER_CLASSES[int(p0.mean(0).argmax())]
     share = float(np.mean(p0.argmax(1) == FER_CLASSES.index(top)))
@@ -159,12 +166,8 @@ def rest_expression(frames, lmk, parsing, base: GeneratorSettings, cal: Calibrat
             category_texture=dict(cal.category_texture)))
         ps, kept = [], True
         for c in others:
-            g = [gen(frames[k], lmk[k], None if parsing is None else parsing[k], *CATEGORIES[c])
-                 for k in range(len(frames))]
-            ps.append(float(np.mean([rec.probs(x.image, x.lmk)[FER_CLASSES.index(c)] for x in g])))
-            sim = identity_similarity(e0, emb.embed(np.stack([x.image for x in g]),
-                                                     landmarks=np.stack([x.lmk for x in g])))
-            ident = float(np.nanmean(sim)) if np.isfinite(sim).any() else float("nan")
+            p, _, ident = read_category(gen, c, frames, lmk, parsing, rec, emb, e0)
+            ps.append(p)
             kept = kept and ident >= min(floors[c], base_cands[c].identity - REST_SLACK)
         if kept and np.mean(ps) >= best_p:
             best, best_p = f, float(np.mean(ps))
