@@ -3,7 +3,8 @@
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--shrink W] [--highpass H] [--mask INNER OUTER]
-                                    [--no-mouth-warp] [--warp-only] [--fidelity-only]
+                                    [--no-mouth-warp] [--warp-region mouth|face] [--warp-only]
+                                    [--fidelity-only]
                                     [--calibrate-only JSON] [--strengths JSON] [--no-calibration]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
@@ -12,8 +13,9 @@ and trained from scratch with the preset's EmotionStageSettings (training/settin
 as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour or shrink
 penalties), so old and new can be compared on the same identity. --warp-only keeps the trained emotion
 field and only gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a
-CPU). OUT gets IDENTITY's files with the new model weights and settings (body track and thumbnail
-copied). Every run prints the field's fidelity to its targets per category (`target_fidelity`);
+CPU). --warp-region face makes the warp carry the whole face's change (brows, lids, cheeks), the field
+only what a warp cannot draw. OUT gets IDENTITY's files with the new model weights and settings (body
+track and thumbnail copied). Every run prints the field's fidelity to its targets per category (`target_fidelity`);
 --fidelity-only only measures it for IDENTITY's trained field against the preset's targets (OUT unused,
 nothing written).
 The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
@@ -88,6 +90,8 @@ def main() -> int:
                     help="as before issue 17: no mouth mask, no colour penalties")
     ap.add_argument("--no-mouth-mask", action="store_true")
     ap.add_argument("--no-mouth-warp", action="store_true", help="no mouth warp (as before 2026-11-28)")
+    ap.add_argument("--warp-region", choices=("mouth", "face"), default=None,
+                    help="what the warp carries: the lower face (default) or the whole face's change")
     ap.add_argument("--warp-only", action="store_true",
                     help="keep the trained emotion field; only add the mouth warp (no training)")
     ap.add_argument("--fidelity-only", action="store_true",
@@ -117,6 +121,8 @@ def main() -> int:
         s = replace(s, mouth_mask=False)
     if args.no_mouth_warp:
         s = replace(s, mouth_warp=False)
+    if args.warp_region:
+        s = replace(s, warp_region=args.warp_region)
     for k, v in (("steps", args.steps), ("colour_weight", args.colour), ("face_weight", args.face_weight),
                  ("lr", args.lr), ("shrink_weight", args.shrink),
                  ("colour_smooth_weight", args.colour_smooth)):
@@ -168,6 +174,7 @@ def main() -> int:
             return 2
         lmk3d = ds.lmk3d[ds.train_idx]
         model.set_mouth_warp(torch.as_tensor(head_face(lmk3d)), s.generator.gain)
+        model.settings = replace(model.settings, emotion_warp_region=s.warp_region)
         res = None
         print(f"mouth warp set from {len(lmk3d)} training frames at gain {s.generator.gain}")
     else:

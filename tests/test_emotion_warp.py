@@ -1,7 +1,8 @@
 """Emotion's mouth warp (emotalk.gaussians.emotion_warp): the 3-D thin-plate spline, the expression model's
 blend weights, the lower-face changes it spreads (opening pinned, upper face left to the field), the map
 into an identity's head frame, and the model: zero at neutral, only where the mouth mask turns the field
-off, the inner lips moving as pairs, the fast path equal to the plain one, saved with the identity."""
+off, the inner lips moving as pairs, the fast path equal to the plain one, saved with the identity; and the
+whole-face region (brows and lids too, limited as the generator limits them, faded away from the face)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from emotalk.emotion import CATEGORIES
 from emotalk.face.expression import ExpressionModel, keep_lip_gap, lip_points
-from emotalk.face.landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, NOSE_TIP
+from emotalk.face.generator import GeneratorSettings, brow_lid_gaps
+from emotalk.face.landmarks import BROW_LOWER, INNER_LIP_PAIRS, MOUTH_CORNERS, NOSE_TIP, head_frame
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.emotion import EmotionSwitches
 from emotalk.gaussians.emotion_warp import (
@@ -21,8 +24,11 @@ from emotalk.gaussians.emotion_warp import (
     axis_log_stretch,
     category_weights,
     expression_model,
+    face_changes,
+    face_fade,
     lower_face_changes,
     to_head_frame,
+    upper_face,
 )
 from emotalk.gaussians.fast_render import FastRenderer
 from emotalk.gaussians.model import BRANCHES, Frames, ModelSettings, TalkingGaussians
@@ -257,3 +263,73 @@ def test_per_category_factors_scale_that_category_only():
     torch.testing.assert_close(h2[..., :3], 1.8 * h1[..., :3], atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(s2, s1)
     assert float(h1[..., :3].abs().max()) > 1e-3  # the smile really moves
+
+
+# -- the whole face (ModelSettings.emotion_warp_region "face") ------------------------------------------
+
+
+def test_face_region_carries_the_upper_face_and_the_same_lower_face():
+    m = expression_model()
+    ch = face_changes(m, _face(), 2.5)  # [K,478,3]
+    upper = upper_face(m)
+    lower = lower_face_changes(m)
+    np.testing.assert_allclose(ch[:, ~upper], lower[:, ~upper], atol=1e-12)  # the mouth region's change
+    surprised = ch[m.categories.index("surprised")]
+    assert surprised[np.concatenate(BROW_LOWER), 1].mean() < -0.01  # brows go up (y runs down the face)
+    # saturated as the generator does: no brow moves further than max_offset at full strength
+    brows = np.concatenate(BROW_LOWER)
+    assert np.linalg.norm(2.5 * ch[:, brows], axis=-1).max() <= GeneratorSettings().max_offset + 1e-9
+
+
+def test_face_region_keeps_low_brows_above_the_lids():
+    """A face whose brows sit low: at angry the unlimited change takes brow points below the upper lid;
+    the face region's keeps each one brow_gap_min of its gap above it, as the generator does."""
+    m = expression_model()
+    face = _face().astype(np.float64)
+
+    def frontal(f):  # the face seen from the front in its own head frame (y down), as face_changes sees it
+        R, o, unit = head_frame(f)
+        return ((f - o) @ R.T / unit)[:, :2]
+
+    g0 = brow_lid_gaps(frontal(face), frontal(face))
+    low = face.copy()
+    low[np.concatenate(BROW_LOWER), 1] += 0.8 * g0 * SCALE  # brows lowered to about 0.2 of their gap
+    low_flat = frontal(low)
+    g_low = brow_lid_gaps(low_flat, low_flat)
+    k = m.categories.index("angry")
+    raw = 2.5 * m.per_radius[k, : ExpressionModel.n_lmk].reshape(478, 3)
+    assert (brow_lid_gaps(low_flat + raw[:, :2], low_flat) < 0.15 * g_low).any()
+    ch = 2.5 * face_changes(m, low, 2.5)[k]
+    assert (brow_lid_gaps(low_flat + ch[:, :2], low_flat) >= 0.15 * g_low - 1e-6).all()
+
+
+def test_face_fade_spares_what_is_far_from_the_face():
+    face = _face()
+    unit = float(np.linalg.norm(face[263] - face[33]))
+    top = face[:468, 1].min()  # the forehead's top landmark (y runs down)
+    pts = np.array([face[1], [0.0, top - 0.2 * unit, 3.0], [0.0, top - 1.0 * unit, 3.0]], np.float32)
+    f = face_fade(face, pts)
+    assert f[0] == 1.0 and 0.0 < f[1] < 1.0 and f[2] == 0.0
+
+
+def test_face_region_moves_the_brows_in_the_model_and_the_fast_path_agrees():
+    m, keep = _model()
+    face = m.emotion_face.numpy()
+    brow = torch.as_tensor(face[np.concatenate(BROW_LOWER)])
+    with torch.no_grad():
+        m.branches["face"]["means"][-len(brow):] = brow  # the last Gaussians sit on the brows (mask 1)
+    surprised = torch.tensor([list(CATEGORIES["surprised"])])
+    assert not m.mouth_warp(surprised)[0, -len(brow):].any()  # mouth region: the brows are the field's
+    m.settings = dataclasses.replace(m.settings, emotion_warp_region="face")
+    d = m.mouth_warp(surprised)[0]
+    assert float(d[-len(brow):, 1].mean()) < -0.001  # face region: the warp raises them (y runs down)
+    fr = _frames([[0.0, 0.0], list(CATEGORIES["surprised"]), list(CATEGORIES["angry"])], gain=[1.0, 1.0, 0.6])
+    with torch.no_grad():
+        plain = {b: m.deform(b, fr) for b in BRANCHES}
+    fast = FastRenderer(m).deform(fr)
+    for b in BRANCHES:
+        for x, y in zip(plain[b], fast[b]):
+            assert float((x - y).detach().abs().max()) <= 1e-6
+    m.settings = dataclasses.replace(m.settings, emotion_warp_region="cheeks")
+    with pytest.raises(ValueError, match="warp region"):
+        m.mouth_warp(surprised)

@@ -12,6 +12,13 @@ one, and the lips between the corners move up or down as a block, so the mouth o
 the mouth mask switches the field off (weight 1 - keep), so the two never add up. Linear in the
 expression change: a warp per category is made once per identity and blended per frame with the
 expression model's weights.
+
+With `ModelSettings.emotion_warp_region` "face" the warp carries the whole face's change (brows, lids,
+cheeks too; seventeenth session): the emotion field drew only about half of its targets' geometry (obama:
+0.64 of the change, the eye-nose band 0.43-0.67), while a warp draws all of the expression model's. The
+upper face is limited as the generator limits it on the identity's own face (each landmark's motion
+saturated, lids kept within a range of their opening, brows above the lids), and the warp fades out away
+from the face's landmarks (hair, ears, neck stay), as the generator's face mask does.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ import torch
 from torch import Tensor
 
 from emotalk.face.expression import ExpressionModel, keep_lip_gap, keep_lip_thickness
-from emotalk.face.landmarks import NOSE_TIP, STABLE_IDX
+from emotalk.face.landmarks import N_MESH, NOSE_TIP, STABLE_IDX, head_frame
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.projection import quat_to_rotmat
 
 WARP_SMOOTHING = 1e-3  # thin-plate regularisation (relative to the mean kernel value), as the generator's
+FACE_FADE = (0.15, 0.4)  # "face" region: the warp is whole within the first distance of the nearest face
+# landmark and gone beyond the second (outer-eye distances; smoothstep between): hair, ears and neck stay
+REGIONS = ("mouth", "face")  # what the warp carries: the lower face (the field draws the rest), or all of it
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,9 +52,53 @@ def lower_face_changes(model: ExpressionModel) -> np.ndarray:
     and the upper face (above the nose tip: brows, lids; the emotion field's part) zeroed."""
     off = model.per_radius[:, : ExpressionModel.n_lmk].reshape(-1, 478, 3).astype(np.float64)
     off = keep_lip_thickness(keep_lip_gap(off), model.neutral_shape)
-    upper = model.neutral_shape[:, 1] < model.neutral_shape[NOSE_TIP, 1]
-    off[:, upper] = 0.0
+    off[:, upper_face(model)] = 0.0
     return off
+
+
+def upper_face(model: ExpressionModel) -> np.ndarray:
+    """[478] bool: landmarks above the nose tip (brows, lids, upper cheeks), as the generator splits them."""
+    return model.neutral_shape[:, 1] < model.neutral_shape[NOSE_TIP, 1]
+
+
+def face_changes(model: ExpressionModel, face: np.ndarray, gain: float,
+                 factors: dict[str, float] | None = None, settings=None) -> np.ndarray:
+    """Whole-face landmark change per unit strength [K,478,3] (normalised head frame) of each category as
+    the generator makes it on a face with landmarks face [478,3] at strength gain × factors[name]: inner-lip
+    opening pinned, lips moving as a block, the upper face's motion saturated (`max_offset`), each lid
+    pair's opening kept within `lid_gap_range` and every brow `brow_gap_min` of its gap above the lid
+    (`emotalk.face.generator`, on this face's own frontal landmarks). Divided back by the strength, so
+    the warp's blend (weights × gain) gives the limited change at each category."""
+    from emotalk.face.generator import GeneratorSettings, limit_brows, limit_eyelids, saturate
+
+    gs = settings or GeneratorSettings()
+    off = model.per_radius[:, : ExpressionModel.n_lmk].reshape(-1, 478, 3).astype(np.float64)
+    off = keep_lip_thickness(keep_lip_gap(off), model.neutral_shape)
+    R, o, unit = head_frame(face.astype(np.float64))
+    flat = ((face.astype(np.float64) - o) @ R.T / unit)[:, :2]  # the face seen from the front, y down
+    upper = upper_face(model)
+    out = np.zeros_like(off)
+    for k, f in enumerate(model.factor_row(factors)):
+        s = gain * f
+        if abs(s) < 1e-9:
+            continue
+        o3 = off[k] * s
+        o3[upper] = saturate(o3[upper], gs.max_offset)
+        o2 = limit_brows(limit_eyelids(o3[:, :2], flat, gs), upper, flat, gs.brow_gap_min)
+        o3[:, :2] = o2
+        out[k] = o3 / s
+    return out
+
+
+def face_fade(face: np.ndarray, points: np.ndarray, fade: tuple[float, float] = FACE_FADE) -> np.ndarray:
+    """[N] share of the whole-face warp at points [N,3]: 1 near the face's mesh landmarks face [478,3],
+    0 beyond fade[1] outer-eye distances of the nearest one."""
+    from scipy.spatial import cKDTree
+
+    unit = float(np.linalg.norm(face[263] - face[33]))
+    d = cKDTree(face[:N_MESH].astype(np.float64)).query(points.astype(np.float64))[0] / max(unit, 1e-12)
+    x = np.clip((fade[1] - d) / max(fade[1] - fade[0], 1e-9), 0.0, 1.0)
+    return (x * x * (3 - 2 * x)).astype(np.float32)
 
 
 def to_head_frame(offsets: np.ndarray, neutral: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -131,12 +185,18 @@ def category_weights(model: ExpressionModel, emotion: np.ndarray, factors: dict[
 
 class MouthWarp:
     """The warp of one identity's face Gaussians: offset basis [K,N,3] (and, given their rotations, the
-    Jacobian basis [K,N,3,3]) made once, blended per emotion."""
+    Jacobian basis [K,N,3,3]) made once, blended per emotion. region "mouth": the lower face's change;
+    "face": the whole face's (`face_changes`, at strength gain × factors)."""
 
     def __init__(self, face: np.ndarray, means: Tensor, quats: Tensor | None = None,
-                 model: ExpressionModel | None = None):
+                 model: ExpressionModel | None = None, region: str = "mouth", gain: float = 1.0,
+                 factors: dict[str, float] | None = None):
+        if region not in REGIONS:
+            raise ValueError(f"warp region must be one of {REGIONS}, got {region!r}")
         self.model = model or expression_model()
-        changes = to_head_frame(lower_face_changes(self.model), self.model.neutral_shape, face)
+        local = (lower_face_changes(self.model) if region == "mouth"
+                 else face_changes(self.model, face, gain, factors))
+        changes = to_head_frame(local, self.model.neutral_shape, face)
         # offsets [K,N,3] and, given rotations, Jacobians [K,N,3,3]
         self.basis, self.jac = warp_basis_torch(face, changes, means, jacobian=quats is not None)
         self.rot = None if quats is None else quat_to_rotmat(quats.detach().float())  # [N,3,3]
@@ -179,18 +239,29 @@ def warp_deltas(model, emotion: Tensor, branch: str = "face") -> Tensor | None:
         return None
     keep, face = model.emotion_keep, model.emotion_face  # [N,1], [478,3]
     means, quats = model.branches[branch]["means"], model.branches[branch]["quats"]
-    key = (means.data_ptr(), quats.data_ptr(), means.shape[0], means.device, face.data_ptr(), face._version)
+    factors = model.settings.emotion_category_gain  # the identity's calibrated strengths (may be empty)
+    region = model.settings.emotion_warp_region
+    gain = float(model.emotion_warp_gain)
+    key = (means.data_ptr(), quats.data_ptr(), means.shape[0], means.device, face.data_ptr(), face._version,
+           region, gain, tuple(sorted(factors.items())))
     cache = model.__dict__.setdefault("_warps", {})
     if cache.get(branch, (None,))[0] != key:
         f = face.detach().cpu().numpy()
         if not np.abs(f).any():
             return None  # made from settings and not loaded yet: no landmarks
-        cache[branch] = (key, MouthWarp(f, means, quats if branch == "face" else None))
-    warp = cache[branch][1]
-    factors = model.settings.emotion_category_gain  # the identity's calibrated strengths (may be empty)
+        warp = MouthWarp(f, means, quats if branch == "face" else None, region=region, gain=gain,
+                         factors=factors)
+        share = None  # [N,1] where the face warp acts (the mouth region: where the mask fades the field out)
+        if branch == "face":
+            share = 1 - keep
+            if region == "face":
+                fade = torch.as_tensor(face_fade(f, means.detach().cpu().numpy()), device=keep.device)
+                share = torch.maximum(share, fade[:, None].to(keep))
+        cache[branch] = (key, warp, share)
+    warp, share = cache[branch][1], cache[branch][2]
     if branch != "face":
         return warp(emotion, model.emotion_warp_gain, factors=factors)[0]  # [B,Nm,3]
-    off, stretch = warp(emotion, model.emotion_warp_gain * (1 - keep), model.switches.warp_stretch,
+    off, stretch = warp(emotion, model.emotion_warp_gain * share, model.switches.warp_stretch,
                         factors)  # [B,N,3]
     d = off.new_zeros(*off.shape[:2], 13)
     d[..., :3] = off

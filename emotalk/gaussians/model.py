@@ -50,6 +50,9 @@ class ModelSettings:
     # `set_mouth_warp`, emotalk.gaussians.emotion_warp), acting where the mouth mask turns the field off
     emotion_category_gain: dict[str, float] = dataclasses.field(default_factory=dict)  # the mouth warp's
     # per-category factor on emotion_warp_gain (the generator's `category_gain` the targets were made with)
+    emotion_warp_region: str = "mouth"  # what that warp carries: "mouth", the lower face's change where the
+    # mouth mask turns the field off (the field draws the rest); "face", the whole face's, limited as the
+    # generator limits it (brows, lids, cheeks: the field drew about half of its targets' geometry)
     lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)

@@ -176,7 +176,8 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
         if settings.mouth_warp:  # at the targets' strengths (the generator's gain and per-category factors)
             model.set_mouth_warp(torch.as_tensor(head_face(lmk3d)), settings.generator.gain)
             model.settings = replace(model.settings,
-                                     emotion_category_gain=dict(settings.generator.category_gain))
+                                     emotion_category_gain=dict(settings.generator.category_gain),
+                                     emotion_warp_region=settings.warp_region)
     knn = (torch.as_tensor(neighbours(means), device=dev)
            if settings.colour_smooth_weight > 0 and len(means) > 1 else None)
     zone = (torch.as_tensor(targets.lip_zone, device=dev)
