@@ -16,8 +16,8 @@ field and only gives it emotion's mouth warp (its face landmarks from DATASET; n
 CPU). --warp-region face makes the warp carry the whole face's change (brows, lids, cheeks), the field
 only what a warp cannot draw. OUT gets IDENTITY's files with the new model weights and settings (body
 track and thumbnail copied). Every run prints the field's fidelity to its targets per category
-(`target_fidelity`); --fidelity-only only measures it for IDENTITY's trained field against the preset's targets (OUT unused,
-nothing written).
+(`target_fidelity`); --fidelity-only only measures it for IDENTITY's trained field against the preset's
+targets (OUT unused, nothing written).
 The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
 recogniser and dlib, CPU): --calibrate-only JSON does only that and writes the result, --strengths JSON
 uses such a file instead (e.g. calibrated on a CPU for a GPU host without dlib), --no-calibration runs
