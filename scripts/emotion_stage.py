@@ -3,8 +3,8 @@
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--shrink W] [--highpass H] [--mask INNER OUTER]
-                                    [--no-mouth-warp] [--warp-region mouth|face] [--warp-only]
-                                    [--fidelity-only]
+                                    [--no-mouth-warp] [--warp-region mouth|face] [--colour-only] [--seed N]
+                                    [--warp-only] [--fidelity-only]
                                     [--calibrate-only JSON] [--strengths JSON] [--no-calibration]
 
 DATASET is the identity's own dataset (`python -m emotalk preprocess CLIP --out DATASET`), IDENTITY its
@@ -14,10 +14,10 @@ as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no
 penalties), so old and new can be compared on the same identity. --warp-only keeps the trained emotion
 field and only gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a
 CPU). --warp-region face makes the warp carry the whole face's change (brows, lids, cheeks), the field
-only what a warp cannot draw. OUT gets IDENTITY's files with the new model weights and settings (body
-track and thumbnail copied). Every run prints the field's fidelity to its targets per category
-(`target_fidelity`); --fidelity-only only measures it for IDENTITY's trained field against the preset's
-targets (OUT unused, nothing written).
+only what a warp cannot draw; --colour-only leaves the field shading alone. OUT gets IDENTITY's files
+with the new model weights and settings (body track and thumbnail copied). Every run prints the field's
+fidelity to its targets per category (`target_fidelity`); --fidelity-only only measures it for
+IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
 The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
 recogniser and dlib, CPU): --calibrate-only JSON does only that and writes the result, --strengths JSON
 uses such a file instead (e.g. calibrated on a CPU for a GPU host without dlib), --no-calibration runs
@@ -92,6 +92,9 @@ def main() -> int:
     ap.add_argument("--no-mouth-warp", action="store_true", help="no mouth warp (as before 2026-11-28)")
     ap.add_argument("--warp-region", choices=("mouth", "face"), default=None,
                     help="what the warp carries: the lower face (default) or the whole face's change")
+    ap.add_argument("--colour-only", action="store_true",
+                    help="the field recolours only (with --warp-region face, which draws the geometry)")
+    ap.add_argument("--seed", type=int, default=None, help="the stage's sampling seed")
     ap.add_argument("--warp-only", action="store_true",
                     help="keep the trained emotion field; only add the mouth warp (no training)")
     ap.add_argument("--fidelity-only", action="store_true",
@@ -123,6 +126,10 @@ def main() -> int:
         s = replace(s, mouth_warp=False)
     if args.warp_region:
         s = replace(s, warp_region=args.warp_region)
+    if args.colour_only:
+        s = replace(s, colour_only=True)
+    if args.seed is not None:
+        s = replace(s, seed=args.seed)
     for k, v in (("steps", args.steps), ("colour_weight", args.colour), ("face_weight", args.face_weight),
                  ("lr", args.lr), ("shrink_weight", args.shrink),
                  ("colour_smooth_weight", args.colour_smooth)):

@@ -333,3 +333,16 @@ def test_face_region_moves_the_brows_in_the_model_and_the_fast_path_agrees():
     m.settings = dataclasses.replace(m.settings, emotion_warp_region="cheeks")
     with pytest.raises(ValueError, match="warp region"):
         m.mouth_warp(surprised)
+
+
+def test_colour_only_field_keeps_its_colour_and_drops_its_geometry():
+    m, keep = _model()
+    happy = torch.tensor([list(CATEGORIES["happy"])])
+    m.switches = EmotionSwitches(mouth_warp=False)
+    with torch.no_grad():
+        full = m.emotion_delta(None, happy)
+        m.settings = dataclasses.replace(m.settings, emotion_field_colour_only=True)
+        colour = m.emotion_delta(None, happy)
+    assert float(full[..., :10].abs().max()) > 1e-4  # the "trained" field moves Gaussians
+    assert not colour[..., :10].any()
+    torch.testing.assert_close(colour[..., 10:], full[..., 10:])

@@ -53,6 +53,8 @@ class ModelSettings:
     emotion_warp_region: str = "mouth"  # what that warp carries: "mouth", the lower face's change where the
     # mouth mask turns the field off (the field draws the rest); "face", the whole face's, limited as the
     # generator limits it (brows, lids, cheeks: the field drew about half of its targets' geometry)
+    emotion_field_colour_only: bool = False  # the emotion field recolours only (its position, rotation and
+    # scale deltas are dropped): with the "face" warp drawing the geometry, the field adds shading alone
     lip_code: bool = False  # speech reaches the fields through the lip code (emotalk.lips): trained on the
     # tracked lip parameters, driven at render time by the speaker-independent LipDriver; False: the raw
     # audio code drives the fields directly (the first sessions' identities)
@@ -199,6 +201,8 @@ class TalkingGaussians(nn.Module):
         e = torch.cat([emotion, emotion.new_zeros(1, 2)])  # [B+1,2]
         out = self.emotion_field(ec, [self.emotion_enc(e)])  # [B+1,N,13]
         d = out[:-1] - out[-1:]  # [B,N,13]
+        if self.settings.emotion_field_colour_only:
+            d = torch.cat([torch.zeros_like(d[..., :10]), d[..., 10:]], -1)
         w = self.emotion_lip  # [N,1]
         if w.shape[0] == d.shape[1] and bool((w > 0).any()):
             d = lip_lock(d, w[:, 0], self.emotion_gap_dir)

@@ -111,6 +111,8 @@ class EmotionStageSettings:
     # TalkingGaussians.set_mouth_warp): the field alone never reached the mouth corners, so no smile showed
     warp_region: str = "mouth"  # what the warp carries (ModelSettings.emotion_warp_region): "mouth", the
     # lower face where the mask turns the field off; "face", the whole face's change (the field: the rest)
+    colour_only: bool = False  # the field recolours only (ModelSettings.emotion_field_colour_only): meant
+    # with warp_region "face", which draws the geometry
     colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
