@@ -3,7 +3,7 @@
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--shrink W] [--highpass H] [--mask INNER OUTER]
-                                    [--no-mouth-warp] [--warp-region mouth|face] [--colour-only] [--seed N]
+                                    [--no-mouth-warp] [--warp-region face|mouth] [--field-geometry] [--seed N]
                                     [--warp-only] [--fidelity-only]
                                     [--calibrate-only JSON] [--strengths JSON] [--no-calibration]
 
@@ -13,9 +13,10 @@ and trained from scratch with the preset's EmotionStageSettings (training/settin
 as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour or shrink
 penalties), so old and new can be compared on the same identity. --warp-only keeps the trained emotion
 field and only gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a
-CPU). --warp-region face makes the warp carry the whole face's change (brows, lids, cheeks), the field
-only what a warp cannot draw; --colour-only leaves the field shading alone. OUT gets IDENTITY's files
-with the new model weights and settings (body track and thumbnail copied). Every run prints the field's
+CPU). The warp carries the whole face's change (brows, lids, cheeks) and the field only recolours (the
+defaults); --warp-region mouth --field-geometry is the design before 2026-11-29 (warp at the mouth, the
+field moving the rest; what --warp-only gives unless --warp-region says). OUT gets IDENTITY's files with
+the new model weights and settings (body track and thumbnail copied). Every run prints the field's
 fidelity to its targets per category (`target_fidelity`); --fidelity-only only measures it for
 IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
 The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
@@ -91,9 +92,9 @@ def main() -> int:
     ap.add_argument("--no-mouth-mask", action="store_true")
     ap.add_argument("--no-mouth-warp", action="store_true", help="no mouth warp (as before 2026-11-28)")
     ap.add_argument("--warp-region", choices=("mouth", "face"), default=None,
-                    help="what the warp carries: the lower face (default) or the whole face's change")
-    ap.add_argument("--colour-only", action="store_true",
-                    help="the field recolours only (with --warp-region face, which draws the geometry)")
+                    help="what the warp carries: the whole face's change (default) or the lower face's")
+    ap.add_argument("--field-geometry", action="store_true",
+                    help="the field also moves, turns and scales Gaussians (default: it recolours only)")
     ap.add_argument("--seed", type=int, default=None, help="the stage's sampling seed")
     ap.add_argument("--warp-only", action="store_true",
                     help="keep the trained emotion field; only add the mouth warp (no training)")
@@ -119,15 +120,16 @@ def main() -> int:
 
     s = EMOTION_PRESETS[args.preset]
     if args.old:
-        s = replace(s, mouth_mask=False, colour_weight=0.0, colour_smooth_weight=0.0, shrink_weight=0.0)
+        s = replace(s, mouth_mask=False, colour_weight=0.0, colour_smooth_weight=0.0, shrink_weight=0.0,
+                    warp_region="mouth", colour_only=False)
     if args.no_mouth_mask:
         s = replace(s, mouth_mask=False)
     if args.no_mouth_warp:
         s = replace(s, mouth_warp=False)
     if args.warp_region:
         s = replace(s, warp_region=args.warp_region)
-    if args.colour_only:
-        s = replace(s, colour_only=True)
+    if args.field_geometry:
+        s = replace(s, colour_only=False)
     if args.seed is not None:
         s = replace(s, seed=args.seed)
     for k, v in (("steps", args.steps), ("colour_weight", args.colour), ("face_weight", args.face_weight),
@@ -181,7 +183,8 @@ def main() -> int:
             return 2
         lmk3d = ds.lmk3d[ds.train_idx]
         model.set_mouth_warp(torch.as_tensor(head_face(lmk3d)), s.generator.gain)
-        model.settings = replace(model.settings, emotion_warp_region=s.warp_region)
+        # a field trained to move Gaussians keeps doing so: the warp takes the mouth only, unless asked
+        model.settings = replace(model.settings, emotion_warp_region=args.warp_region or "mouth")
         res = None
         print(f"mouth warp set from {len(lmk3d)} training frames at gain {s.generator.gain}")
     else:

@@ -178,7 +178,9 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
             model.settings = replace(model.settings,
                                      emotion_category_gain=dict(settings.generator.category_gain),
                                      emotion_warp_region=settings.warp_region)
-    model.settings = replace(model.settings, emotion_field_colour_only=settings.colour_only)
+    model.settings = replace(model.settings,  # only a warp draws geometry when the field does not
+                             emotion_field_colour_only=settings.colour_only and settings.mouth_mask
+                             and settings.mouth_warp)
     knn = (torch.as_tensor(neighbours(means), device=dev)
            if settings.colour_smooth_weight > 0 and len(means) > 1 else None)
     zone = (torch.as_tensor(targets.lip_zone, device=dev)
