@@ -97,3 +97,12 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     assert model.settings.emotion_mouth_mask and float(keep.min()) == 0 and float(keep.max()) == 1
     assert tg.lip_zone.shape == (16, 64, 64) and 0 < tg.lip_zone.mean() < 0.2
     assert model.switches == EmotionSwitches()
+    # seventeenth session: the warp draws the whole face's geometry, the field only recolours
+    assert model.settings.emotion_warp_region == "face" and model.settings.emotion_field_colour_only
+    model.switches = EmotionSwitches(mouth_warp=False)
+    with torch.no_grad():
+        d = model.emotion_delta(None, emo[:1])  # [1,N,13] the field alone
+    model.switches = EmotionSwitches()
+    assert not d[..., :10].any() and float(d[..., 10:].abs().max()) > 1e-4
+    w = model.mouth_warp(emo[:1])  # the warp moves Gaussians away from the mouth too (brows, lids)
+    assert float((w[0, :, :3].norm(dim=-1) * model.emotion_keep[:, 0]).max()) > 0
