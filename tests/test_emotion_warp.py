@@ -146,6 +146,17 @@ def _means(m, fr) -> torch.Tensor:
         return m.deform("face", fr)[0]
 
 
+def _fast_as_plain(m, fr: Frames) -> dict:
+    """The fast path's deformed Gaussians of frames fr, checked equal to the plain path's (within 1e-6)."""
+    with torch.no_grad():
+        plain = {b: m.deform(b, fr) for b in BRANCHES}
+    fast = FastRenderer(m).deform(fr)
+    for b in BRANCHES:
+        for x, y in zip(plain[b], fast[b]):
+            assert float((x - y).detach().abs().max()) <= 1e-6
+    return fast
+
+
 def test_warp_moves_only_the_masked_mouth_and_keeps_its_opening():
     m, keep = _model()
     fr = _frames([[0.0, 0.0], list(CATEGORIES["happy"])])
@@ -197,17 +208,13 @@ def test_stretch_follows_the_warp_and_widens_a_smile():
 
 def test_fast_path_draws_the_warp_as_the_plain_path():
     m, _ = _model()
-    fr = _frames([[0.0, 0.0], list(CATEGORIES["happy"]), list(CATEGORIES["sad"])], gain=[1.0, 1.0, 0.7])
-    with torch.no_grad():
-        plain = {b: m.deform(b, fr) for b in BRANCHES}
-    fast = FastRenderer(m).deform(fr)
-    for b in BRANCHES:
-        for x, y in zip(plain[b], fast[b]):
-            assert float((x - y).detach().abs().max()) <= 1e-6
+    fast = _fast_as_plain(m, _frames([[0.0, 0.0], list(CATEGORIES["happy"]), list(CATEGORIES["sad"])],
+                                     gain=[1.0, 1.0, 0.7]))
     inside = (fast["mouth"][0][1] - fast["mouth"][0][0]).norm(dim=-1)  # the inside of the mouth follows
     assert inside.max() > 0.002
     m.switches = EmotionSwitches(mouth_warp=False)  # the memo tells the switches apart
-    fast_off = FastRenderer(m).deform(fr)["face"][0]
+    fast_off = FastRenderer(m).deform(_frames([[0.0, 0.0], list(CATEGORIES["happy"]),
+                                               list(CATEGORIES["sad"])], gain=[1.0, 1.0, 0.7]))["face"][0]
     assert float((fast_off[1] - fast["face"][0][1]).abs().max()) > 1e-3
 
 
@@ -323,13 +330,8 @@ def test_face_region_moves_the_brows_in_the_model_and_the_fast_path_agrees():
     m.settings = dataclasses.replace(m.settings, emotion_warp_region="face")
     d = m.mouth_warp(surprised)[0]
     assert float(d[-len(brow):, 1].mean()) < -0.001  # face region: the warp raises them (y runs down)
-    fr = _frames([[0.0, 0.0], list(CATEGORIES["surprised"]), list(CATEGORIES["angry"])], gain=[1.0, 1.0, 0.6])
-    with torch.no_grad():
-        plain = {b: m.deform(b, fr) for b in BRANCHES}
-    fast = FastRenderer(m).deform(fr)
-    for b in BRANCHES:
-        for x, y in zip(plain[b], fast[b]):
-            assert float((x - y).detach().abs().max()) <= 1e-6
+    _fast_as_plain(m, _frames([[0.0, 0.0], list(CATEGORIES["surprised"]), list(CATEGORIES["angry"])],
+                              gain=[1.0, 1.0, 0.6]))
     m.settings = dataclasses.replace(m.settings, emotion_warp_region="cheeks")
     with pytest.raises(ValueError, match="warp region"):
         m.mouth_warp(surprised)
