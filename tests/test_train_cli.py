@@ -22,7 +22,7 @@ def test_train_then_render_commands(may_dataset_64, tmp_path, capsys) -> None:
     # the emotion stage's fidelity to its targets is kept and reported
     assert set(meta["metrics"]["emotion_stage"]["fidelity"]["happy"]) == {"fidelity", "amplitude"}
     said = capsys.readouterr().out
-    assert "emotion field draws" in said
+    assert "emotional renders draw" in said
     # the opening gain and the phone table say what the identity got (a test-preset model has no lip code)
     assert "mouth opening: gain left at 1.0 (not a lip-code identity)" in said
     assert "phone lips: " in said and ("own phone targets" in said) == (out / "phone_lips.json").is_file()
@@ -105,7 +105,7 @@ def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path
                      "mouth opening: gain 1.2 (renders open 0.97x as wide as the clip's open frames)",
                      "phone lips: the cross-speaker table (this clip gave no own phone targets: they need "
                      "English speech and the aligner)",
-                     "emotion stage: the emotion field draws 64 % of its targets' expression change on "
+                     "emotion stage: emotional renders draw 64 % of their targets' expression change on "
                      "average (weakest: angry, 47 %)"]
     (tmp_path / "phone_lips.json").write_text("{}")
     assert fit_report({"val_psnr": 30.0}, tmp_path) == [

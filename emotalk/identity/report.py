@@ -1,5 +1,5 @@
 """What a fit made of an identity, in a few lines for the user: held-out quality, the fitted mouth-opening
-gain, whose phone targets drive the lips, how much of its emotion targets the emotion field draws,
+gain, whose phone targets drive the lips, how much of its emotion targets its emotional renders draw,
 which emotions were made stronger for this face, and a warning when its emotions may render holes.
 The train CLI prints these lines and the app's Fine-tune tab shows them (identity.json keeps the metrics)."""
 
@@ -37,14 +37,15 @@ def phone_line(has_own: bool) -> str:
 
 
 def emotion_line(summary: dict) -> str:
-    """The emotion field's fidelity to its targets (mean and weakest category), or that it has none."""
+    """How much of its targets' expression change the emotional renders draw (warp and field together; mean
+    and weakest category), or that no emotion stage ran."""
     fid = (summary.get("emotion_stage") or {}).get("fidelity")
     if not fid or "mean" not in fid:
         return "emotions: no emotion stage ran, so every emotion renders as neutral"
     cats = {k: d for k, d in fid.items() if k != "mean"}
     weak = min(cats, key=lambda k: cats[k]["amplitude"]) if cats else None
     low = f" (weakest: {weak}, {100 * cats[weak]['amplitude']:.0f} %)" if weak else ""
-    return (f"emotion stage: the emotion field draws {100 * fid['mean']['amplitude']:.0f} % of its targets' "
+    return (f"emotion stage: emotional renders draw {100 * fid['mean']['amplitude']:.0f} % of their targets' "
             f"expression change on average{low}")
 
 

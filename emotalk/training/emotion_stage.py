@@ -288,7 +288,7 @@ def eye_shrink(model, lmk3d: np.ndarray) -> dict[str, float]:
 
 def target_fidelity(model, data, targets: EmotionTargets, settings: EmotionStageSettings,
                     backend: str = "auto", batch: int = 8) -> dict[str, dict[str, float]]:
-    """How much of its targets' change the emotion field draws, per category, over the generator's face
+    """How much of its targets' change the emotion field (with the warp) draws, per category, over the face
     mask with the lips left out (as in the stage's loss). The target's change is target - frame, the
     field's is render at the category's (v, a) - render at (0, 0), so reconstruction error cancels.
 
