@@ -113,8 +113,8 @@ class EmotionStageSettings:
     # face's change, limited as the generator limits it; "mouth" (before 2026-11-29), the lower face where
     # the mask turns the field off, the field moving brows and lids (it drew about half of that geometry)
     colour_only: bool = True  # the field recolours only (ModelSettings.emotion_field_colour_only), the warp
-    # drawing the geometry: on four identities the same Acc as the field that moves Gaussians, the person
-    # kept as well or better, angry / disgusted mouths sharp (obama 0.56 -> 0.81 / 0.68 of neutral;
+    # drawing the geometry: the person kept as well or better, angry / disgusted mouths sharp (obama 0.56 ->
+    # 0.81 / 0.68 of neutral), Acc about the same on three of four faces (obama's happy stops reading:
     # BENCHMARKS.md, seventeenth session); False with "mouth" is the older design
     colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
     # where the targets insist
