@@ -76,7 +76,7 @@ def test_eye_shrink_finds_a_field_that_shrinks_the_eyes_and_the_report_warns():
     class Field:  # the emotion field's output: happy shrinks the eyes' Gaussians, sad grows the chin's
         branches = {"face": {"means": means}}
 
-        def emotion_delta(self, cache, emotion):
+        def emotion_delta(self, cache, emotion, warp=True):
             d = torch.zeros(len(emotion), len(means), 13)
             for k, (v, a) in enumerate(emotion.tolist()):
                 if v > 0.5 and a > 0:

@@ -17,6 +17,7 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     from emotalk.training.emotion_stage import (
         EmotionStageSettings,
         emotion_stage,
+        eye_shrink,
         make_targets,
         target_fidelity,
     )
@@ -104,5 +105,8 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
         d = model.emotion_delta(None, emo[:1])  # [1,N,13] the field alone
     model.switches = EmotionSwitches()
     assert not d[..., :10].any() and float(d[..., 10:].abs().max()) > 1e-4
+    # ... so the field shrinks nothing: the warp's squint moves the lids, no hole to warn of
+    shrink = eye_shrink(model, ds.lmk3d[np.asarray(ds.train_idx)])
+    assert shrink and all(v == 0.0 for v in shrink.values())
     w = model.mouth_warp(emo[:1])  # the warp moves Gaussians away from the mouth too (brows, lids)
     assert float((w[0, :, :3].norm(dim=-1) * model.emotion_keep[:, 0]).max()) > 0

@@ -193,9 +193,10 @@ class TalkingGaussians(nn.Module):
         self.emotion_lip = weight.reshape(-1, 1).float().to(self.emotion_lip.device)
         self.emotion_gap_dir = F.normalize(direction.float(), dim=0).to(self.emotion_lip.device)
 
-    def emotion_delta(self, cache: SpatialCache | None, emotion: Tensor) -> Tensor:
+    def emotion_delta(self, cache: SpatialCache | None, emotion: Tensor, warp: bool = True) -> Tensor:
         """Emotion field output at emotion [B,2] minus its output at (0,0) -> [B,N,13]: exactly zero
-        for a neutral frame, so the emotion stage cannot change the neutral face."""
+        for a neutral frame, so the emotion stage cannot change the neutral face; with `warp`, plus the
+        emotion warp's deltas (False: the field's own, which the stage's shrink limit and measure judge)."""
         assert self.emotion_field is not None and self.emotion_enc is not None
         ec = cache if cache is not None else self.emotion_field.precompute(self.branches["face"]["means"])
         e = torch.cat([emotion, emotion.new_zeros(1, 2)])  # [B+1,2]
@@ -209,8 +210,8 @@ class TalkingGaussians(nn.Module):
         keep = getattr(self, "emotion_keep", None)  # [N,1]; identities from before the mask: the lip lock's
         if self.switches.mouth_mask and w.shape[0] == d.shape[1]:
             d = d * (keep if keep is not None and keep.shape[0] == d.shape[1] else keep_from_lip_lock(w))
-        warp = self.mouth_warp(emotion)
-        return d if warp is None else d + warp.to(d)
+        moved = self.mouth_warp(emotion) if warp else None
+        return d if moved is None else d + moved.to(d)
 
     def train(self, mode: bool = True) -> TalkingGaussians:
         super().train(mode)

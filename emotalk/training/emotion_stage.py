@@ -220,7 +220,7 @@ def emotion_stage(model, ds, data, targets: EmotionTargets, settings: EmotionSta
             per = err.flatten(1).sum(1) / w.flatten(1).sum(1)  # [B]
             loss = per.mean()
             if settings.colour_weight > 0 or knn is not None or settings.shrink_weight > 0:
-                delta = model.emotion_delta(None, tgt_va[j])  # [b,N,13]
+                delta = model.emotion_delta(None, tgt_va[j], warp=False)  # [b,N,13] the field's own
                 size, blotch = colour_penalties(delta[..., 10:], knn)
                 loss = loss + settings.colour_weight * size + settings.colour_smooth_weight * blotch
                 if settings.shrink_weight > 0:
@@ -282,7 +282,7 @@ def eye_shrink(model, lmk3d: np.ndarray) -> dict[str, float]:
         return {}
     cats = [c for c in CATEGORIES if c != "neutral"]
     emo = torch.tensor([CATEGORIES[c] for c in cats], dtype=torch.float32, device=means.device)
-    d = model.emotion_delta(None, emo)[..., 7:10].mean(-1)  # [C,N] mean log-scale change per Gaussian
+    d = model.emotion_delta(None, emo, warp=False)[..., 7:10].mean(-1)  # [C,N] the field's own, per Gaussian
     return {c: float(d[k, near].mean()) for k, c in enumerate(cats)}
 
 
