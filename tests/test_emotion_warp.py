@@ -16,7 +16,7 @@ import torch
 from emotalk.emotion import CATEGORIES
 from emotalk.face.expression import ExpressionModel, keep_lip_gap, lip_points
 from emotalk.face.generator import GeneratorSettings, brow_lid_gaps
-from emotalk.face.landmarks import BROW_LOWER, INNER_LIP_PAIRS, MOUTH_CORNERS, NOSE_TIP, head_frame
+from emotalk.face.landmarks import BROW_LOWER, INNER_LIP_PAIRS, MOUTH_CORNERS, head_frame
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.emotion import EmotionSwitches
 from emotalk.gaussians.emotion_warp import (
@@ -28,7 +28,6 @@ from emotalk.gaussians.emotion_warp import (
     face_fade,
     lower_face_changes,
     to_head_frame,
-    upper_face,
 )
 from emotalk.gaussians.fast_render import FastRenderer
 from emotalk.gaussians.model import BRANCHES, Frames, ModelSettings, TalkingGaussians
@@ -64,7 +63,7 @@ def test_lower_face_changes_keep_the_opening_and_leave_the_upper_face():
     ch = lower_face_changes(m)  # [K,478,3]
     assert ch.shape == (len(m.angles), 478, 3)
     np.testing.assert_allclose(ch[:, INNER_LIP_PAIRS[:, 0], 1], ch[:, INNER_LIP_PAIRS[:, 1], 1], atol=1e-9)
-    upper = m.neutral_shape[:, 1] < m.neutral_shape[NOSE_TIP, 1]
+    upper = m.upper_landmarks
     assert not ch[:, upper].any()
     happy = ch[m.categories.index("happy")]
     assert np.abs(happy[list(MOUTH_CORNERS)]).max() > 0.01  # a smile moves the corners
@@ -278,7 +277,7 @@ def test_per_category_factors_scale_that_category_only():
 def test_face_region_carries_the_upper_face_and_the_same_lower_face():
     m = expression_model()
     ch = face_changes(m, _face(), 2.5)  # [K,478,3]
-    upper = upper_face(m)
+    upper = m.upper_landmarks
     lower = lower_face_changes(m)
     np.testing.assert_allclose(ch[:, ~upper], lower[:, ~upper], atol=1e-12)  # the mouth region's change
     surprised = ch[m.categories.index("surprised")]

@@ -21,7 +21,7 @@ import numpy as np
 
 from emotalk.emotion import CATEGORIES, clamp_to_disc
 from emotalk.errors import InputError
-from emotalk.face.landmarks import CHIN, INNER_LIP_PAIRS, OUTER_LIP_RING, STABLE_IDX, head_frame
+from emotalk.face.landmarks import CHIN, INNER_LIP_PAIRS, NOSE_TIP, OUTER_LIP_RING, STABLE_IDX, head_frame
 from emotalk.face.rotations import umeyama
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,12 @@ class ExpressionModel:
         r = np.hypot(va[order, 0], va[order, 1])[:, None]
         return cls(theta[order].astype(np.float32), (meas / r).astype(np.float32), list(blendshape_names),
                    [cats[i] for i in order], meas, neutral_shape.astype(np.float32), dict(info or {}))
+
+    @property
+    def upper_landmarks(self) -> np.ndarray:
+        """[478] bool: the landmarks above the nose tip (brows, lids, upper cheeks), whose motion the
+        generator limits (and the mouth warp leaves to the emotion field)."""
+        return self.neutral_shape[:, 1] < self.neutral_shape[NOSE_TIP, 1]
 
     def factor_row(self, factors: Mapping[str, float] | None) -> np.ndarray:
         """Per-category factors {name: f} -> [K] in `categories` order (a missing category: 1)."""

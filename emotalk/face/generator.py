@@ -31,7 +31,6 @@ from emotalk.face.landmarks import (
     INNER_LIP_PAIRS,
     LID_PAIRS,
     N_MESH,
-    NOSE_TIP,
     STABLE_IDX,
     UPPER_LIDS,
     face_height_px,
@@ -257,7 +256,7 @@ class EmotionalFaceGenerator:
         change = self.model.change(v, a, s.category_gain)
         src = lmk[:478, :2].astype(np.float32)
         off3 = change.offsets * s.gain  # [478,3] head frame, eye-distance units
-        upper = self.model.neutral_shape[:, 1] < self.model.neutral_shape[NOSE_TIP, 1]  # brows, lids, cheeks
+        upper = self.model.upper_landmarks  # brows, lids, cheeks
         off3[upper] = saturate(off3[upper], s.max_offset)
         off = limit_eyelids(project_offsets(off3, self.model, lmk), src, s)  # [478,2] px
         off = limit_brows(off, upper, src, s.brow_gap_min)

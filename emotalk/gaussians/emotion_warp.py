@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from emotalk.face.expression import ExpressionModel, keep_lip_gap, keep_lip_thickness
-from emotalk.face.landmarks import N_MESH, NOSE_TIP, STABLE_IDX, head_frame
+from emotalk.face.landmarks import N_MESH, STABLE_IDX, head_frame
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.projection import quat_to_rotmat
 
@@ -52,13 +52,8 @@ def lower_face_changes(model: ExpressionModel) -> np.ndarray:
     and the upper face (above the nose tip: brows, lids; the emotion field's part) zeroed."""
     off = model.per_radius[:, : ExpressionModel.n_lmk].reshape(-1, 478, 3).astype(np.float64)
     off = keep_lip_thickness(keep_lip_gap(off), model.neutral_shape)
-    off[:, upper_face(model)] = 0.0
+    off[:, model.upper_landmarks] = 0.0
     return off
-
-
-def upper_face(model: ExpressionModel) -> np.ndarray:
-    """[478] bool: landmarks above the nose tip (brows, lids, upper cheeks), as the generator splits them."""
-    return model.neutral_shape[:, 1] < model.neutral_shape[NOSE_TIP, 1]
 
 
 def face_changes(model: ExpressionModel, face: np.ndarray, gain: float,
@@ -76,7 +71,7 @@ def face_changes(model: ExpressionModel, face: np.ndarray, gain: float,
     off = keep_lip_thickness(keep_lip_gap(off), model.neutral_shape)
     R, o, unit = head_frame(face.astype(np.float64))
     flat = ((face.astype(np.float64) - o) @ R.T / unit)[:, :2]  # the face seen from the front, y down
-    upper = upper_face(model)
+    upper = model.upper_landmarks
     out = np.zeros_like(off)
     for k, f in enumerate(model.factor_row(factors)):
         s = gain * f
