@@ -3,7 +3,7 @@
     python scripts/emotion_stage.py DATASET IDENTITY OUT [--preset full|cpu|test] [--device cuda]
                                     [--steps N] [--old] [--no-mouth-mask] [--colour W] [--colour-smooth W]
                                     [--texture S] [--gain G] [--shrink W] [--highpass H] [--mask INNER OUTER]
-                                    [--no-mouth-warp] [--warp-region face|mouth] [--field-geometry] [--seed N]
+                                    [--no-mouth-warp] [--warp-region mouth|face] [--colour-only] [--seed N]
                                     [--warp-only] [--fidelity-only]
                                     [--calibrate-only JSON] [--strengths JSON] [--no-calibration]
 
@@ -13,12 +13,11 @@ and trained from scratch with the preset's EmotionStageSettings (training/settin
 as `fit_identity` runs it. --old trains it as before issue 17 (no mouth mask, no colour or shrink
 penalties), so old and new can be compared on the same identity. --warp-only keeps the trained emotion
 field and only gives it emotion's mouth warp (its face landmarks from DATASET; no training, seconds on a
-CPU). The warp carries the whole face's change (brows, lids, cheeks) and the field only recolours (the
-defaults); --warp-region mouth --field-geometry is the design before 2026-11-29 (warp at the mouth, the
-field moving the rest; what --warp-only gives unless --warp-region says). OUT gets IDENTITY's files with
-the new model weights and settings (body track and thumbnail copied). Every run prints the field's
-fidelity to its targets per category (`target_fidelity`); --fidelity-only only measures it for
-IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
+CPU). --warp-region face --colour-only makes the warp carry the whole face's change (brows, lids, cheeks)
+and the field only recolour (seventeenth session; not the default, it erased a low-browed face's eyes).
+OUT gets IDENTITY's files with the new model weights and settings (body track and thumbnail copied).
+Every run prints the field's fidelity to its targets per category (`target_fidelity`); --fidelity-only
+only measures it for IDENTITY's trained field against the preset's targets (OUT unused, nothing written).
 The stage first chooses each category's strength on DATASET's frames (`training.emotion_calibration`;
 recogniser and dlib, CPU): --calibrate-only JSON does only that and writes the result, --strengths JSON
 uses such a file instead (e.g. calibrated on a CPU for a GPU host without dlib), --no-calibration runs
@@ -92,9 +91,9 @@ def main() -> int:
     ap.add_argument("--no-mouth-mask", action="store_true")
     ap.add_argument("--no-mouth-warp", action="store_true", help="no mouth warp (as before 2026-11-28)")
     ap.add_argument("--warp-region", choices=("mouth", "face"), default=None,
-                    help="what the warp carries: the whole face's change (default) or the lower face's")
-    ap.add_argument("--field-geometry", action="store_true",
-                    help="the field also moves, turns and scales Gaussians (default: it recolours only)")
+                    help="what the warp carries: the lower face's change (default) or the whole face's")
+    ap.add_argument("--colour-only", action="store_true",
+                    help="the field only recolours (meant with --warp-region face, which draws the geometry)")
     ap.add_argument("--seed", type=int, default=None, help="the stage's sampling seed")
     ap.add_argument("--warp-only", action="store_true",
                     help="keep the trained emotion field; only add the mouth warp (no training)")
@@ -128,8 +127,8 @@ def main() -> int:
         s = replace(s, mouth_warp=False)
     if args.warp_region:
         s = replace(s, warp_region=args.warp_region)
-    if args.field_geometry:
-        s = replace(s, colour_only=False)
+    if args.colour_only:
+        s = replace(s, colour_only=True)
     if args.seed is not None:
         s = replace(s, seed=args.seed)
     for k, v in (("steps", args.steps), ("colour_weight", args.colour), ("face_weight", args.face_weight),

@@ -29,7 +29,9 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     code = dataset_audio_code(ds, s.audio_kind)
     data = load_train_data(ds, 64, code, "cpu")
     model = build_model(ds, s.model, tuple(code.shape[1:]))
-    es = EmotionStageSettings(steps=25, batch=4, n_frames=2, n_random=0, lr=3e-3)
+    # the whole-face warp with a colour-only field (an option since the seventeenth session)
+    es = EmotionStageSettings(steps=25, batch=4, n_frames=2, n_random=0, lr=3e-3, warp_region="face",
+                              colour_only=True)
     tg = make_targets(ds, 64, es)
     assert tg.images.shape == (16, 64, 64, 3) and tg.va.shape == (16, 2)  # 2 frames x (7 emotions + calm)
     frames = data.frames[torch.as_tensor(tg.frame_idx)].numpy()
@@ -98,7 +100,7 @@ def test_emotion_stage_learns_emotion_and_keeps_neutral(may_dataset_64):
     assert model.settings.emotion_mouth_mask and float(keep.min()) == 0 and float(keep.max()) == 1
     assert tg.lip_zone.shape == (16, 64, 64) and 0 < tg.lip_zone.mean() < 0.2
     assert model.switches == EmotionSwitches()
-    # seventeenth session: the warp draws the whole face's geometry, the field only recolours
+    # with those settings the warp draws the whole face's geometry, the field only recolours
     assert model.settings.emotion_warp_region == "face" and model.settings.emotion_field_colour_only
     model.switches = EmotionSwitches(mouth_warp=False)
     with torch.no_grad():

@@ -109,13 +109,14 @@ class EmotionStageSettings:
     mouth_warp: bool = True  # where the mask turns the field off, emotion's mouth is a smooth warp of the
     # Gaussians by the expression model's lower-face change at the generator's gain (smile, frown, press;
     # TalkingGaussians.set_mouth_warp): the field alone never reached the mouth corners, so no smile showed
-    warp_region: str = "face"  # what the warp carries (ModelSettings.emotion_warp_region): "face", the whole
-    # face's change, limited as the generator limits it; "mouth" (before 2026-11-29), the lower face where
-    # the mask turns the field off, the field moving brows and lids (it drew about half of that geometry)
-    colour_only: bool = True  # the field recolours only (ModelSettings.emotion_field_colour_only), the warp
-    # drawing the geometry: the person kept as well or better, angry / disgusted mouths sharp (obama 0.56 ->
-    # 0.81 / 0.68 of neutral), Acc about the same on three of four faces (obama's happy stops reading:
-    # BENCHMARKS.md, seventeenth session); False with "mouth" is the older design
+    warp_region: str = "mouth"  # what the warp carries (ModelSettings.emotion_warp_region): "mouth", the
+    # lower face where the mask turns the field off; "face", the whole face's change, limited as the
+    # generator limits it. Not the default: on german_anchor (low brows, narrow eyes) the whole-face warp
+    # drew the skin above the lids over the eyes at angry, disgusted and sad, erasing them (BENCHMARKS.md,
+    # seventeenth session)
+    colour_only: bool = False  # the field recolours only (ModelSettings.emotion_field_colour_only), with
+    # warp_region "face" drawing the geometry: sharper angry / disgusted mouths and the person kept (obama
+    # 0.56 -> 0.81 / 0.68 of neutral), but obama's happy stopped reading
     colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
