@@ -16,7 +16,14 @@ import torch
 from emotalk.emotion import CATEGORIES
 from emotalk.face.expression import ExpressionModel, keep_lip_gap, lip_points
 from emotalk.face.generator import GeneratorSettings, brow_lid_gaps
-from emotalk.face.landmarks import BROW_LOWER, INNER_LIP_PAIRS, MOUTH_CORNERS, head_frame
+from emotalk.face.landmarks import (
+    BROW_LOWER,
+    EYE_RINGS,
+    INNER_LIP_PAIRS,
+    LID_PAIRS,
+    MOUTH_CORNERS,
+    head_frame,
+)
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.emotion import EmotionSwitches
 from emotalk.gaussians.emotion_warp import (
@@ -24,10 +31,12 @@ from emotalk.gaussians.emotion_warp import (
     axis_log_stretch,
     category_weights,
     expression_model,
+    eye_blocks,
     face_changes,
     face_fade,
     lower_face_changes,
     to_head_frame,
+    warp_basis_torch,
 )
 from emotalk.gaussians.fast_render import FastRenderer
 from emotalk.gaussians.model import BRANCHES, Frames, ModelSettings, TalkingGaussians
@@ -244,7 +253,7 @@ def test_mouth_warp_class_blends_the_category_basis():
 
 
 def test_torch_basis_matches_the_numpy_reference_and_its_jacobian():
-    from emotalk.gaussians.emotion_warp import warp_basis, warp_basis_torch
+    from emotalk.gaussians.emotion_warp import warp_basis
 
     m = expression_model()
     face = _face()
@@ -347,3 +356,38 @@ def test_colour_only_field_keeps_its_colour_and_drops_its_geometry():
     assert float(full[..., :10].abs().max()) > 1e-4  # the "trained" field moves Gaussians
     assert not colour[..., :10].any()
     torch.testing.assert_close(colour[..., 10:], full[..., 10:])
+
+
+def test_eyes_move_as_blocks_in_the_face_region():
+    """Each eye, its lids and the skin just around it follow the eye ring's mean change, squashed across the
+    eye by the lids' opening change (the spline bent the Gaussians behind the lid landmarks apart from the
+    lids and erased the irises); far from the eyes the spline's motion is left as it is."""
+    m = expression_model()
+    face = _face().astype(np.float64)
+    R, o, unit = head_frame(face)
+    ch = to_head_frame(face_changes(m, face, 2.5), m.neutral_shape, face)  # [K,478,3] head frame
+    k = m.categories.index("angry")
+    ring = EYE_RINGS[0]
+    centre = face[ring].mean(0)
+    above = centre - 0.04 * unit * R[1]  # inside the block, above the eye's centre (y runs down)
+    far = face[1]  # the nose tip
+    off, jac, w = eye_blocks(face, ch, np.stack([centre, above, far]))
+    assert w[0] == 1.0 and w[1] == 1.0 and w[2] == 0.0
+    np.testing.assert_allclose(off[k, 0], ch[k, ring].mean(0), atol=1e-6)  # the ring's mean motion
+    flat = (face - o) @ R.T / unit
+    moved = ch[k] @ R.T / unit
+    pairs = LID_PAIRS[:5]
+    gap = flat[pairs[:, 1], 1] - flat[pairs[:, 0], 1]
+    ratio = ((moved[pairs[:, 1], 1] - moved[pairs[:, 0], 1]) / gap).mean()
+    assert ratio < -0.05  # angry narrows the eye ...
+    dy = ((off[k, 1] - off[k, 0]) @ R[1]) / unit
+    np.testing.assert_allclose(dy, ratio * -0.04, atol=1e-6)  # ... so the block's top comes down towards it
+    np.testing.assert_allclose(jac[k, 0], ratio * np.outer(R[1], R[1]), atol=1e-6)
+    assert not off[:, 2].any() and not jac[:, 2].any()
+    # in the model, a Gaussian on the eye's centre moves with the block; one on the nose tip as the spline
+    pts = torch.as_tensor(np.stack([centre, far]), dtype=torch.float32)
+    spline = MouthWarp(face, pts, region="face", gain=2.5).basis.clone()  # (the block is part of the basis)
+    plain, _ = warp_basis_torch(face, ch, pts)
+    np.testing.assert_allclose(spline[k, 0].numpy(), ch[k, ring].mean(0), atol=1e-6)
+    np.testing.assert_allclose(spline[k, 1].numpy(), plain[k, 1].numpy(), atol=1e-6)
+    assert np.abs(plain[k, 0].numpy() - ch[k, ring].mean(0)).max() > 1e-5  # (the spline alone differs there)

@@ -226,6 +226,9 @@ def test_render_and_measure_end_to_end(tmp_path):
     assert set(res["categories"]) == {"neutral", "angry"}
     assert res["categories"]["neutral"]["sharpness_ratio"] == pytest.approx(1.0)
     assert res["categories"]["neutral"]["opening_ratio"] == pytest.approx(1.0)
+    assert res["categories"]["neutral"]["eye_sharpness_ratio"] == pytest.approx(1.0)
+    assert res["categories"]["angry"]["eye_opening_ratio"] > 0 and "eye sharpness ratio" in md
+    assert "Real MEAD actors' eye opening ratio" in md
     assert res["drives"][0]["drive"] == d.name
     assert list(out.glob("strip_default_obama_*.png")) and list(out.glob("sheet_default_obama_*.png"))
     # the same table through `python -m emotalk eval --audio-driven`

@@ -181,3 +181,30 @@ def test_brows_never_cross_the_upper_lids():
     small[brows, 1] = 0.2 * g0.min()
     assert np.array_equal(limit_brows(small, upper, lmk, 0.15), small)
     assert np.array_equal(limit_brows(off, upper, lmk, 0.0), off)  # off
+
+
+def test_eyelids_keep_their_opening_across_the_eye_even_when_they_slide():
+    """The opening is measured down the face: a lower lid that rises while sliding sideways (the pair's
+    distance about kept) is limited as a straight rise is; widening, common motion and small changes stay."""
+    from emotalk.face.generator import limit_eyelids
+    from emotalk.face.landmarks import LID_PAIRS
+
+    _, lmk = _synthetic_face()
+    s = GeneratorSettings()
+    up, dn = LID_PAIRS[:, 0], LID_PAIRS[:, 1]
+    g0 = lmk[dn, 1] - lmk[up, 1]  # [10] the model's eyes are level: the opening is the y gap
+    off = np.zeros((478, 2), np.float32)
+    off[dn, 1] = -0.8 * g0  # the lower lids rise most of the way ...
+    off[dn, 0] = 0.9 * g0  # ... and slide sideways: the pair's distance drops to about 0.9 of its own
+    out = limit_eyelids(off, lmk, s)
+    g1 = (lmk[dn, 1] + out[dn, 1]) - (lmk[up, 1] + out[up, 1])
+    np.testing.assert_allclose(g1 / g0, s.lid_gap_range[0], atol=1e-3)  # held at the range, down the face
+    common = np.zeros((478, 2), np.float32)
+    common[np.concatenate([up, dn]), 1] = -2.0  # both lids up together (with the brows)
+    np.testing.assert_allclose(limit_eyelids(common, lmk, s), common, atol=1e-6)
+    small = np.zeros((478, 2), np.float32)
+    small[dn, 1] = -0.1 * g0  # closes to 0.9: inside the range
+    np.testing.assert_allclose(limit_eyelids(small, lmk, s), small, atol=1e-6)
+    wide = np.zeros((478, 2), np.float32)
+    wide[up, 1] = -0.3 * g0  # opens to 1.3: inside the range
+    np.testing.assert_allclose(limit_eyelids(wide, lmk, s), wide, atol=1e-6)

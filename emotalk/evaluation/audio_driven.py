@@ -5,15 +5,16 @@ same speech.
 Input: a render folder ROOT/<variant>/<identity>/<drive>/<category>.mp4 (written by
 `python -m emotalk bench emotion-audio render`) and the drive pack it was rendered from. Each render is
 tracked with MediaPipe (one video-mode track), read by the recogniser frame by frame, and measured:
-lip-box sharpness, mouth opening, lip sync against the drive's speech (offset, confidence, peak
-correlation, phone contrast), and for neutral renders the open-vowel opening and rest in pauses.
+lip-box sharpness, mouth opening, eye-box sharpness and eye opening (`evaluation.eye_metrics`), lip sync
+against the drive's speech (offset, confidence, peak correlation, phone contrast), and for neutral renders
+the open-vowel opening and rest in pauses.
 
 Aggregation over drives, per identity x category:
 - Acc: fraction of drives whose render the recogniser reads as the category (clip verdict = argmax of
   the mean probability, `evaluation.emotion`); the identity's summary (Acc, V/A-RMSE, V/A-SA*) is
   `evaluation.emotion.summarise` over all renders of the 7 recogniser categories;
-- sharpness ratio (and the contrast-normalised "detail" ratio) and opening ratio: per drive emotional /
-  neutral, then the geometric mean over drives;
+- sharpness ratio (and the contrast-normalised "detail" ratio), opening ratio, and the eyes' sharpness and
+  opening ratios: per drive emotional / neutral, then the geometric mean over drives;
 - opening MAE: mean |emotional - neutral| opening over speech frames, mean over drives;
 - sync offset: median |offset| over drives, and how many drives are within +-1 frame;
 - peak-corr ratio: mean peak correlation of the category's renders / the neutral renders' (same drives);
@@ -32,6 +33,7 @@ import numpy as np
 
 from emotalk.emotion import CATEGORIES, FER_CLASSES
 from emotalk.errors import InputError
+from emotalk.evaluation import eye_metrics as em
 from emotalk.evaluation import mouth_metrics as mm
 from emotalk.evaluation.drive_pack import Drive
 
@@ -74,6 +76,8 @@ def track_render(path: Path, keep_frames: bool = False, recognizer=None, embedde
         "opening": opening,
         "sharpness": mm.mouth_sharpness(frames, lmk, found),
         "detail": mm.mouth_sharpness(frames, lmk, found, per_contrast=True),
+        "eye_sharpness": em.eye_sharpness(frames, lmk, found),
+        "eye_opening": em.eye_opening(lmk, found),
     }
     if recognizer is not None:
         probs = np.full((len(frames), 7), np.nan, np.float32)
@@ -148,6 +152,8 @@ def measure_drive(renders: dict[str, Path], drive: Drive, recognizer=None, keep_
             ratio, mae = mm.opening_ratio(tr["opening"], neutral["opening"], mask)
             r["sharpness_ratio"] = round(tr["sharpness"] / max(neutral["sharpness"], 1e-9), 4)
             r["detail_ratio"] = round(tr["detail"] / max(neutral["detail"], 1e-9), 4)
+            r["eye_sharpness_ratio"] = round(tr["eye_sharpness"] / max(neutral["eye_sharpness"], 1e-9), 4)
+            r["eye_opening_ratio"] = round(tr["eye_opening"] / max(neutral["eye_opening"], 1e-9), 4)
             r["opening_ratio"], r["opening_mae"] = round(ratio, 4), round(mae, 4)
             if "id_emb" in tr and "id_emb" in neutral:
                 r["identity"] = identity_vs_neutral(tr, neutral, same=cat == "neutral")
@@ -231,6 +237,8 @@ def aggregate(per_drive: list[dict]) -> dict:
             },
             "sharpness_ratio": _gmean([r.get("sharpness_ratio") for r in rs]),
             "detail_ratio": _gmean([r.get("detail_ratio") for r in rs]),
+            "eye_sharpness_ratio": _gmean([r.get("eye_sharpness_ratio") for r in rs]),
+            "eye_opening_ratio": _gmean([r.get("eye_opening_ratio") for r in rs]),
             "opening_ratio": _gmean([r.get("opening_ratio") for r in rs]),
             "opening_mae": float(np.nanmean([r.get("opening_mae", np.nan) for r in rs])),
             "abs_offset_median": float(np.median(offs)),

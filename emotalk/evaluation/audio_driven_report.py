@@ -15,6 +15,8 @@ from emotalk.evaluation import mouth_metrics as mm
 MEAD_CEILING = {"accuracy": 0.71, "v_sa_strict": 0.83, "a_sa_strict": 0.94, "source": "BENCHMARKS.md"}
 # real MEAD actors' identity similarity, emotional vs own neutral (scripts/fit_identity_bar.py)
 MEAD_IDENTITY_BAR = Path(__file__).resolve().parents[1] / "models" / "identity_similarity_mead.json"
+# real MEAD actors' eye opening and eye-box sharpness, emotional vs own neutral (scripts/fit_eye_bar.py)
+MEAD_EYE_BAR = Path(__file__).resolve().parents[1] / "models" / "eye_bar_mead.json"
 STRIP_FRAMES = 8  # consecutive frames per category in the strip
 STRIP_CROP = (128, 64)  # (w, h) of one mouth crop in the strip
 
@@ -29,8 +31,9 @@ def identity_markdown(var: str, ident: str, res: dict, ceiling: dict = MEAD_CEIL
         f"#### {ident} — variant `{var}` (audio-driven renders, {len(res['per_drive'])} drives)",
         "",
         "| category | drives | Acc | read as | sharpness ratio | detail ratio | opening ratio | "
-        "opening MAE | median abs offset | offset within ±1 | peak corr | peak-corr ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "opening MAE | eye sharpness ratio | eye opening ratio | median abs offset | offset within ±1 | "
+        "peak corr | peak-corr ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c, r in res["categories"].items():
         read = ", ".join(f"{p} {n}" for p, n in sorted(r["predicted"].items(), key=lambda kv: -kv[1])) or "–"
@@ -38,9 +41,13 @@ def identity_markdown(var: str, ident: str, res: dict, ceiling: dict = MEAD_CEIL
             f"| {c} | {r['drives']} | {_f(r['acc'])} | {read} | {_f(r['sharpness_ratio'])} | "
             f"{_f(r['detail_ratio'])} | "
             f"{_f(r['opening_ratio'])} | {_f(r['opening_mae'], '.3f')} | "
+            f"{_f(r.get('eye_sharpness_ratio'))} | {_f(r.get('eye_opening_ratio'))} | "
             f"{_f(r['abs_offset_median'], '.0f')} | {r['offset_ok']} | {_f(r['peak_corr'], '.3f')} | "
             f"{_f(r['peak_corr_ratio'])} |"
         )
+    eyes = eye_bar_line()
+    if eyes:
+        lines += ["", eyes]
     s = res.get("summary")
     if s:
         lines += [
@@ -54,6 +61,15 @@ def identity_markdown(var: str, ident: str, res: dict, ceiling: dict = MEAD_CEIL
             f"{_f(ceiling['v_sa_strict'])} | {_f(ceiling['a_sa_strict'])} |",
         ]
     return "\n".join(lines)
+
+
+def eye_bar_line(path: Path = MEAD_EYE_BAR) -> str:
+    """One line with real MEAD actors' eye opening ratio per category (mean, lowest actor); "" without it."""
+    if not path.is_file():
+        return ""
+    cats = json.loads(path.read_text())["categories"]
+    parts = [f"{c} {v['opening_ratio']:.2f} ({v['opening_ratio_min']:.2f})" for c, v in cats.items()]
+    return "Real MEAD actors' eye opening ratio (mean of 3, lowest): " + ", ".join(parts) + "."
 
 
 def load_identity_bar(path: Path = MEAD_IDENTITY_BAR) -> dict[str, float]:

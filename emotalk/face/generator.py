@@ -126,34 +126,45 @@ def limit_eyelids(off: np.ndarray, lmk: np.ndarray, settings: GeneratorSettings)
     A warp can only stretch or squash the lid: closing an open eye squashes the iris and smears the
     lashes, widening a closed (blinking) eye stretches the closed lid. So on a closed eye the opening
     change is dropped, and on an open eye the new opening is kept within `lid_gap_range` of the old one;
-    the pair's common motion (the lids moving together, with the brows) is kept.
+    the pair's common motion (the lids moving together, with the brows) is kept. The opening is measured
+    down the face (perpendicular to the line of the outer eye corners): measured as the pair's distance,
+    a lower lid sliding sideways as it rose kept the distance in range while the eye shut to 0.6 of its
+    opening (german_anchor at angry, whole-face warp: irises erased).
     """
     out = off.copy()
     lo, hi = settings.closed_eye
     keep = np.clip((eye_openness(lmk) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)  # [2]
     rmin, rmax = settings.lid_gap_range
+    across = _across(lmk, EYE_OUTER)  # [2] unit vector down the face
     for e in range(2):
         up, dn = LID_PAIRS[5 * e: 5 * e + 5, 0], LID_PAIRS[5 * e: 5 * e + 5, 1]
         mean = 0.5 * (out[up] + out[dn])  # [5,2] common motion of each pair
         half = keep[e] * 0.5 * (out[dn] - out[up])  # [5,2] half the opening change
-        gap = lmk[dn, :2] - lmk[up, :2]  # [5,2] current opening (upper lid -> lower lid)
-        g0 = np.linalg.norm(gap, axis=1)
-        g1 = np.linalg.norm(gap + 2 * half, axis=1)
-        scale = np.clip(g1, rmin * g0, rmax * g0) / np.maximum(g1, 1e-6)  # shrink the change to the range
-        new_gap = (gap + 2 * half) * scale[:, None]
-        half = 0.5 * (new_gap - gap)
+        g0 = (lmk[dn, :2] - lmk[up, :2]) @ across  # [5] current opening (upper lid -> lower lid)
+        g1 = g0 + 2 * half @ across
+        want = np.clip(g1, rmin * g0, rmax * g0)
+        moved = np.abs(g1 - g0) > 1e-9
+        t = np.where(moved, (want - g0) / np.where(moved, g1 - g0, 1.0), 1.0)  # share of the change kept
+        half = half * np.clip(t, 0.0, 1.0)[:, None]
         out[up] = mean - half
         out[dn] = mean + half
     return out
 
 
+def _across(lmk: np.ndarray, pair) -> np.ndarray:
+    """Unit vector [2] perpendicular to the line through two landmarks (the outer eye corners: down the
+    face), pointing down the image (y grows downwards)."""
+    ax = lmk[pair[1], :2] - lmk[pair[0], :2]
+    ax = ax / max(float(np.linalg.norm(ax)), 1e-9)
+    down = np.array([-ax[1], ax[0]])
+    return down if down[1] >= 0 else -down
+
+
 def brow_lid_gaps(lmk: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """[10] signed gap of each lower-brow point of landmarks lmk [478,2+] above the upper-lid point under it
     (the nearest along the eye axis), along the face's down direction, both taken from ref [478,2+] (px)."""
-    ax = ref[EYE_OUTER[1], :2] - ref[EYE_OUTER[0], :2]
-    ax = ax / max(float(np.linalg.norm(ax)), 1e-9)
-    down = np.array([-ax[1], ax[0]])
-    down = down if down[1] >= 0 else -down  # image y grows downwards
+    down = _across(ref, EYE_OUTER)
+    ax = np.array([down[1], -down[0]])  # along the eyes (either way: only its line is used)
     out = []
     for brow, lid in zip(BROW_LOWER, UPPER_LIDS):
         under = lid[np.abs((ref[lid, :2] - ref[brow, None, :2]) @ ax).argmin(1)]  # [5]

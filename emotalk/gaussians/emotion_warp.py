@@ -18,7 +18,9 @@ cheeks too; seventeenth session): the emotion field drew only about half of its 
 0.64 of the change, the eye-nose band 0.43-0.67), while a warp draws all of the expression model's. The
 upper face is limited as the generator limits it on the identity's own face (each landmark's motion
 saturated, lids kept within a range of their opening, brows above the lids), and the warp fades out away
-from the face's landmarks (hair, ears, neck stay), as the generator's face mask does.
+from the face's landmarks (hair, ears, neck stay), as the generator's face mask does. Each eye moves as one
+block (`eye_blocks`; eighteenth session): the spline alone bent the iris Gaussians, which sit behind the
+lid landmarks, apart from the lids.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from torch import Tensor
 
 from emotalk.face.expression import ExpressionModel, keep_lip_gap, keep_lip_thickness
-from emotalk.face.landmarks import N_MESH, STABLE_IDX, head_frame
+from emotalk.face.landmarks import EYE_RINGS, LID_PAIRS, N_MESH, STABLE_IDX, head_frame
 from emotalk.face.thin_plate import tps_eval, tps_fit
 from emotalk.gaussians.projection import quat_to_rotmat
 
@@ -38,6 +40,11 @@ WARP_SMOOTHING = 1e-3  # thin-plate regularisation (relative to the mean kernel 
 FACE_FADE = (0.15, 0.4)  # "face" region: the warp is whole within the first distance of the nearest face
 # landmark and gone beyond the second (outer-eye distances; smoothstep between): hair, ears and neck stay
 REGIONS = ("mouth", "face")  # what the warp carries: the lower face (the field draws the rest), or all of it
+EYE_BLOCK = (0.2, 0.12)  # "face" region: each eye, its lids and the skin just around them move as one block
+# (the eye ring's mean motion, squashed by the lids' opening change) within an ellipse of these semi-axes
+# (outer-eye distances, seen from the front) around the eye: the spline bent the Gaussians set behind the
+# lid landmarks (iris, eyeball) apart from the lids and erased german_anchor's irises at angry, sad
+EYE_BLOCK_FADE = 1.6  # ... and blends back into the spline's motion out to this many times the ellipse
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,6 +101,42 @@ def face_fade(face: np.ndarray, points: np.ndarray, fade: tuple[float, float] = 
     d = cKDTree(face[:N_MESH].astype(np.float64)).query(points.astype(np.float64))[0] / max(unit, 1e-12)
     x = np.clip((fade[1] - d) / max(fade[1] - fade[0], 1e-9), 0.0, 1.0)
     return (x * x * (3 - 2 * x)).astype(np.float32)
+
+
+def eye_blocks(face: np.ndarray, changes: np.ndarray, points: np.ndarray,
+               size: tuple[float, float] = EYE_BLOCK, fade: float = EYE_BLOCK_FADE, squash: bool = True
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each eye's change as a block: (offsets [K,N,3], Jacobians [K,N,3,3], weights [N]) at points [N,3]
+    of the landmark changes [K,478,3] (head frame) through the face's landmarks [478,3]. A block moves
+    with the mean change of the eye's ring of landmarks and, with `squash`, stretches or squashes
+    vertically about the ring's centre (seen from the front) by the lids' mean opening change. weights: 1
+    within an ellipse of semi-axes `size` (outer-eye distances) around each eye, 0 beyond `fade` times it
+    (smoothstep)."""
+    R, o, unit = head_frame(face.astype(np.float64))
+    flat = (face.astype(np.float64) - o) @ R.T / unit  # [478,3] frontal, y down, eye distance 1
+    moved = changes.astype(np.float64) @ R.T / unit  # [K,478,3]
+    p = (points.astype(np.float64) - o) @ R.T / unit  # [N,3]
+    K, N = len(changes), len(p)
+    off = np.zeros((K, N, 3))
+    squeeze = np.zeros((K, N))  # vertical stretch - 1 of the block each point follows
+    weight = np.zeros(N)
+    for e, ring in enumerate(EYE_RINGS):
+        centre = flat[ring].mean(0)
+        rho = np.hypot((p[:, 0] - centre[0]) / size[0], (p[:, 1] - centre[1]) / size[1])
+        t = np.clip((fade - rho) / (fade - 1.0), 0.0, 1.0)
+        w = t * t * (3 - 2 * t)
+        sel = w > weight
+        weight = np.maximum(weight, w)
+        pairs = LID_PAIRS[5 * e: 5 * e + 5]
+        gap = flat[pairs[:, 1], 1] - flat[pairs[:, 0], 1]  # [5] opening, seen from the front
+        for k in range(K):
+            mean = moved[k, ring].mean(0)  # [3] the eye's common motion
+            ratio = ((moved[k, pairs[:, 1], 1] - moved[k, pairs[:, 0], 1]) / gap).mean() if squash else 0.0
+            blk = mean[None] + ratio * (p[:, 1] - centre[1])[:, None] * np.array([0.0, 1.0, 0.0])
+            off[k, sel] = blk[sel] @ R * unit  # back to the head frame
+            squeeze[k, sel] = ratio
+    jac = squeeze[..., None, None] * np.outer(R[1], R[1])  # d offset / dx: the frontal vertical squash
+    return off.astype(np.float32), jac.astype(np.float32), weight.astype(np.float32)
 
 
 def to_head_frame(offsets: np.ndarray, neutral: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -194,6 +237,13 @@ class MouthWarp:
         changes = to_head_frame(local, self.model.neutral_shape, face)
         # offsets [K,N,3] and, given rotations, Jacobians [K,N,3,3]
         self.basis, self.jac = warp_basis_torch(face, changes, means, jacobian=quats is not None)
+        if region == "face":  # the eyes move as blocks, blended into the spline's motion around them
+            blk, bjac, w = eye_blocks(face, changes, means.detach().cpu().numpy())
+            w = torch.as_tensor(w, device=means.device)[:, None]  # [N,1]
+            self.basis = (1 - w) * self.basis + w * torch.as_tensor(blk, device=means.device)
+            if self.jac is not None:  # (the blend weight's own gradient left out)
+                bjac = torch.as_tensor(bjac, device=means.device)
+                self.jac = (1 - w)[..., None] * self.jac + w[..., None] * bjac
         self.rot = None if quats is None else quat_to_rotmat(quats.detach().float())  # [N,3,3]
 
     def weights(self, emotion: Tensor, factors: dict[str, float] | None = None) -> Tensor:
