@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -223,6 +225,9 @@ def test_a_failed_or_stopped_fine_tune_leaves_no_folder_but_a_built_dataset_resu
         pipeline.fine_tune(clip, "mine", preset="test", consent=True, steps=2, size=32)
     assert not crashed[0].exists() and sorted(p.name for p in pipeline.user_dir().iterdir()) == ["may-tiny"]
     assert (work_root / "mine" / "dataset" / "meta.json").is_file()
-    info = pipeline.fine_tune(clip, "mine", preset="test", consent=True, steps=2, size=32)  # no preprocess
+    info = pipeline.fine_tune(clip, "mine", preset="test", consent=True, steps=2, size=32,
+                              emotion_design="face")  # no preprocess; emotions drawn by the whole-face warp
     assert (info.path / "model.safetensors").is_file()
+    saved = json.loads((info.path / "identity.json").read_text())["settings"]["model"]
+    assert saved["emotion_warp_region"] == "face" and saved["emotion_field_colour_only"] is True
     assert "mine" in [i.name for i in pipeline.list_identities()]

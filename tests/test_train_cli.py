@@ -87,7 +87,11 @@ def test_train_command_runs_the_pipeline_recipe_with_its_flags(may_dataset_64, t
     assert calls[-1][1].name == "fast" and not calls[-1][1].emotions  # hours on a CPU: skipped
     assert main(["train", ds, "--out", str(tmp_path / "c"), "--preset", "cpu", "--device", "cpu"]) == 0
     assert calls[-1][1].emotions and calls[-1][1].size == 128
+    assert (calls[-1][1].emotion.warp_region, calls[-1][1].emotion.colour_only) == ("mouth", False)
     assert main(["train", ds, "--out", str(tmp_path / "d"), "--preset", "test", "--steps", "0"]) == 1
+    assert main(["train", ds, "--out", str(tmp_path / "e"), "--preset", "cpu", "--device", "cpu",
+                 "--emotion-design", "face"]) == 0
+    assert (calls[-1][1].emotion.warp_region, calls[-1][1].emotion.colour_only) == ("face", True)
 
 
 def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path) -> None:
@@ -125,3 +129,12 @@ def test_the_fit_report_says_quality_opening_phone_targets_and_emotions(tmp_path
         "emotion strengths: happy x1.8 (its targets read 0 -> 83 % of frames); this face rests looking happy "
         "(to the recogniser), so that is taken out at the other emotions (x0.5: they read p 0.18 -> 0.27); "
         "the recogniser still rarely reads fear on this face")
+
+
+def test_an_unknown_emotion_design_is_refused_with_the_choices() -> None:
+    from emotalk.errors import InputError
+    from emotalk.training.settings import RECIPES, override
+
+    with pytest.raises(InputError, match="mouth, face"):
+        override(RECIPES["fast"], emotion_design="cheeks")
+    assert override(RECIPES["fast"], emotion_steps=0, emotion_design="face").emotion is None  # none to set

@@ -29,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emotion-steps", type=int, default=None,
                    help="emotion-stage steps (default: the preset's; fast and quality skip it on a CPU, "
                         "where it takes hours, and emotions render neutral)")
+    p.add_argument("--emotion-design", choices=["mouth", "face"], default=None,
+                   help="how emotions are drawn: mouth (default) = a warp of the lower face, the emotion "
+                        "field moves and shades the rest; face = a warp of the whole face, the field only "
+                        "shades (sharper mouths, the person kept; reagan ships with it, obama's happy does "
+                        "not read with it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if emotion_steps is None and on_cpu and args.preset in GPU_RECIPES:
         emotion_steps = 0  # hours on a CPU; --preset cpu has a short emotion stage
     recipe = override(RECIPES[args.preset], steps=args.steps, batch=args.batch, size=args.size,
-                      seed=args.seed, emotion_steps=emotion_steps)
+                      seed=args.seed, emotion_steps=emotion_steps, emotion_design=args.emotion_design)
     size = recipe.size
     if Path(args.dataset).is_dir():  # a dataset: checked now, and its own size is the default
         from emotalk.dataset.format import load_dataset

@@ -238,13 +238,14 @@ def fit_identity(source: str | Path, out: str | Path, recipe, workdir: str | Pat
 def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
               workdir: Path | None = None, progress: Progress | None = None,
               on_sample: Callable[[list[float], object], None] | None = None,
-              steps: int | None = None, size: int | None = None):
+              steps: int | None = None, size: int | None = None, emotion_design: str | None = None):
     """A user's clip -> a new identity in the user's folder by recipe `preset` (resumable; see
     `fit_identity`). On a CPU, fast and quality run the CPU preview recipe (hours otherwise).
 
     `on_sample(loss_history, frame)` gets the loss curve as it grows and a held-out render every few
-    hundred steps and at the end. `steps`/`size` override the recipe (tests). Returns a `FittedIdentity`
-    (an IdentityInfo with the recipe's summary and a notice saying what a preview is).
+    hundred steps and at the end. `steps`/`size` override the recipe (tests); `emotion_design` "mouth"
+    (default) or "face" picks how emotions are drawn (`training.settings.EMOTION_DESIGNS`). Returns a
+    `FittedIdentity` (an IdentityInfo with the recipe's summary and a notice saying what a preview is).
     """
     from emotalk.identity.fit import FittedIdentity
     from emotalk.identity.report import fit_report
@@ -259,7 +260,7 @@ def fine_tune(clip: str, name: str, preset: str = "fast", consent: bool = False,
     if dest.exists():
         raise InputError(f"You already have an identity named {name!r}; choose another name.")
     dev = _device()
-    recipe = override(recipe_for(preset, dev), steps=steps, size=size)
+    recipe = override(recipe_for(preset, dev), steps=steps, size=size, emotion_design=emotion_design)
     work = Path(workdir) if workdir else user_dir().parent / "work" / name
     res = fit_identity(clip, dest, recipe, work, dev, name, progress, on_sample)
     notice = getattr(res, "notice", None)  # the clip check's warnings

@@ -111,12 +111,11 @@ class EmotionStageSettings:
     # TalkingGaussians.set_mouth_warp): the field alone never reached the mouth corners, so no smile showed
     warp_region: str = "mouth"  # what the warp carries (ModelSettings.emotion_warp_region): "mouth", the
     # lower face where the mask turns the field off; "face", the whole face's change, limited as the
-    # generator limits it. Not the default: on german_anchor (low brows, narrow eyes) the whole-face warp
-    # drew the skin above the lids over the eyes at angry, disgusted and sad, erasing them (BENCHMARKS.md,
-    # seventeenth session)
+    # generator limits it, each eye moved as a block. Not the default: obama's happy stops reading with it,
+    # and german_anchor's eyes narrow further than real actors' at angry (BENCHMARKS.md, eighteenth session)
     colour_only: bool = False  # the field recolours only (ModelSettings.emotion_field_colour_only), with
     # warp_region "face" drawing the geometry: sharper angry / disgusted mouths and the person kept (obama
-    # 0.56 -> 0.81 / 0.68 of neutral), but obama's happy stopped reading
+    # 0.56 -> 0.79 of neutral); reagan reads 0.69 with both (0.61 without)
     colour_weight: float = 0.5  # penalty on the emotion field's colour change (mean square): shading only
     # where the targets insist
     colour_smooth_weight: float = 2.0  # penalty on colour changes differing from their 8 nearest
@@ -298,16 +297,34 @@ def recipe_for(name: str, device: str) -> Recipe:
     return RECIPES["cpu"] if name in GPU_RECIPES and not str(device).startswith("cuda") else r
 
 
+# how the emotion stage draws an emotion: "mouth", the warp draws the lower face and the field moves and
+# shades the rest (the default); "face", the warp draws the whole face and the field only shades
+# (sharper mouths, the person kept; reagan ships with it; obama's happy does not read with it)
+EMOTION_DESIGNS: dict[str, dict] = {
+    "mouth": {"warp_region": "mouth", "colour_only": False},
+    "face": {"warp_region": "face", "colour_only": True},
+}
+
+
 def override(recipe: Recipe, steps: int | None = None, size: int | None = None, batch: int | None = None,
-             seed: int | None = None, emotion_steps: int | None = None) -> Recipe:
+             seed: int | None = None, emotion_steps: int | None = None,
+             emotion_design: str | None = None) -> Recipe:
     """The recipe with some numbers changed (CLI flags, tests); None leaves one as it is.
-    emotion_steps 0 drops the emotion stage."""
+    emotion_steps 0 drops the emotion stage; emotion_design: an EMOTION_DESIGNS key."""
     t = recipe.train
     t = replace(t, **{k: v for k, v in (("steps", steps), ("size", size), ("batch", batch), ("seed", seed))
                       if v is not None})
     emo = recipe.emotion
     if emotion_steps is not None:
         emo = replace(emo or EMOTION_PRESETS["full"], steps=int(emotion_steps)) if emotion_steps > 0 else None
+    if emotion_design is not None:
+        if emotion_design not in EMOTION_DESIGNS:
+            from emotalk.errors import InputError
+
+            raise InputError(f"Unknown emotion design {emotion_design!r}; choose one of "
+                             f"{', '.join(EMOTION_DESIGNS)}.")
+        if emo is not None:
+            emo = replace(emo, **EMOTION_DESIGNS[emotion_design])
     return replace(recipe, train=t, emotion=emo)
 
 
