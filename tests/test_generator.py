@@ -183,7 +183,7 @@ def test_brows_never_cross_the_upper_lids():
     assert np.array_equal(limit_brows(off, upper, lmk, 0.0), off)  # off
 
 
-def test_eyelids_keep_their_opening_across_the_eye_even_when_they_slide():
+def test_eyelids_keep_their_opening_down_the_face_even_when_they_slide():
     """The opening is measured down the face: a lower lid that rises while sliding sideways (the pair's
     distance about kept) is limited as a straight rise is; widening, common motion and small changes stay."""
     from emotalk.face.generator import limit_eyelids

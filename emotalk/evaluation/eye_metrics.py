@@ -5,10 +5,13 @@ erased (german_anchor, seventeenth session); these put a number on it beside the
 - **eye box**: per eye, a 2:1 box centred between the eye's corners, as wide as its ring of landmarks
   plus `margin` of that width on each side (so a narrowed eye keeps the same box).
 - **eye sharpness**: variance of the Laplacian (3x3) of each grey eye box resampled to CROP_SIZE, mean of
-  the two eyes per frame; the render's value is the median over frames with a face. Erased eyes turn to
-  flat skin and lose most of it; a narrowed eye keeps its lashes and iris edge.
+  the two eyes per frame; the render's value is the median over frames with a face.
 - **eye opening**: lid gap over eye width (`face.generator.eye_openness`), mean of both eyes and of the
   frames with a face.
+
+Real actors narrow their eyes and lose eye detail too (MEAD, `scripts/fit_eye_bar.py`: angry opening 0.75
+of neutral, sharpness 0.75); erased eyes measured 0.27-0.35 of the neutral opening, below every actor, so
+the opening against the actors' bar is the measure that tells them apart.
 """
 
 from __future__ import annotations
