@@ -134,6 +134,12 @@ def build() -> gr.Blocks:
                                          elem_id="ft_name")
                     recipes = finetune.recipe_choices(s.test_recipes)
                     ft_preset = gr.Radio(recipes, value=recipes[0][1], label="Recipe", elem_id="ft_preset")
+                    ft_design = gr.Radio(finetune.DESIGN_CHOICES, value="mouth", label="Emotions",
+                                         elem_id="ft_design",
+                                         info="standard: the model learns each emotion's face, the mouth is "
+                                              "warped. Whole-face warp: the whole face is warped, the model "
+                                              "only shades; sharper mouths, the person kept (the shipped "
+                                              "reagan); on some faces happy reads less.")
                     ft_consent = gr.Checkbox(False, label="I have the right to use this person's likeness",
                                              elem_id="ft_consent")
                     ft_plan = gr.Markdown(elem_id="ft_plan")
@@ -227,7 +233,7 @@ def build() -> gr.Blocks:
                        api_visibility="private", concurrency_id="cpu", concurrency_limit=2)
         run = ft_btn.click(lambda: finetune.lock(True), None, [ft_btn, ft_stop], queue=False,
                            api_visibility="private").then(
-            finetune.fine_tune, [ft_clip, ft_name, ft_preset, ft_consent],
+            finetune.fine_tune, [ft_clip, ft_name, ft_preset, ft_consent, ft_design],
             [ft_status, ft_loss, ft_samples, new_identity], api_name="fine_tune", show_progress="hidden",
             concurrency_id="train", concurrency_limit=finetune.MAX_WAITING)
         # (Gradio runs no .then() after a failure: each outcome gives the button back itself)

@@ -153,8 +153,8 @@ class FakePipeline:
                 "emotions": preset != "test"}
 
     def fine_tune(self, clip, name, preset="fast", consent=False, workdir=None, progress=None,
-                  on_sample=None):
-        self.calls.append(("fine_tune", clip, name, preset, consent, workdir))
+                  on_sample=None, emotion_design=None):
+        self.calls.append(("fine_tune", clip, name, preset, consent, workdir, emotion_design))
         if not consent:  # the real pipeline's own checks, before any work
             raise InputError("Tick the consent box: you must have the right to use this person's likeness.")
         if not name or "/" in name or name == "alice":
@@ -511,7 +511,10 @@ def test_fine_tune_streams_loss_and_samples_then_selects_the_new_identity(fake, 
     assert "<li>mouth opening: gain 1.2</li><li>phone lips: &lt;own&gt;</li>" in status  # the fit's report
     assert len(samples) == 2 and loss.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.25)
     call = next(c for c in fake.calls if c[0] == "fine_tune")
-    assert call[2:5] == ("me", "quality", True)
+    assert call[2:5] == ("me", "quality", True) and call[6] == "mouth"  # the default emotion design
+    fake.calls.clear()
+    list(finetune.fine_tune(_clip(tmp_path), "me2", "fast", True, design="face"))  # whole face, as chosen
+    assert next(c for c in fake.calls if c[0] == "fine_tune")[6] == "face"
 
 
 def test_fine_tune_clock_keeps_running_between_reports(fake, tmp_path, monkeypatch):

@@ -179,7 +179,7 @@ def waiting_html(name: str, place: int) -> str:
 
 
 def _worker(clip: str, name: str, preset: str, consent: bool, events: queue.Queue,
-            stop: threading.Event, ticket: object | None = None) -> None:
+            stop: threading.Event, ticket: object | None = None, design: str = "mouth") -> None:
     """Runs the fine-tune; every report goes to `events`, and raises FineTuneStopped once stopped. Its GPU
     slot (`ticket`) is given to the next in line when it has ended, not before."""
     def check() -> None:
@@ -196,7 +196,7 @@ def _worker(clip: str, name: str, preset: str, consent: bool, events: queue.Queu
 
     info, err = None, None
     try:
-        info = gpu.fine_tune(clip, name, preset, consent, progress, on_sample)
+        info = gpu.fine_tune(clip, name, preset, consent, progress, on_sample, design)
     except BaseException as e:  # noqa: BLE001 - handed to the page's thread, which raises it
         err = e
     finally:
@@ -215,9 +215,11 @@ def refuse_checked_clip(clip: str) -> None:
         report.raise_if_refused()
 
 
-def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: gr.Request | None = None):
+def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: gr.Request | None = None,
+              design: str = "mouth"):
     """Trains an identity from the visitor's clip, yielding status, loss plot, sample frames and, at the
-    end, the new identity's name. The pipeline checks consent, name and preset."""
+    end, the new identity's name. The pipeline checks consent, name, preset and the emotion design (the
+    page's fifth input: Gradio puts the request in its own parameter's place, before it)."""
     try:
         if not clip:
             raise InputError("Upload a video clip of one person talking to the camera first.")
@@ -239,7 +241,8 @@ def fine_tune(clip: str | None, name: str, preset: str, consent: bool, request: 
                                                  "start."))
             place = QUEUE.place(ticket)
         run.started = time.monotonic()
-        threading.Thread(target=_worker, args=(clip, run.name, preset, bool(consent), events, stop, ticket),
+        threading.Thread(target=_worker, args=(clip, run.name, preset, bool(consent), events, stop, ticket,
+                                               design or "mouth"),
                          daemon=True, name=f"fine-tune-{run.name}").start()
         started = True
         yield run.status_html(), loss_figure([]), [], gr.skip()
@@ -279,6 +282,8 @@ def lock(lock_it: bool):
     return gr.Button(interactive=not lock_it), gr.Button(visible=lock_it)
 
 
+DESIGN_CHOICES = [("standard", "mouth"), ("whole-face warp", "face")]  # (label, id): how emotions are
+# drawn (training.settings.EMOTION_DESIGNS)
 RECIPE_LABELS = {"fast": "fast", "quality": "quality (slower, sharper)", "cpu": "CPU preview (small, quick)",
                  "test": "test (tiny; for automated tests)"}
 

@@ -35,7 +35,9 @@ def preview(req: pipeline.RenderRequest):
 
 
 @gpu(duration=1200)
-def fine_tune(clip: str, name: str, preset: str, consent: bool, progress, on_sample):
-    """A whole fine-tune, in the pipeline's own resumable work folder (never auto-cleaned)."""
+def fine_tune(clip: str, name: str, preset: str, consent: bool, progress, on_sample,
+              design: str = "mouth"):
+    """A whole fine-tune, in the pipeline's own resumable work folder (never auto-cleaned); `design`: how
+    emotions are drawn (`training.settings.EMOTION_DESIGNS`)."""
     return pipeline.fine_tune(clip, name, preset=preset, consent=consent, progress=progress,
-                              on_sample=on_sample)
+                              on_sample=on_sample, emotion_design=design)
