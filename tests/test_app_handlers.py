@@ -577,3 +577,13 @@ def test_the_loss_plot_is_redrawn_at_most_every_few_seconds_and_with_each_frame(
     status, plot, samples, _ = run.update()
     assert plot.axes[0].lines[0].get_ydata()[-1] == pytest.approx(0.4) and len(samples) == 1
     assert "step 2/40 (30 %)" in status and 'style="width:30%"' in status
+
+
+def test_the_page_passes_the_emotion_design_after_the_request_gradio_inserts():
+    """The Fine-tune button sends [clip, name, recipe, consent, design]; Gradio puts the request in the
+    handler's own `request` parameter, so the design still lands in `design`."""
+    from gradio.helpers import special_args
+
+    req = gr.Request()
+    args = special_args(finetune.fine_tune, inputs=["clip.mp4", "me", "fast", True, "face"], request=req)[0]
+    assert args[4] is req and args[5] == "face"
