@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from emotalk.evaluation.emotion import mead_actor_clips
 from emotalk.evaluation.eye_metrics import eye_opening, eye_sharpness
 from emotalk.folders import atomic_write_text
 
-CLIP_RE = re.compile(r"^(M030|W009|W011)_front_([a-z]+)_level(\d)_001\.mp4$")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "emotalk" / "models" / "eye_bar_mead.json"
 ORDER = ("happy", "surprised", "fear", "angry", "disgusted", "sad", "contempt")
@@ -48,15 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step", type=int, default=2, help="measure every this many frames")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON table to write")
     args = ap.parse_args(argv)
-    folder = args.data / "emotion" / "mead_video"
-    clips: dict[str, dict[str, Path]] = {}
-    for p in sorted(folder.glob("*.mp4")):
-        m = CLIP_RE.match(p.name)
-        if m:
-            clips.setdefault(m.group(1), {})[m.group(2)] = p
-    clips = {a: c for a, c in clips.items() if "neutral" in c}
+    clips = mead_actor_clips(args.data)
     if not clips:
-        print(f"no MEAD actor with a neutral clip in {folder}", file=sys.stderr)
+        print(f"no MEAD actor with a neutral clip in {args.data / 'emotion' / 'mead_video'}", file=sys.stderr)
         return 1
     t0 = time.time()
     per_actor: dict[str, dict[str, list[float]]] = {}

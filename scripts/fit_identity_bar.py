@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from emotalk.evaluation.emotion import mead_actor_clips
 from emotalk.face.identity_embedding import IdentityEmbedder, mean_similarity, sample_indices
 from emotalk.folders import atomic_write_text
 
-CLIP_RE = re.compile(r"^(M030|W009|W011)_front_([a-z]+)_level(\d)_001\.mp4$")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "emotalk" / "models" / "identity_similarity_mead.json"
 ORDER = ("neutral", "happy", "surprised", "fear", "angry", "disgusted", "sad", "contempt")
@@ -50,15 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=12, help="frames sampled per clip")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON table to write")
     args = ap.parse_args(argv)
-    folder = args.data / "emotion" / "mead_video"
-    clips: dict[str, dict[str, Path]] = {}
-    for p in sorted(folder.glob("*.mp4")):
-        m = CLIP_RE.match(p.name)
-        if m:
-            clips.setdefault(m.group(1), {})[m.group(2)] = p
-    clips = {a: c for a, c in clips.items() if "neutral" in c}
+    clips = mead_actor_clips(args.data)
     if not clips:
-        print(f"no MEAD actor with a neutral clip in {folder}", file=sys.stderr)
+        print(f"no MEAD actor with a neutral clip in {args.data / 'emotion' / 'mead_video'}", file=sys.stderr)
         return 1
     t0 = time.time()
     emb = IdentityEmbedder()

@@ -128,6 +128,25 @@ MEAD_CEILING_EMOTIONS = ("angry", "disgusted", "fear", "happy", "neutral", "sad"
 MEAD_CEILING_ACTORS = ("M030", "W009", "W011")
 
 
+def mead_clip_name(actor: str, emotion: str) -> str:
+    """File stem of a frontal MEAD clip: level 3, neutral level 1 (the only neutral level)."""
+    return f"{actor}_front_{emotion}_level{1 if emotion == 'neutral' else 3}_001"
+
+
+def mead_actor_clips(data_dir: str | Path, emotions: tuple[str, ...] = MEAD_CEILING_EMOTIONS + ("contempt",)
+                     ) -> dict[str, dict[str, Path]]:
+    """{actor: {emotion: path}} of the ceiling actors' frontal clips that are there, for actors with a
+    neutral clip (the reference of the real-actor bars, scripts/fit_identity_bar.py and fit_eye_bar.py)."""
+    folder = Path(data_dir) / "emotion" / "mead_video"
+    out = {}
+    for actor in MEAD_CEILING_ACTORS:
+        found = {e: folder / f"{mead_clip_name(actor, e)}.mp4" for e in emotions}
+        found = {e: p for e, p in found.items() if p.is_file()}
+        if "neutral" in found:
+            out[actor] = found
+    return out
+
+
 def mead_ceiling_clips(data_dir: str | Path) -> list[tuple[str, str, Path]]:
     """The 21 labelled MEAD clips of the ceiling: (name, category, path); level 3 (neutral: level 1)."""
     from emotalk.errors import DatasetError
@@ -136,7 +155,7 @@ def mead_ceiling_clips(data_dir: str | Path) -> list[tuple[str, str, Path]]:
     out = []
     for actor in MEAD_CEILING_ACTORS:
         for emo in MEAD_CEILING_EMOTIONS:
-            name = f"{actor}_front_{emo}_level{1 if emo == 'neutral' else 3}_001"
+            name = mead_clip_name(actor, emo)
             p = folder / f"{name}.mp4"
             if not p.is_file():
                 raise DatasetError(f"MEAD clip missing: {p}. Point --data at the shared data folder "

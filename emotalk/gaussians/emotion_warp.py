@@ -104,11 +104,11 @@ def face_fade(face: np.ndarray, points: np.ndarray, fade: tuple[float, float] = 
 
 
 def eye_blocks(face: np.ndarray, changes: np.ndarray, points: np.ndarray,
-               size: tuple[float, float] = EYE_BLOCK, fade: float = EYE_BLOCK_FADE, squash: bool = True
+               size: tuple[float, float] = EYE_BLOCK, fade: float = EYE_BLOCK_FADE
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each eye's change as a block: (offsets [K,N,3], Jacobians [K,N,3,3], weights [N]) at points [N,3]
     of the landmark changes [K,478,3] (head frame) through the face's landmarks [478,3]. A block moves
-    with the mean change of the eye's ring of landmarks and, with `squash`, stretches or squashes
+    with the mean change of the eye's ring of landmarks and stretches or squashes
     vertically about the ring's centre (seen from the front) by the lids' mean opening change. weights: 1
     within an ellipse of semi-axes `size` (outer-eye distances) around each eye, 0 beyond `fade` times it
     (smoothstep)."""
@@ -131,7 +131,7 @@ def eye_blocks(face: np.ndarray, changes: np.ndarray, points: np.ndarray,
         gap = flat[pairs[:, 1], 1] - flat[pairs[:, 0], 1]  # [5] opening, seen from the front
         for k in range(K):
             mean = moved[k, ring].mean(0)  # [3] the eye's common motion
-            ratio = ((moved[k, pairs[:, 1], 1] - moved[k, pairs[:, 0], 1]) / gap).mean() if squash else 0.0
+            ratio = ((moved[k, pairs[:, 1], 1] - moved[k, pairs[:, 0], 1]) / gap).mean()  # opening change
             blk = mean[None] + ratio * (p[:, 1] - centre[1])[:, None] * np.array([0.0, 1.0, 0.0])
             off[k, sel] = blk[sel] @ R * unit  # back to the head frame
             squeeze[k, sel] = ratio
